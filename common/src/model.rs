@@ -1,0 +1,349 @@
+//! The domain model (DESIGN.md §2): what an authority loads, as it loads it.
+//!
+//! `PositionData` is the authority's description of a debt position. Its current state, with
+//! payments, reductions and plan changes applied, is `ledger::Position`, a fold of the ledger.
+
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DebtorCode, EntityFiscalCode, Iban, Iupd, Iuv, Nav};
+use crate::money::Cents;
+
+/// pagoPA allows at most five transfers (beneficiaries) per notice.
+pub const MAX_TRANSFERS: usize = 5;
+/// pagoPA's `metadata` carries at most ten key/value pairs per element.
+pub const MAX_METADATA: usize = 10;
+/// Free texts shown on receipts and notices (`stText140`).
+pub const MAX_TEXT: usize = 140;
+
+/// A broken rule in what an authority loaded; `field` is a path such as
+/// `options[0].instalments[1].transfers[0].amount`.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ModelError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ModelError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ModelError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub key: String,
+    pub value: String,
+}
+
+/// The person or company who owes the money.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debtor {
+    pub code: DebtorCode,
+    pub name: String,
+    #[serde(default)]
+    pub street: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub province: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A digital revenue stamp (marca da bollo digitale): the PSP sells the stamp, no money reaches
+/// the authority for this transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevenueStamp {
+    /// `tipoBollo`, "01" for the 16 EUR stamp.
+    pub stamp_type: String,
+    /// base64 SHA-256 of the document the stamp is for.
+    pub document_hash: String,
+    /// two-letter province of residence of the debtor.
+    pub province: String,
+}
+
+/// Where a transfer's money goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferTarget {
+    /// A bank account registered on the node for the beneficiary.
+    Bank(Iban),
+    /// A Poste Italiane account (the IBAN of a conto corrente postale).
+    Postal(Iban),
+    RevenueStamp(RevenueStamp),
+}
+
+/// One beneficiary's share of an instalment (trasferimento).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// `idTransfer`, 1..=5.
+    pub id: u8,
+    pub beneficiary: EntityFiscalCode,
+    pub target: TransferTarget,
+    pub amount: Cents,
+    pub remittance: String,
+    /// Taxonomy category (`transferCategory`), e.g. `9/0101108TS/`.
+    pub category: String,
+    #[serde(default)]
+    pub metadata: Vec<Metadata>,
+}
+
+/// One payable notice (rata). A single payment is a plan of one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instalment {
+    pub nav: Nav,
+    pub iuv: Iuv,
+    pub amount: Cents,
+    pub due: Date,
+    pub description: String,
+    pub transfers: Vec<Transfer>,
+    #[serde(default)]
+    pub metadata: Vec<Metadata>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptionKind {
+    /// Pay everything with one notice (unica soluzione).
+    Single,
+    /// Pay by instalments (piano rateale).
+    Plan,
+}
+
+/// One way of paying the position: a single payment or an instalment plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentOption {
+    pub kind: OptionKind,
+    pub instalments: Vec<Instalment>,
+}
+
+/// A debt position as the authority describes it (posizione debitoria).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionData {
+    pub iupd: Iupd,
+    /// The authority's own type of debt: TARI, canteen, fine, …
+    pub kind: String,
+    pub debtor: Debtor,
+    pub description: String,
+    /// Payable from this day on (none: at once).
+    #[serde(default)]
+    pub validity: Option<Date>,
+    /// Not payable after this day (none: until paid).
+    #[serde(default)]
+    pub expiry: Option<Date>,
+    pub options: Vec<PaymentOption>,
+}
+
+pub(crate) fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), ModelError> {
+    if required && value.trim().is_empty() {
+        return Err(ModelError::new(field, "must not be empty"));
+    }
+    let len = value.chars().count();
+    if len > max {
+        return Err(ModelError::new(
+            field,
+            format!("at most {max} characters, found {len}"),
+        ));
+    }
+    Ok(())
+}
+
+fn metadata(field: &str, items: &[Metadata]) -> Result<(), ModelError> {
+    if items.len() > MAX_METADATA {
+        return Err(ModelError::new(
+            field,
+            format!("at most {MAX_METADATA} entries, found {}", items.len()),
+        ));
+    }
+    for (i, m) in items.iter().enumerate() {
+        text(&format!("{field}[{i}].key"), &m.key, MAX_TEXT, true)?;
+        text(&format!("{field}[{i}].value"), &m.value, MAX_TEXT, true)?;
+    }
+    Ok(())
+}
+
+impl Transfer {
+    fn validate(&self, field: &str, position: usize) -> Result<(), ModelError> {
+        if usize::from(self.id) != position + 1 {
+            return Err(ModelError::new(
+                format!("{field}.id"),
+                format!(
+                    "transfers are numbered 1..5 in order: expected {}",
+                    position + 1
+                ),
+            ));
+        }
+        if self.amount == Cents::ZERO {
+            return Err(ModelError::new(
+                format!("{field}.amount"),
+                "must be greater than zero",
+            ));
+        }
+        text(
+            &format!("{field}.remittance"),
+            &self.remittance,
+            MAX_TEXT,
+            true,
+        )?;
+        text(&format!("{field}.category"), &self.category, MAX_TEXT, true)?;
+        metadata(&format!("{field}.metadata"), &self.metadata)?;
+        match &self.target {
+            TransferTarget::Postal(iban) if !iban.is_postal() => Err(ModelError::new(
+                format!("{field}.target"),
+                format!("{iban} is not a Poste Italiane account (ABI 07601)"),
+            )),
+            TransferTarget::RevenueStamp(s) => {
+                text(
+                    &format!("{field}.target.stamp_type"),
+                    &s.stamp_type,
+                    2,
+                    true,
+                )?;
+                text(
+                    &format!("{field}.target.document_hash"),
+                    &s.document_hash,
+                    72,
+                    true,
+                )?;
+                if s.province.len() != 2 || !s.province.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(ModelError::new(
+                        format!("{field}.target.province"),
+                        "must be two capital letters",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Instalment {
+    /// Checks one instalment: identifiers agree, 1..=5 transfers, Σ transfers = amount,
+    /// the first transfer goes to the authority itself.
+    pub fn validate(&self, field: &str, entity: &EntityFiscalCode) -> Result<(), ModelError> {
+        if self.nav.iuv() != self.iuv {
+            return Err(ModelError::new(
+                format!("{field}.iuv"),
+                format!(
+                    "{} does not match the notice number {} (expected {})",
+                    self.iuv,
+                    self.nav,
+                    self.nav.iuv()
+                ),
+            ));
+        }
+        if self.amount == Cents::ZERO {
+            return Err(ModelError::new(
+                format!("{field}.amount"),
+                "must be greater than zero",
+            ));
+        }
+        text(
+            &format!("{field}.description"),
+            &self.description,
+            MAX_TEXT,
+            true,
+        )?;
+        metadata(&format!("{field}.metadata"), &self.metadata)?;
+        if self.transfers.is_empty() || self.transfers.len() > MAX_TRANSFERS {
+            return Err(ModelError::new(
+                format!("{field}.transfers"),
+                format!(
+                    "between 1 and {MAX_TRANSFERS} transfers, found {}",
+                    self.transfers.len()
+                ),
+            ));
+        }
+        for (i, t) in self.transfers.iter().enumerate() {
+            t.validate(&format!("{field}.transfers[{i}]"), i)?;
+        }
+        if &self.transfers[0].beneficiary != entity {
+            return Err(ModelError::new(
+                format!("{field}.transfers[0].beneficiary"),
+                format!(
+                    "the first transfer must go to the creditor entity {entity}, not {}",
+                    self.transfers[0].beneficiary
+                ),
+            ));
+        }
+        let total = Cents::sum(self.transfers.iter().map(|t| t.amount)).ok_or_else(|| {
+            ModelError::new(format!("{field}.transfers"), "sum of amounts overflows")
+        })?;
+        if total != self.amount {
+            return Err(ModelError::new(
+                format!("{field}.transfers"),
+                format!(
+                    "transfer amounts add up to {total}, the instalment amount is {}",
+                    self.amount
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PaymentOption {
+    pub fn validate(&self, field: &str, entity: &EntityFiscalCode) -> Result<(), ModelError> {
+        match (self.kind, self.instalments.len()) {
+            (_, 0) => Err(ModelError::new(
+                format!("{field}.instalments"),
+                "at least one instalment",
+            )),
+            (OptionKind::Single, n) if n > 1 => Err(ModelError::new(
+                format!("{field}.instalments"),
+                format!("a single payment has exactly one instalment, found {n}"),
+            )),
+            _ => {
+                for (i, inst) in self.instalments.iter().enumerate() {
+                    inst.validate(&format!("{field}.instalments[{i}]"), entity)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl PositionData {
+    /// Checks every rule that does not depend on the store (NAV ownership and uniqueness across
+    /// positions are the store's).
+    pub fn validate(&self, entity: &EntityFiscalCode) -> Result<(), ModelError> {
+        text("kind", &self.kind, 35, true)?;
+        text("description", &self.description, MAX_TEXT, true)?;
+        text("debtor.name", &self.debtor.name, 70, true)?;
+        if let (Some(from), Some(to)) = (self.validity, self.expiry)
+            && to < from
+        {
+            return Err(ModelError::new(
+                "expiry",
+                format!("{to} is before the validity date {from}"),
+            ));
+        }
+        if self.options.is_empty() {
+            return Err(ModelError::new("options", "at least one payment option"));
+        }
+        for (i, option) in self.options.iter().enumerate() {
+            option.validate(&format!("options[{i}]"), entity)?;
+        }
+        let mut navs: Vec<&Nav> = self.instalments().map(|i| &i.nav).collect();
+        navs.sort();
+        if let Some(w) = navs.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ModelError::new(
+                "options",
+                format!("notice number {} appears twice", w[0]),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn instalments(&self) -> impl Iterator<Item = &Instalment> {
+        self.options.iter().flat_map(|o| o.instalments.iter())
+    }
+}

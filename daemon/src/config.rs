@@ -1,0 +1,270 @@
+//! The daemon's TOML configuration. Every key is documented in `daemon/mpayd.example.toml`;
+//! unknown keys are rejected by name, and `validate` checks what serde cannot (cross references,
+//! identifiers, accounts), naming the offending key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mpay_common::ids::{EntityFiscalCode, Iban, IuvSettings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder of the store and of the entities' inbox/outbox folders.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    pub broker: BrokerConfig,
+    pub stations: Vec<StationConfig>,
+    pub entities: Vec<EntityConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,mpayd::store=debug`; `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_level(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache in MiB.
+    #[serde(default = "default_cache")]
+    pub cache_mib: u64,
+}
+
+fn default_cache() -> u64 {
+    64
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_mib: default_cache(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener (/healthz, /metrics, /backup). Keep it private.
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `idBrokerPA`: the intermediary's fiscal code as registered on the node.
+    pub id: EntityFiscalCode,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// `idStation`, e.g. `15376371009_01`.
+    pub id: String,
+    /// Primitive version the node uses with this station: 1 (paGetPayment, paSendRT) or 2
+    /// (paGetPaymentV2, paSendRTV2).
+    #[serde(default = "default_version")]
+    pub primitive_version: u8,
+}
+
+fn default_version() -> u8 {
+    2
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityConfig {
+    pub fiscal_code: EntityFiscalCode,
+    pub name: String,
+    /// Office or department shown on receipts (`officeName`).
+    #[serde(default)]
+    pub office: Option<String>,
+    /// Stations (ids from `[[stations]]`) the entity is served through.
+    pub stations: Vec<String>,
+    /// How mpay generates this entity's notice numbers.
+    pub iuv: IuvSettings,
+    /// Bank accounts registered on the node for this entity.
+    #[serde(default)]
+    pub bank_accounts: Vec<Iban>,
+    /// Poste Italiane accounts (IBANs with ABI 07601) registered on the node.
+    #[serde(default)]
+    pub postal_accounts: Vec<Iban>,
+}
+
+/// A configuration error: which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.store.cache_mib == 0 {
+            return Err(invalid("store.cache_mib", "must be at least 1"));
+        }
+        if self.broker.name.trim().is_empty() {
+            return Err(invalid("broker.name", "must not be empty"));
+        }
+        if self.stations.is_empty() {
+            return Err(invalid("stations", "at least one [[stations]] is needed"));
+        }
+        let mut stations = HashSet::new();
+        for (i, s) in self.stations.iter().enumerate() {
+            let key = format!("stations[{i}]");
+            if s.id.is_empty()
+                || s.id.len() > 35
+                || !s
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!("{:?}: 1 to 35 letters, digits, '_' or '-'", s.id),
+                ));
+            }
+            if !stations.insert(s.id.as_str()) {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!("{} appears twice", s.id),
+                ));
+            }
+            if !matches!(s.primitive_version, 1 | 2) {
+                return Err(invalid(
+                    format!("{key}.primitive_version"),
+                    format!("must be 1 or 2, found {}", s.primitive_version),
+                ));
+            }
+        }
+        let mut entities = HashSet::new();
+        for (i, e) in self.entities.iter().enumerate() {
+            let key = format!("entities[{i}]");
+            if !entities.insert(&e.fiscal_code) {
+                return Err(invalid(
+                    format!("{key}.fiscal_code"),
+                    format!("{} appears twice", e.fiscal_code),
+                ));
+            }
+            if e.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if e.stations.is_empty() {
+                return Err(invalid(format!("{key}.stations"), "at least one station"));
+            }
+            for (j, s) in e.stations.iter().enumerate() {
+                if !stations.contains(s.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.stations[{j}]"),
+                        format!("no [[stations]] has id {s:?}"),
+                    ));
+                }
+            }
+            e.iuv
+                .validate()
+                .map_err(|err| invalid(format!("{key}.iuv"), err.to_string()))?;
+            if e.bank_accounts.is_empty() && e.postal_accounts.is_empty() {
+                return Err(invalid(
+                    format!("{key}.bank_accounts"),
+                    "an entity needs at least one bank or postal account",
+                ));
+            }
+            for (j, iban) in e.postal_accounts.iter().enumerate() {
+                if !iban.is_postal() {
+                    return Err(invalid(
+                        format!("{key}.postal_accounts[{j}]"),
+                        format!("{iban} is not a Poste Italiane account (ABI 07601)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn entity(&self, code: &EntityFiscalCode) -> Option<&EntityConfig> {
+        self.entities.iter().find(|e| &e.fiscal_code == code)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}

@@ -1,0 +1,106 @@
+//! The daemon's lifecycle: open the store, bind the listeners, tell systemd we are ready, serve
+//! until asked to stop, finish in-flight requests, then flush and close the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::App;
+use crate::config::Config;
+use crate::store::{Store, StoreOptions};
+
+/// An opened daemon, not yet serving.
+pub struct Daemon {
+    pub app: Arc<App>,
+}
+
+/// Where a serving daemon can be reached.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    pub admin: SocketAddr,
+}
+
+impl Daemon {
+    /// Opens the store (creating the data folder). Blocking: call it before the runtime serves,
+    /// or from `spawn_blocking`.
+    pub fn open(config: Config) -> anyhow::Result<Daemon> {
+        let dir = config.store_dir();
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let options = StoreOptions {
+            cache_bytes: config.store.cache_mib << 20,
+        };
+        let store = Store::open(&dir, &options)?;
+        tracing::info!(
+            store = %dir.display(),
+            positions = store.stats().positions,
+            "store opened"
+        );
+        Ok(Daemon {
+            app: Arc::new(App {
+                config: Arc::new(config),
+                store: Arc::new(store),
+            }),
+        })
+    }
+
+    /// Serves until `shutdown` completes, then drains and closes.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        on_ready: impl FnOnce(&Ready),
+    ) -> anyhow::Result<()> {
+        let config = Arc::clone(&self.app.config);
+        let admin = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+        let ready = Ready {
+            admin: admin.local_addr()?,
+        };
+        tracing::info!(admin = %ready.admin, "mpayd {} serving", mpay_common::VERSION);
+        on_ready(&ready);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+        let router = crate::admin::router(Arc::clone(&self.app));
+        axum::serve(admin, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("admin listener failed")?;
+
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("stopping: closing the store");
+        let store = Arc::clone(&self.app.store);
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .context("store close task")??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,226 @@
+//! `mpayd`: the command line of the daemon.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mpayd::config::{Config, LogConfig};
+use mpayd::daemon::{Daemon, termination};
+use mpayd::{demo, store, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "mpayd",
+    version,
+    about = "mpay daemon: pagoPA station for many authorities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with a configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit: 0 if valid, 1 with the reason if not.
+    CheckConfig { config: PathBuf },
+    /// Run the daemon on a built-in demo configuration and generated data.
+    Demo {
+        /// Folder for the demo's store (created; reused on the next run).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// How many positions to generate on first run.
+        #[arg(long, default_value_t = 5_000)]
+        positions: u64,
+        /// Seed of the generated data.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9480")]
+        admin: SocketAddr,
+    },
+    /// Take a consistent backup from the running daemon (through its admin listener).
+    Backup {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The backup file to write (not overwritten if it exists).
+        output: PathBuf,
+    },
+    /// Restore a backup into the configured data folder; the daemon must be stopped. The backup
+    /// is verified before anything is replaced; the current store is kept aside.
+    Restore {
+        #[arg(long, short)]
+        config: PathBuf,
+        backup: PathBuf,
+    },
+    /// Verify a backup file without restoring it.
+    VerifyBackup { backup: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mpayd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mpayd")
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+            let daemon = Daemon::open(config)?;
+            runtime()?.block_on(daemon.serve(termination(), |_| {}))
+        }
+        Command::CheckConfig { config } => {
+            let parsed = Config::load(&config)?;
+            println!(
+                "{}: valid ({} stations, {} entities)",
+                config.display(),
+                parsed.stations.len(),
+                parsed.entities.len()
+            );
+            Ok(())
+        }
+        Command::Demo {
+            data_dir,
+            positions,
+            seed,
+            admin,
+        } => demo_run(&data_dir, positions, seed, admin),
+        Command::Backup { config, output } => {
+            let config = Config::load(&config)?;
+            backup(&config, &output)
+        }
+        Command::Restore { config, backup } => {
+            let config = Config::load(&config)?;
+            let (summary, kept) = store::restore(&backup, &config.store_dir())?;
+            println!(
+                "restored {} positions (commit {}) from {} into {}",
+                summary.positions,
+                summary.commit,
+                backup.display(),
+                config.store_dir().display()
+            );
+            if let Some(kept) = kept {
+                println!("the previous store is kept in {}", kept.display());
+            }
+            Ok(())
+        }
+        Command::VerifyBackup { backup } => {
+            let summary = store::verify(&backup)?;
+            println!(
+                "{}: valid, {} positions, {} records, commit {}, taken {} by mpay {}",
+                backup.display(),
+                summary.positions,
+                summary.records,
+                summary.commit,
+                summary.created_at,
+                summary.mpay_version
+            );
+            Ok(())
+        }
+    }
+}
+
+fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
+    if output.exists() {
+        anyhow::bail!("{} exists: choose a new file name", output.display());
+    }
+    let partial = output.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let url = format!("http://{}/backup", config.admin.listen);
+    let fetched = runtime()?.block_on(mpayd::http_client::get_to(&url, |chunk| {
+        file.write_all(chunk)
+    }));
+    let finished = fetched.and_then(|()| {
+        file.sync_all()?;
+        Ok(store::verify(&partial)?)
+    });
+    match finished {
+        Ok(summary) => {
+            std::fs::rename(&partial, output)?;
+            println!(
+                "{}: {} positions, {} records, consistent as of commit {}",
+                output.display(),
+                summary.positions,
+                summary.records,
+                summary.commit
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e.context("backup failed; no file was written"))
+        }
+    }
+}
+
+fn demo_run(data_dir: &Path, positions: u64, seed: u64, admin: SocketAddr) -> anyhow::Result<()> {
+    let config = demo::config(data_dir, admin);
+    telemetry::init(&LogConfig::default()).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(data_dir)?;
+    let config_path = data_dir.join("mpayd.toml");
+    std::fs::write(&config_path, config.to_toml())
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let daemon = Daemon::open(config.clone())?;
+    let started = std::time::Instant::now();
+    let summary = demo::generate(&daemon.app.store, &config, positions, seed)?;
+    if summary.positions > 0 {
+        tracing::info!(
+            positions = summary.positions,
+            reduced = summary.reduced,
+            paid_offline = summary.paid_offline,
+            cancelled = summary.cancelled,
+            restored = summary.restored,
+            seconds = started.elapsed().as_secs_f64(),
+            "demo data generated"
+        );
+    }
+    let store_positions = daemon.app.store.stats().positions;
+    runtime()?.block_on(daemon.serve(termination(), |ready| {
+        println!("mpay demo is running ({store_positions} positions)");
+        println!("  configuration  {}", config_path.display());
+        println!(
+            "  broker         {} {}",
+            config.broker.id, config.broker.name
+        );
+        for s in &config.stations {
+            println!(
+                "  station        {} (primitives v{})",
+                s.id, s.primitive_version
+            );
+        }
+        for e in &config.entities {
+            println!(
+                "  entity         {} {} (station {}, segregation code {:02})",
+                e.fiscal_code,
+                e.name,
+                e.stations.join(","),
+                e.iuv.segregation_code.unwrap_or_default()
+            );
+        }
+        println!("  admin          http://{}/healthz  /metrics", ready.admin);
+        println!("stop with Ctrl-C");
+    }))
+}

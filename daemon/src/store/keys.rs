@@ -1,0 +1,104 @@
+//! Key layout of the `data` tree. Everything a position commit touches lives in one sled tree so
+//! that a commit is one atomic `apply_batch`; a one-byte prefix separates the tables. All numbers
+//! are big-endian so that range scans come out in numeric order, and internal ids grow by one so
+//! that bulk loads arrive in key order (sled's memory stays bounded only then).
+
+use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv, Nav};
+
+/// Internal id of a position: allocated in sequence, never reused.
+pub type PositionId = u64;
+
+pub const META: u8 = 0x00;
+pub const POSITION: u8 = 0x01;
+pub const LEDGER: u8 = 0x02;
+pub const BY_IUPD: u8 = 0x03;
+pub const BY_NAV: u8 = 0x04;
+pub const BY_IUV: u8 = 0x05;
+pub const BY_DEBTOR: u8 = 0x06;
+
+pub const META_FORMAT: &[u8] = b"\x00format";
+pub const META_NEXT_POSITION: &[u8] = b"\x00next-position";
+pub const META_COMMIT: &[u8] = b"\x00commit";
+pub const META_POSITIONS: &[u8] = b"\x00positions";
+
+/// `META "sequence/" entity` → next IUV sequence number for that entity.
+pub fn meta_sequence(entity: &EntityFiscalCode) -> Vec<u8> {
+    let mut k = b"\x00sequence/".to_vec();
+    k.extend_from_slice(&entity.as_bytes_key());
+    k
+}
+
+pub fn position(id: PositionId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = POSITION;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn ledger(id: PositionId, seq: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = LEDGER;
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of all ledger entries of one position.
+pub fn ledger_prefix(id: PositionId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = LEDGER;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn entity_key(table: u8, entity: &EntityFiscalCode, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + rest.len());
+    k.push(table);
+    k.extend_from_slice(&entity.as_bytes_key());
+    k.extend_from_slice(rest);
+    k
+}
+
+pub fn by_iupd(entity: &EntityFiscalCode, iupd: &Iupd) -> Vec<u8> {
+    entity_key(BY_IUPD, entity, iupd.as_str().as_bytes())
+}
+
+pub fn by_nav(entity: &EntityFiscalCode, nav: &Nav) -> Vec<u8> {
+    entity_key(BY_NAV, entity, &nav.as_bytes_key())
+}
+
+pub fn by_iuv(entity: &EntityFiscalCode, iuv: &Iuv) -> Vec<u8> {
+    entity_key(BY_IUV, entity, iuv.as_str().as_bytes())
+}
+
+/// `BY_DEBTOR code 0x00 position-id`; the separator keeps an 11-digit code from matching the
+/// prefix of a longer one. Anonymous debtors are not indexed.
+pub fn by_debtor(code: &DebtorCode, id: PositionId) -> Option<Vec<u8>> {
+    let mut k = by_debtor_prefix(code)?;
+    k.extend_from_slice(&id.to_be_bytes());
+    Some(k)
+}
+
+pub fn by_debtor_prefix(code: &DebtorCode) -> Option<Vec<u8>> {
+    if matches!(code, DebtorCode::Anonymous) {
+        return None;
+    }
+    let code = code.to_string();
+    let mut k = Vec::with_capacity(27);
+    k.push(BY_DEBTOR);
+    k.extend_from_slice(code.as_bytes());
+    k.push(0);
+    Some(k)
+}
+
+pub fn id_value(id: PositionId) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub fn decode_id(bytes: &[u8]) -> Option<PositionId> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    decode_id(bytes)
+}

@@ -1,0 +1,519 @@
+//! The store: the only module that touches sled (DESIGN.md §8.4 keeps everyone else out).
+//!
+//! It offers domain operations: load positions, append ledger events, look positions up by
+//! (entity, iupd), NAV, IUV or debtor. Every write is one atomic batch on the `data` tree (ledger
+//! event + cached snapshot + indexes) and returns only once it is on disk, through group commit.
+//! Writes are serialised by one writer lock, held only while the batch is built and applied, never
+//! during the fsync, so many committers share each flush.
+//!
+//! The calls block: async callers go through `tokio::task::spawn_blocking`.
+
+mod backup;
+mod codec;
+mod durability;
+pub mod keys;
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv, Nav};
+use mpay_common::ledger::{Event, LedgerError, Position};
+use serde::{Deserialize, Serialize};
+
+pub use backup::{BackupSummary, restore, verify};
+use durability::GroupCommit;
+pub use keys::PositionId;
+
+/// On-disk format of the store as a whole. Raised when keys or trees change meaning; a store
+/// written by a newer format is refused rather than misread.
+pub const STORE_FORMAT: u32 = 1;
+
+/// Trees kept apart from `data` because they never need to commit atomically with a position.
+pub const TREES: [&str; 5] = ["journal", "flows", "treasury", "reconciliation", "audit"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "the store in {path} was written by format {found}; this mpayd understands format \
+         {STORE_FORMAT} at most: run a newer mpayd, or restore a backup"
+    )]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("backup: {0}")]
+    Backup(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Why a write was not made. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Rejected(#[from] LedgerError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no such position")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sled::Error> for WriteError {
+    fn from(e: sled::Error) -> Self {
+        WriteError::Store(e.into())
+    }
+}
+
+/// A ledger entry as stored: the event and the global commit that wrote it. Commits are numbered
+/// in order, so "everything up to commit N" is a consistent cut (backups rely on it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredEvent {
+    pub commit: u64,
+    pub event: Event,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled's page cache. It bounds only part of sled's memory (see performance.md).
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters for health checks, metrics and the console.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreStats {
+    pub positions: u64,
+    pub commits: u64,
+    pub flushes: u64,
+    pub disk_bytes: u64,
+}
+
+struct Writer {
+    next_position: PositionId,
+    commit: u64,
+    positions: u64,
+}
+
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    data: sled::Tree,
+    writer: Mutex<Writer>,
+    group: Arc<GroupCommit>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    commits: AtomicU64,
+}
+
+fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    match tree.get(key)? {
+        None => Ok(0),
+        Some(v) => keys::decode_u64(&v)
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {key:?} is not a number"))),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. Only one process may have it open.
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            // We flush ourselves before every acknowledgement; the timer would only add fsyncs.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::Unavailable(format!(
+                        "{} is in use by another process (is mpayd already running?)",
+                        dir.display()
+                    ))
+                }
+                other => StoreError::from(other),
+            })?;
+        let data = db.open_tree("data")?;
+        for name in TREES {
+            db.open_tree(name)?;
+        }
+        match data.get(keys::META_FORMAT)? {
+            None => {
+                if data.iter().next().is_some() {
+                    return Err(StoreError::Corrupt(
+                        "data without a format marker".to_string(),
+                    ));
+                }
+                data.insert(keys::META_FORMAT, &u64::from(STORE_FORMAT).to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = keys::decode_u64(&v)
+                    .and_then(|f| u32::try_from(f).ok())
+                    .ok_or_else(|| StoreError::Corrupt("format marker unreadable".into()))?;
+                if found > STORE_FORMAT {
+                    return Err(StoreError::TooNew {
+                        path: dir.to_path_buf(),
+                        found,
+                    });
+                }
+            }
+        }
+        let writer = Writer {
+            next_position: u64_meta(&data, keys::META_NEXT_POSITION)?,
+            commit: u64_meta(&data, keys::META_COMMIT)?,
+            positions: u64_meta(&data, keys::META_POSITIONS)?,
+        };
+        let (group, flusher) = GroupCommit::start(db.clone());
+        Ok(Store {
+            path: dir.to_path_buf(),
+            commits: AtomicU64::new(writer.commit),
+            db,
+            data,
+            writer: Mutex::new(writer),
+            group,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // The writer state is only counters that are written back with each batch; after a panic
+        // elsewhere they are still what the last successful batch stored.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a batch built under the writer lock, then waits for it to be durable.
+    fn commit(
+        &self,
+        mut w: MutexGuard<'_, Writer>,
+        mut batch: sled::Batch,
+    ) -> Result<(), StoreError> {
+        let commit = w.commit + 1;
+        batch.insert(keys::META_COMMIT, &commit.to_be_bytes());
+        batch.insert(keys::META_NEXT_POSITION, &w.next_position.to_be_bytes());
+        batch.insert(keys::META_POSITIONS, &w.positions.to_be_bytes());
+        self.data.apply_batch(batch)?;
+        w.commit = commit;
+        drop(w);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.group.wait_durable()
+    }
+
+    /// Hands out `count` consecutive IUV sequence numbers for an entity; they are never handed out
+    /// again, even after a crash.
+    pub fn reserve_sequence(
+        &self,
+        entity: &EntityFiscalCode,
+        count: u64,
+    ) -> Result<Range<u64>, StoreError> {
+        let w = self.writer();
+        let key = keys::meta_sequence(entity);
+        let start = u64_meta(&self.data, &key)?;
+        let end = start
+            .checked_add(count)
+            .ok_or_else(|| StoreError::Unavailable("sequence exhausted".into()))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key, &end.to_be_bytes());
+        // The caller's positions carry these numbers only if this is durable first.
+        self.commit(w, batch)?;
+        Ok(start..end)
+    }
+
+    /// Loads new positions in one commit. Each item fails or succeeds on its own; the successful
+    /// ones are durable when this returns.
+    pub fn load_many(
+        &self,
+        entity: &EntityFiscalCode,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        let mut w = self.writer();
+        let mut batch = sled::Batch::default();
+        let mut results = Vec::with_capacity(events.len());
+        // Keys taken by earlier items of this same batch.
+        let mut taken: HashSet<Vec<u8>> = HashSet::new();
+        let commit = w.commit + 1;
+        for event in events {
+            let outcome = (|| {
+                let position = Position::load(entity.clone(), &event)?;
+                let iupd_key = keys::by_iupd(entity, &position.iupd);
+                if taken.contains(&iupd_key) || self.data.contains_key(&iupd_key)? {
+                    return Err(WriteError::Conflict(format!(
+                        "position {} already exists",
+                        position.iupd
+                    )));
+                }
+                let navs: Vec<Vec<u8>> = position
+                    .instalments()
+                    .map(|i| keys::by_nav(entity, &i.terms.nav))
+                    .collect();
+                for (key, inst) in navs.iter().zip(position.instalments()) {
+                    if taken.contains(key) || self.data.contains_key(key)? {
+                        return Err(WriteError::Conflict(format!(
+                            "notice number {} is already used by another position",
+                            inst.terms.nav
+                        )));
+                    }
+                }
+                let id = w.next_position;
+                w.next_position += 1;
+                w.positions += 1;
+                taken.insert(iupd_key);
+                taken.extend(navs);
+                self.write_position(&mut batch, id, None, &position)?;
+                let stored = StoredEvent { commit, event };
+                batch.insert(&keys::ledger(id, 0), codec::encode(&stored)?);
+                Ok(id)
+            })();
+            results.push(outcome);
+        }
+        if results.iter().any(Result::is_ok) {
+            self.commit(w, batch)?;
+        }
+        Ok(results)
+    }
+
+    /// Loads one new position.
+    pub fn load(&self, entity: &EntityFiscalCode, event: Event) -> Result<PositionId, WriteError> {
+        self.load_many(entity, vec![event])?
+            .pop()
+            .unwrap_or(Err(WriteError::NotFound))
+    }
+
+    /// Appends one event to a position's ledger, if the position's rules accept it.
+    pub fn append(&self, id: PositionId, event: Event) -> Result<Position, WriteError> {
+        let w = self.writer();
+        let before = self.position(id)?.ok_or(WriteError::NotFound)?;
+        let mut after = before.clone();
+        after.apply(&event)?;
+        let mut batch = sled::Batch::default();
+        let added = self.write_position(&mut batch, id, Some(&before), &after)?;
+        for nav in added {
+            if let Some(owner) = self.data.get(keys::by_nav(&after.entity, &nav))?
+                && keys::decode_id(&owner) != Some(id)
+            {
+                return Err(WriteError::Conflict(format!(
+                    "notice number {nav} is already used by another position"
+                )));
+            }
+        }
+        let stored = StoredEvent {
+            commit: w.commit + 1,
+            event,
+        };
+        batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
+        self.commit(w, batch)?;
+        Ok(after)
+    }
+
+    /// Writes the snapshot and the index entries that changed; returns the NAVs that are new to
+    /// this position (the caller checks that nobody else holds them).
+    fn write_position(
+        &self,
+        batch: &mut sled::Batch,
+        id: PositionId,
+        before: Option<&Position>,
+        after: &Position,
+    ) -> Result<Vec<Nav>, StoreError> {
+        let value = keys::id_value(id);
+        batch.insert(&keys::position(id), codec::encode(after)?);
+        let entity = &after.entity;
+        let old_navs: BTreeSet<&Nav> = before
+            .map(|b| b.instalments().map(|i| &i.terms.nav).collect())
+            .unwrap_or_default();
+        let new_navs: BTreeSet<&Nav> = after.instalments().map(|i| &i.terms.nav).collect();
+        // Indexes are derived data: entries for notices a replacement dropped go away; the
+        // ledger keeps the history.
+        if let Some(b) = before {
+            for inst in b.instalments().filter(|i| !new_navs.contains(&i.terms.nav)) {
+                batch.remove(keys::by_nav(entity, &inst.terms.nav));
+                batch.remove(keys::by_iuv(entity, &inst.terms.iuv));
+            }
+        }
+        let mut added = Vec::new();
+        for inst in after
+            .instalments()
+            .filter(|i| !old_navs.contains(&i.terms.nav))
+        {
+            batch.insert(keys::by_nav(entity, &inst.terms.nav), &value);
+            batch.insert(keys::by_iuv(entity, &inst.terms.iuv), &value);
+            added.push(inst.terms.nav.clone());
+        }
+        if before.is_none() {
+            batch.insert(keys::by_iupd(entity, &after.iupd), &value);
+        }
+        let old_debtor = before.map(|b| &b.debtor.code);
+        if old_debtor != Some(&after.debtor.code) {
+            if let Some(key) = old_debtor.and_then(|c| keys::by_debtor(c, id)) {
+                batch.remove(key);
+            }
+            if let Some(key) = keys::by_debtor(&after.debtor.code, id) {
+                batch.insert(key, &[]);
+            }
+        }
+        Ok(added)
+    }
+
+    pub fn position(&self, id: PositionId) -> Result<Option<Position>, StoreError> {
+        self.data
+            .get(keys::position(id))?
+            .map(|v| codec::decode(&v, "a position"))
+            .transpose()
+    }
+
+    fn through_index(&self, key: &[u8]) -> Result<Option<(PositionId, Position)>, StoreError> {
+        let Some(v) = self.data.get(key)? else {
+            return Ok(None);
+        };
+        let id = keys::decode_id(&v).ok_or_else(|| StoreError::Corrupt("index value".into()))?;
+        let position = self
+            .position(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("index points to missing position {id}")))?;
+        Ok(Some((id, position)))
+    }
+
+    pub fn by_iupd(
+        &self,
+        entity: &EntityFiscalCode,
+        iupd: &Iupd,
+    ) -> Result<Option<(PositionId, Position)>, StoreError> {
+        self.through_index(&keys::by_iupd(entity, iupd))
+    }
+
+    pub fn by_nav(
+        &self,
+        entity: &EntityFiscalCode,
+        nav: &Nav,
+    ) -> Result<Option<(PositionId, Position)>, StoreError> {
+        self.through_index(&keys::by_nav(entity, nav))
+    }
+
+    pub fn by_iuv(
+        &self,
+        entity: &EntityFiscalCode,
+        iuv: &Iuv,
+    ) -> Result<Option<(PositionId, Position)>, StoreError> {
+        self.through_index(&keys::by_iuv(entity, iuv))
+    }
+
+    /// Every position of a debtor, across entities, oldest first; at most `limit`.
+    pub fn by_debtor(
+        &self,
+        code: &DebtorCode,
+        limit: usize,
+    ) -> Result<Vec<(PositionId, Position)>, StoreError> {
+        let Some(prefix) = keys::by_debtor_prefix(code) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in self.data.scan_prefix(&prefix).take(limit) {
+            let (k, _) = entry?;
+            let id = keys::decode_id(&k[prefix.len()..])
+                .ok_or_else(|| StoreError::Corrupt("debtor index key".into()))?;
+            if let Some(p) = self.position(id)? {
+                out.push((id, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole ledger of a position, in order.
+    pub fn ledger(&self, id: PositionId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.data
+            .scan_prefix(keys::ledger_prefix(id))
+            .map(|entry| {
+                let (_, v) = entry?;
+                codec::decode(&v, "a ledger event")
+            })
+            .collect()
+    }
+
+    /// Refolds a position from its ledger (for audits and tests: it must equal the snapshot).
+    pub fn refold(&self, id: PositionId) -> Result<Option<Position>, StoreError> {
+        let events = self.ledger(id)?;
+        let Some(first) = self.position(id)? else {
+            return Ok(None);
+        };
+        Position::fold(first.entity, events.iter().map(|s| &s.event))
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("ledger of position {id} does not fold: {e}")))
+    }
+
+    /// Positions in id order starting at `from`, at most `limit` (for scans and exports).
+    pub fn positions(
+        &self,
+        from: PositionId,
+        limit: usize,
+    ) -> Result<Vec<(PositionId, Position)>, StoreError> {
+        let start = keys::position(from);
+        let end = [keys::POSITION + 1];
+        self.data
+            .range(start.as_slice()..end.as_slice())
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry?;
+                let id = keys::decode_id(&k[1..])
+                    .ok_or_else(|| StoreError::Corrupt("position key".into()))?;
+                Ok((id, codec::decode(&v, "a position")?))
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            positions: self.writer().positions,
+            commits: self.commits.load(Ordering::Relaxed),
+            flushes: self.group.flushes(),
+            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+        }
+    }
+
+    /// Healthy while no flush has failed.
+    pub fn healthy(&self) -> Result<(), String> {
+        self.group.healthy()
+    }
+
+    /// Flushes and stops the flusher thread. Later writes fail.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.group.stop();
+        if let Some(handle) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,23 @@
+//! Structured logs with tracing: human-readable text or one JSON object per line, to stderr
+//! (journald and container runtimes collect it from there).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
+pub fn init(log: &LogConfig) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
+        _ => EnvFilter::try_new(&log.level),
+    }
+    .map_err(|e| format!("log.level: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
