@@ -246,8 +246,8 @@ fn debtor(rng: &mut fastrand::Rng) -> Debtor {
 }
 
 /// One kind of debt an authority typically collects.
-#[derive(Clone, Copy)]
-enum Kind {
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
     Tari,
     Canteen,
     Fine,
@@ -256,7 +256,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn pick(rng: &mut fastrand::Rng) -> Kind {
+    pub fn pick(rng: &mut fastrand::Rng) -> Kind {
         match rng.u8(..100) {
             0..35 => Kind::Tari,
             35..60 => Kind::Canteen,
@@ -277,8 +277,8 @@ impl Kind {
     }
 }
 
-/// Builds the demo data for one entity: how many notices it needs, then the positions.
-struct Builder<'a> {
+/// Builds realistic positions for one entity (the demo's, the tests' and the benchmarks').
+pub struct Builder<'a> {
     entity: &'a EntityConfig,
     /// The entity that receives the TEFA share of TARI (the province).
     province: &'a EntityConfig,
@@ -286,7 +286,17 @@ struct Builder<'a> {
     rng: fastrand::Rng,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// `province` receives the TEFA share of TARI notices.
+    pub fn new(entity: &'a EntityConfig, province: &'a EntityConfig, seed: u64) -> Builder<'a> {
+        Builder {
+            entity,
+            province,
+            today: today(),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
     fn transfer(
         &self,
         id: u8,
@@ -352,14 +362,16 @@ impl Builder<'_> {
     }
 
     /// How many notice numbers a position of this kind uses.
-    fn notices(kind: Kind) -> u64 {
+    pub fn notices(kind: Kind) -> u64 {
         match kind {
             Kind::Tari => 4,
             _ => 1,
         }
     }
 
-    fn position(
+    /// Position number `n` of the given kind, taking its notice numbers from `navs`; `None` when
+    /// `navs` runs out.
+    pub fn position(
         &mut self,
         n: u64,
         kind: Kind,
@@ -483,6 +495,14 @@ impl Builder<'_> {
     }
 }
 
+/// Today in Rome, where the authorities' days begin and end.
+pub fn today() -> Date {
+    let now = Timestamp::now();
+    now.in_tz("Europe/Rome")
+        .map(|z| z.date())
+        .unwrap_or_else(|_| now.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+}
+
 /// What `generate` did, printed at start.
 #[derive(Debug, Default)]
 pub struct DemoSummary {
@@ -519,12 +539,7 @@ pub fn generate(
     let per_entity = count.div_ceil(config.entities.len() as u64);
     let mut variations: Vec<(PositionId, Vec<mpay_common::ids::Nav>)> = Vec::new();
     for (e, entity) in config.entities.iter().enumerate() {
-        let mut builder = Builder {
-            entity,
-            province,
-            today,
-            rng: fastrand::Rng::with_seed(seed.wrapping_add(e as u64)),
-        };
+        let mut builder = Builder::new(entity, province, seed.wrapping_add(e as u64));
         let mut done = 0;
         while done < per_entity && summary.positions < count {
             let batch = (per_entity - done)

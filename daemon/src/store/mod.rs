@@ -12,6 +12,8 @@ mod backup;
 mod codec;
 mod durability;
 pub mod keys;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;

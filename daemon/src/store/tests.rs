@@ -1,0 +1,436 @@
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use mpay_common::ids::{DebtorCode, Nav};
+use mpay_common::ledger::{Actor, Change, Event, InstalmentStatus, LedgerError, OfflineChannel};
+use mpay_common::model::PositionData;
+use mpay_common::money::Cents;
+
+use super::*;
+use crate::config::{Config, EntityConfig};
+use crate::demo::{self, Builder, Kind};
+
+fn demo_config() -> Config {
+    demo::config(
+        Path::new("/nonexistent"),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, &StoreOptions::default()).expect("open store")
+}
+
+fn loaded(data: PositionData) -> Event {
+    Event::new(Timestamp::now(), Actor::System, Change::Loaded(data))
+}
+
+/// `count` canteen positions (one notice each) for the entity, with fresh notice numbers.
+fn positions(
+    store: &Store,
+    entity: &EntityConfig,
+    province: &EntityConfig,
+    count: u64,
+) -> Vec<PositionData> {
+    let range = store
+        .reserve_sequence(&entity.fiscal_code, count)
+        .expect("sequence");
+    let first = range.start;
+    let mut navs = range.map(|s| entity.iuv.notice(s).expect("nav"));
+    let mut builder = Builder::new(entity, province, 7 + first);
+    (first..first + count)
+        .map(|n| {
+            builder
+                .position(n, Kind::Canteen, &mut navs)
+                .expect("position")
+        })
+        .collect()
+}
+
+fn first_nav(data: &PositionData) -> Nav {
+    data.instalments().next().expect("instalment").nav.clone()
+}
+
+#[test]
+fn load_then_look_up_by_every_key_and_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let data = {
+        let store = open(dir.path());
+        let data = positions(&store, entity, province, 3);
+        let results = store
+            .load_many(
+                &entity.fiscal_code,
+                data.iter().cloned().map(loaded).collect(),
+            )
+            .expect("load");
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(store.stats().positions, 3);
+        data
+    };
+    // Everything acknowledged is there after a reopen.
+    let store = open(dir.path());
+    assert_eq!(store.stats().positions, 3);
+    for d in &data {
+        let nav = first_nav(d);
+        let (id, by_nav) = store
+            .by_nav(&entity.fiscal_code, &nav)
+            .expect("read")
+            .expect("found by NAV");
+        assert_eq!(by_nav.iupd, d.iupd);
+        let (id2, _) = store
+            .by_iupd(&entity.fiscal_code, &d.iupd)
+            .expect("read")
+            .expect("found by iupd");
+        let (id3, _) = store
+            .by_iuv(&entity.fiscal_code, &nav.iuv())
+            .expect("read")
+            .expect("found by IUV");
+        assert_eq!((id, id), (id2, id3));
+        let by_debtor = store.by_debtor(&d.debtor.code, 10).expect("debtor");
+        if !matches!(d.debtor.code, DebtorCode::Anonymous) {
+            assert!(by_debtor.iter().any(|(i, _)| *i == id));
+        }
+        // A NAV of the same entity number space under another entity is not found.
+        assert!(
+            store
+                .by_nav(&config.entities[1].fiscal_code, &nav)
+                .expect("read")
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn duplicates_are_refused_item_by_item_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let data = positions(&store, entity, province, 2);
+    store
+        .load(&entity.fiscal_code, loaded(data[0].clone()))
+        .expect("first load");
+    let commits = store.stats().commits;
+
+    // Same iupd again, a new position reusing the NAV, and the same iupd twice in one batch.
+    let mut reuses_nav = data[1].clone();
+    reuses_nav.options[0].instalments[0] = data[0].options[0].instalments[0].clone();
+    let results = store
+        .load_many(
+            &entity.fiscal_code,
+            vec![loaded(data[0].clone()), loaded(reuses_nav)],
+        )
+        .expect("load");
+    assert!(matches!(&results[0], Err(WriteError::Conflict(m)) if m.contains("already exists")));
+    assert!(matches!(&results[1], Err(WriteError::Conflict(m)) if m.contains("notice number")));
+    assert_eq!(
+        store.stats().commits,
+        commits,
+        "a batch with no success commits nothing"
+    );
+    assert_eq!(store.stats().positions, 1);
+
+    let results = store
+        .load_many(
+            &entity.fiscal_code,
+            vec![loaded(data[1].clone()), loaded(data[1].clone())],
+        )
+        .expect("load");
+    assert!(results[0].is_ok());
+    assert!(matches!(&results[1], Err(WriteError::Conflict(_))));
+    assert_eq!(store.stats().positions, 2);
+}
+
+#[test]
+fn invalid_position_is_refused_with_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let mut data = positions(&store, entity, province, 1).remove(0);
+    data.options[0].instalments[0].amount = Cents(1);
+    let err = store
+        .load(&entity.fiscal_code, loaded(data))
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("options[0].instalments[0].transfers"),
+        "{err}"
+    );
+    assert_eq!(store.stats().positions, 0);
+}
+
+#[test]
+fn append_applies_rules_and_keeps_the_ledger_foldable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let data = positions(&store, entity, province, 1).remove(0);
+    let nav = first_nav(&data);
+    let amount = data.options[0].instalments[0].amount;
+    let id = store.load(&entity.fiscal_code, loaded(data)).expect("load");
+    let today = demo::today();
+
+    let cancel = Event::new(
+        Timestamp::now(),
+        Actor::Operator("anna".into()),
+        Change::Cancelled,
+    )
+    .with_reason("wrong debtor");
+    let p = store.append(id, cancel).expect("cancel");
+    assert!(p.cancelled);
+    // A cancelled position cannot be paid offline: refused, nothing appended.
+    let pay = Event::new(
+        Timestamp::now(),
+        Actor::ApiKey("tributi".into()),
+        Change::PaidOffline {
+            nav: nav.clone(),
+            channel: OfflineChannel::Counter,
+            date: today,
+            amount,
+            reference: "R1".into(),
+        },
+    );
+    let err = store.append(id, pay.clone()).expect_err("refused");
+    assert!(matches!(
+        err,
+        WriteError::Rejected(LedgerError::PositionCancelled)
+    ));
+    assert_eq!(store.ledger(id).expect("ledger").len(), 2);
+
+    store
+        .append(
+            id,
+            Event::new(Timestamp::now(), Actor::System, Change::Restored),
+        )
+        .expect("restore");
+    let p = store.append(id, pay).expect("pay");
+    let inst = p.instalment(&nav).expect("instalment");
+    assert_eq!(
+        p.instalment_status(inst, today),
+        InstalmentStatus::PaidOffline
+    );
+
+    let ledger = store.ledger(id).expect("ledger");
+    assert_eq!(ledger.len(), 4);
+    assert!(ledger.windows(2).all(|w| w[0].commit < w[1].commit));
+    assert_eq!(store.refold(id).expect("refold"), Some(p.clone()));
+    assert_eq!(store.position(id).expect("read"), Some(p));
+    assert!(matches!(
+        store.append(
+            999,
+            Event::new(Timestamp::now(), Actor::System, Change::Cancelled)
+        ),
+        Err(WriteError::NotFound)
+    ));
+}
+
+#[test]
+fn a_plan_indexes_its_new_notices_and_refuses_taken_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let data = positions(&store, entity, province, 3);
+    let ids: Vec<PositionId> = store
+        .load_many(
+            &entity.fiscal_code,
+            data.iter().cloned().map(loaded).collect(),
+        )
+        .expect("load")
+        .into_iter()
+        .map(|r| r.expect("loaded"))
+        .collect();
+    // Replace the first position's notice by the second position's notice: refused.
+    let mut plan = data[1].options[0].clone();
+    plan.kind = mpay_common::model::OptionKind::Plan;
+    let taken = Change::Rescheduled {
+        replaced: vec![first_nav(&data[0])],
+        plan: plan.clone(),
+    };
+    let err = store
+        .append(ids[0], Event::new(Timestamp::now(), Actor::System, taken))
+        .expect_err("taken NAV");
+    assert!(matches!(err, WriteError::Conflict(_)), "{err}");
+
+    // With a fresh notice number the plan is indexed.
+    let seq = store.reserve_sequence(&entity.fiscal_code, 1).expect("seq");
+    let fresh = entity.iuv.notice(seq.start).expect("nav");
+    plan.instalments[0].iuv = fresh.iuv();
+    plan.instalments[0].nav = fresh.clone();
+    let change = Change::Rescheduled {
+        replaced: vec![first_nav(&data[0])],
+        plan,
+    };
+    store
+        .append(ids[0], Event::new(Timestamp::now(), Actor::System, change))
+        .expect("rescheduled");
+    let (found, _) = store
+        .by_nav(&entity.fiscal_code, &fresh)
+        .expect("read")
+        .expect("new notice indexed");
+    assert_eq!(found, ids[0]);
+}
+
+#[test]
+fn concurrent_committers_share_flushes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let data = positions(&store, entity, province, 64 * 10);
+    let before = store.stats();
+    std::thread::scope(|s| {
+        for chunk in data.chunks(10) {
+            let store = Arc::clone(&store);
+            let entity = entity.fiscal_code.clone();
+            s.spawn(move || {
+                for d in chunk {
+                    store.load(&entity, loaded(d.clone())).expect("load");
+                }
+            });
+        }
+    });
+    let after = store.stats();
+    assert_eq!(after.positions, 640);
+    assert_eq!(after.commits - before.commits, 640);
+    // Every commit waited for a flush, but concurrent ones shared them.
+    assert!(after.flushes - before.flushes < 640, "{before:?} {after:?}");
+}
+
+#[test]
+fn a_store_from_a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    {
+        let db = sled::open(dir.path()).expect("sled");
+        let data = db.open_tree("data").expect("tree");
+        data.insert(
+            keys::META_FORMAT,
+            &u64::from(STORE_FORMAT + 1).to_be_bytes(),
+        )
+        .expect("insert");
+        db.flush().expect("flush");
+    }
+    let err = Store::open(dir.path(), &StoreOptions::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::TooNew { found, .. } if found == STORE_FORMAT + 1));
+    assert!(err.to_string().contains("newer mpayd"), "{err}");
+}
+
+#[test]
+fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("store"));
+    let config = demo_config();
+    let (entity, province) = (&config.entities[1], &config.entities[2]);
+    let data = positions(&store, entity, province, 50);
+    let ids: Vec<PositionId> = store
+        .load_many(
+            &entity.fiscal_code,
+            data.iter().cloned().map(loaded).collect(),
+        )
+        .expect("load")
+        .into_iter()
+        .map(|r| r.expect("loaded"))
+        .collect();
+    store
+        .append(
+            ids[3],
+            Event::new(Timestamp::now(), Actor::System, Change::Cancelled),
+        )
+        .expect("cancel");
+    let mut file = Vec::new();
+    let summary = store.backup(&mut file).expect("backup");
+    assert_eq!(summary.positions, 50);
+    // Written after the cut: not in the backup.
+    store
+        .append(
+            ids[4],
+            Event::new(Timestamp::now(), Actor::System, Change::Cancelled),
+        )
+        .expect("cancel after backup");
+    let path = dir.path().join("b.mpaybak");
+    std::fs::write(&path, &file).expect("write");
+
+    let target = dir.path().join("restored");
+    let (restored, kept) = restore(&path, &target).expect("restore");
+    assert!(kept.is_none());
+    assert_eq!(restored.positions, 50);
+    let copy = open(&target);
+    assert_eq!(copy.stats().positions, 50);
+    assert_eq!(
+        copy.position(ids[3]).expect("read"),
+        store.position(ids[3]).expect("read")
+    );
+    assert!(
+        !copy
+            .position(ids[4])
+            .expect("read")
+            .expect("there")
+            .cancelled
+    );
+    let nav = first_nav(&data[10]);
+    assert_eq!(
+        copy.by_nav(&entity.fiscal_code, &nav)
+            .expect("read")
+            .map(|(i, _)| i),
+        Some(ids[10])
+    );
+    // Sequences survive: the next notice number is not one already used.
+    let next = copy.reserve_sequence(&entity.fiscal_code, 1).expect("seq");
+    assert_eq!(next.start, 50);
+    // New positions get new ids.
+    let more = positions(&copy, entity, province, 1);
+    let id = copy
+        .load(&entity.fiscal_code, loaded(more[0].clone()))
+        .expect("load");
+    assert_eq!(id, 50);
+}
+
+#[test]
+fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = dir.path().join("store");
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let mut file = Vec::new();
+    {
+        let store = open(&store_dir);
+        let data = positions(&store, entity, province, 5);
+        store
+            .load_many(&entity.fiscal_code, data.into_iter().map(loaded).collect())
+            .expect("load");
+        store.backup(&mut file).expect("backup");
+    }
+    let path = dir.path().join("b.mpaybak");
+    let damages: [fn(&mut Vec<u8>); 3] = [
+        |f| {
+            let n = f.len() / 2;
+            f[n] ^= 0x55;
+        },
+        |f| f.truncate(f.len() - 3),
+        |f| f[0] = b'X',
+    ];
+    for damage in damages {
+        let mut bad = file.clone();
+        damage(&mut bad);
+        std::fs::write(&path, &bad).expect("write");
+        let err = restore(&path, &store_dir).expect_err("refused");
+        assert!(matches!(err, StoreError::Backup(_)), "{err}");
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(entries.len(), 2, "no leftovers: {entries:?}");
+        assert_eq!(open(&store_dir).stats().positions, 5);
+    }
+    std::fs::write(&path, &file).expect("write");
+    let (_, kept) = restore(&path, &store_dir).expect("restore");
+    let kept = kept.expect("old store kept aside");
+    assert_eq!(open(&kept).stats().positions, 5);
+}
