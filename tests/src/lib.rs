@@ -1,1 +1,213 @@
+//! Harness for the end-to-end tests: runs the real `mpayd` binary on a temporary data folder and
+//! talks to it over real sockets, as a sysadmin, the node or an authority would.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `mpayd` binary of this build: next to the test executable's `deps` folder. `MPAYD_BIN`
+/// overrides it.
+pub fn mpayd_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MPAYD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target folder");
+    let bin = dir.join("mpayd");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `mpayd ARGS` to completion.
+pub fn mpayd(args: &[&str]) -> Output {
+    Command::new(mpayd_bin())
+        .args(args)
+        .output()
+        .expect("run mpayd")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A minimal HTTP/1.1 GET; returns the status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}
+
+/// A running mpayd.
+pub struct Daemon {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// `mpayd demo` with `positions` generated positions in `data_dir`.
+    pub fn demo(data_dir: &Path, positions: u64) -> Daemon {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Daemon::spawn(
+            &[
+                "demo",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8 path"),
+                "--positions",
+                &positions.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ],
+            admin,
+            data_dir,
+        )
+    }
+
+    /// `mpayd run --config FILE`, where the file's admin listener is `admin`.
+    pub fn run(config: &Path, admin: SocketAddr, data_dir: &Path) -> Daemon {
+        Daemon::spawn(
+            &["run", "--config", config.to_str().expect("utf-8 path")],
+            admin,
+            data_dir,
+        )
+    }
+
+    fn spawn(args: &[&str], admin: SocketAddr, data_dir: &Path) -> Daemon {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log = data_dir.with_extension(format!("{}.log", admin.port()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(mpayd_bin())
+            .args(args)
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start mpayd");
+        Daemon {
+            child,
+            admin,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Waits until /healthz answers 200; panics with the log if the daemon dies or takes too long.
+    pub fn ready(mut self) -> Daemon {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok((200, _)) = http_get(self.admin, "/healthz") {
+                return self;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("mpayd exited with {status}:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mpayd not ready:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.admin, "/healthz").expect("healthz");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("healthz json")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) -> ExitStatus {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(10))
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mpayd did not exit:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

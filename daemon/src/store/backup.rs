@@ -230,6 +230,14 @@ type PendingLedger = (keys::PositionId, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Rebuilds a store in `dir` (which must not exist) from a backup, folding every ledger.
 fn rebuild(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError> {
+    // A record that does not decode is damage in the file, not in any store.
+    rebuild_records(path, dir).map_err(|e| match e {
+        StoreError::Corrupt(m) => err(format!("the file is damaged: {m}")),
+        other => other,
+    })
+}
+
+fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError> {
     let (mut source, mut summary) = open_source(path)?;
     let store = Store::open(dir, &StoreOptions::default())?;
     let trees: Vec<sled::Tree> = TREES

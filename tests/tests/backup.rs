@@ -1,0 +1,96 @@
+//! Backups as a sysadmin takes them: online from the running daemon, verified, restored only
+//! when the daemon is stopped, never losing the store they replace.
+
+use mpay_tests::{Daemon, mpayd};
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = mpayd(args);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn online_backup_then_restore_gives_back_the_same_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let daemon = Daemon::demo(&data, 250).ready();
+    let config = data.join("mpayd.toml");
+    let config = config.to_str().expect("path");
+    let file = dir.path().join("nightly.mpaybak");
+    let file = file.to_str().expect("path");
+
+    let (ok, out) = run(&["backup", "--config", config, file]);
+    assert!(ok, "{out}");
+    assert!(out.contains("250 positions"), "{out}");
+    // Never overwrites an existing backup.
+    let (ok, out) = run(&["backup", "--config", config, file]);
+    assert!(!ok && out.contains("exists"), "{out}");
+
+    let (ok, out) = run(&["verify-backup", file]);
+    assert!(ok && out.contains("valid, 250 positions"), "{out}");
+
+    // Refused while the daemon runs, and the daemon is unaffected.
+    let (ok, out) = run(&["restore", "--config", config, file]);
+    assert!(!ok && out.contains("in use"), "{out}");
+    assert_eq!(daemon.health()["store"]["positions"], 250);
+    assert!(daemon.stop().success());
+
+    let (ok, out) = run(&["restore", "--config", config, file]);
+    assert!(ok, "{out}");
+    assert!(out.contains("restored 250 positions"), "{out}");
+    assert!(out.contains("previous store is kept in"), "{out}");
+    let kept = std::fs::read_dir(&data)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("store.before-restore-")
+        })
+        .count();
+    assert_eq!(kept, 1);
+
+    let daemon = Daemon::demo(&data, 250).ready();
+    assert_eq!(daemon.health()["store"]["positions"], 250);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_damaged_backup_is_refused_and_nothing_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let daemon = Daemon::demo(&data, 40).ready();
+    let config = data.join("mpayd.toml");
+    let config = config.to_str().expect("path");
+    let path = dir.path().join("b.mpaybak");
+    let (ok, out) = run(&["backup", "--config", config, path.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    assert!(daemon.stop().success());
+
+    let mut bytes = std::fs::read(&path).expect("read");
+    let n = bytes.len() / 3;
+    bytes[n] ^= 0xA5;
+    std::fs::write(&path, &bytes).expect("write");
+    let (ok, out) = run(&["restore", "--config", config, path.to_str().expect("path")]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("damaged") || out.contains("backup"), "{out}");
+    let entries: Vec<String> = std::fs::read_dir(&data)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.contains("before-restore") || e.starts_with("mpay-restore")),
+        "{entries:?}"
+    );
+    let daemon = Daemon::demo(&data, 40).ready();
+    assert_eq!(daemon.health()["store"]["positions"], 40);
+}

@@ -1,0 +1,89 @@
+//! Configuration as a sysadmin writes it: the example is valid, mistakes are named.
+
+use std::path::PathBuf;
+
+use mpay_tests::mpayd;
+
+fn example() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../daemon/mpayd.example.toml");
+    std::fs::read_to_string(path).expect("example config")
+}
+
+fn check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mpayd.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = mpayd(&["check-config", path.to_str().expect("path")]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let (ok, out) = check(&example());
+    assert!(ok, "{out}");
+    assert!(out.contains("valid (1 stations, 1 entities)"), "{out}");
+}
+
+#[test]
+fn mistakes_are_refused_with_the_key_and_the_reason() {
+    let cases = [
+        (
+            example().replace("[log]", "colour = \"red\"\n[log]"),
+            "unknown field `colour`",
+        ),
+        (
+            example().replace("00123456782", "00123456783"),
+            "check digit is 3, expected 2",
+        ),
+        (
+            example().replace("stations = [\"01111111116_01\"]", "stations = [\"nope\"]"),
+            "entities[0].stations[0]: no [[stations]] has id \"nope\"",
+        ),
+        (
+            example().replace(
+                "postal_accounts = [\"IT88Q0760102600000012345678\"]",
+                "postal_accounts = [\"IT92R0306902117100000046111\"]",
+            ),
+            "entities[0].postal_accounts[0]",
+        ),
+        (
+            example().replace("primitive_version = 2", "primitive_version = 3"),
+            "stations[0].primitive_version: must be 1 or 2",
+        ),
+        (
+            example().replace("segregation_code = 1", "application_code = 1"),
+            "entities[0].iuv",
+        ),
+        (
+            example().replace("listen = \"127.0.0.1:9480\"", "listen = \"localhost\""),
+            "listen",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (ok, out) = check(&text);
+        assert!(!ok, "accepted a bad configuration expecting {expected:?}");
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn run_with_a_bad_configuration_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let text = example()
+        .replace("/var/lib/mpay", data.to_str().expect("path"))
+        .replace("00123456782", "00123456783");
+    let path = dir.path().join("mpayd.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = mpayd(&["run", "--config", path.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(
+        !data.exists(),
+        "a refused start must not create the data folder"
+    );
+}
