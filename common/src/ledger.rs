@@ -324,6 +324,24 @@ pub struct OptionState {
     pub instalments: Vec<InstalmentState>,
 }
 
+impl OptionState {
+    /// Whether paying this option settled the position: every instalment is paid (receipt or
+    /// offline in full) or reduced to zero, and at least one is paid. An instalment replaced by
+    /// a plan (withdrawn, amount not zero) is not settled here: only paying the plan settles
+    /// it, and the plan is an option of its own.
+    fn is_paid(&self) -> bool {
+        let paid = |i: &InstalmentState| {
+            i.receipt.is_some() || (!i.offline.is_empty() && i.due() == Cents::ZERO)
+        };
+        let reduced_to_zero = |i: &InstalmentState| i.withdrawn && i.terms.amount == Cents::ZERO;
+        self.instalments.iter().any(paid)
+            && self
+                .instalments
+                .iter()
+                .all(|i| paid(i) || reduced_to_zero(i))
+    }
+}
+
 fn options_from(data: &PositionData) -> Vec<OptionState> {
     data.options
         .iter()
@@ -479,6 +497,21 @@ impl Position {
                             reason: format!("transfer {} would grow", t.id),
                         });
                     }
+                    // A notice that stays payable keeps valid transfers (the model refuses a
+                    // zero transfer); going to zero, every transfer goes to zero. `Cents.0` is
+                    // public, so negative amounts are refused here too.
+                    if *amount < Cents::ZERO
+                        || (*amount == Cents::ZERO && *new_amount != Cents::ZERO)
+                    {
+                        return Err(LedgerError::BadReduction {
+                            nav: nav.clone(),
+                            reason: format!(
+                                "transfer {} would be {amount}; the transfers of a payable notice \
+                                 must stay above zero",
+                                t.id
+                            ),
+                        });
+                    }
                     t.amount = *amount;
                 }
                 inst.terms.amount = *new_amount;
@@ -533,7 +566,9 @@ impl Position {
                 if inst.withdrawn {
                     return Err(LedgerError::NotPayable(nav.clone()));
                 }
-                if *amount == Cents::ZERO {
+                // `<=`: a negative amount (buildable through the public `Cents.0`) would make
+                // `offline_paid` overflow to the maximum and mark the notice as paid.
+                if *amount <= Cents::ZERO {
                     return Err(LedgerError::ZeroPayment(nav.clone()));
                 }
                 let due = inst.due();
@@ -631,21 +666,7 @@ impl Position {
         if self.cancelled {
             return PositionStatus::Cancelled;
         }
-        let paid = |s: InstalmentStatus| {
-            matches!(s, InstalmentStatus::Paid | InstalmentStatus::PaidOffline)
-        };
-        // A position is paid when one of its options is fully paid (withdrawn instalments of a
-        // rescheduled option count as settled by the plan that replaced them).
-        let option_paid = self.options.iter().any(|o| {
-            let mut any_paid = false;
-            let all = o.instalments.iter().all(|i| {
-                let s = self.instalment_status(i, today);
-                any_paid |= paid(s);
-                paid(s) || (i.withdrawn && i.terms.amount != Cents::ZERO)
-            });
-            all && any_paid
-        });
-        if option_paid {
+        if self.options.iter().any(OptionState::is_paid) {
             return PositionStatus::Paid;
         }
         if self.instalments().any(InstalmentState::has_payment) {
@@ -690,6 +711,10 @@ impl Position {
     /// Total still owed across the instalments that are payable, per option with the smallest
     /// outstanding amount (what the debtor must pay at least to settle).
     pub fn open_amount(&self) -> Cents {
+        // Nothing is owed on a cancelled position, nor once one option is fully paid.
+        if self.cancelled || self.options.iter().any(OptionState::is_paid) {
+            return Cents::ZERO;
+        }
         self.options
             .iter()
             .filter_map(|o| Cents::sum(o.instalments.iter().map(InstalmentState::due)))

@@ -169,6 +169,13 @@ fn metadata(field: &str, items: &[Metadata]) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// The smallest notice number that appears more than once.
+fn duplicate_nav<'a>(instalments: impl Iterator<Item = &'a Instalment>) -> Option<&'a Nav> {
+    let mut navs: Vec<&Nav> = instalments.map(|i| &i.nav).collect();
+    navs.sort();
+    navs.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
 impl Transfer {
     fn validate(&self, field: &str, position: usize) -> Result<(), ModelError> {
         if usize::from(self.id) != position + 1 {
@@ -180,7 +187,8 @@ impl Transfer {
                 ),
             ));
         }
-        if self.amount == Cents::ZERO {
+        // `<=`: `Cents.0` is public, so a negative amount can be built without parsing.
+        if self.amount <= Cents::ZERO {
             return Err(ModelError::new(
                 format!("{field}.amount"),
                 "must be greater than zero",
@@ -240,7 +248,7 @@ impl Instalment {
                 ),
             ));
         }
-        if self.amount == Cents::ZERO {
+        if self.amount <= Cents::ZERO {
             return Err(ModelError::new(
                 format!("{field}.amount"),
                 "must be greater than zero",
@@ -305,6 +313,14 @@ impl PaymentOption {
                 for (i, inst) in self.instalments.iter().enumerate() {
                     inst.validate(&format!("{field}.instalments[{i}]"), entity)?;
                 }
+                // A rescheduling plan is validated on its own, without `PositionData::validate`,
+                // so the option itself must not repeat a notice number.
+                if let Some(dup) = duplicate_nav(self.instalments.iter()) {
+                    return Err(ModelError::new(
+                        format!("{field}.instalments"),
+                        format!("notice number {dup} appears twice"),
+                    ));
+                }
                 Ok(())
             }
         }
@@ -332,12 +348,10 @@ impl PositionData {
         for (i, option) in self.options.iter().enumerate() {
             option.validate(&format!("options[{i}]"), entity)?;
         }
-        let mut navs: Vec<&Nav> = self.instalments().map(|i| &i.nav).collect();
-        navs.sort();
-        if let Some(w) = navs.windows(2).find(|w| w[0] == w[1]) {
+        if let Some(dup) = duplicate_nav(self.instalments()) {
             return Err(ModelError::new(
                 "options",
-                format!("notice number {} appears twice", w[0]),
+                format!("notice number {dup} appears twice"),
             ));
         }
         Ok(())

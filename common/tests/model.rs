@@ -1,4 +1,7 @@
 //! Validation rules of `mpay_common::model`: every refusal names the field path and the reason.
+//!
+//! Amounts are written `euros_cents` (`150_00` is 150.00 EUR).
+#![allow(clippy::inconsistent_digit_grouping)]
 
 mod support;
 
@@ -9,8 +12,8 @@ use mpay_common::model::{
 };
 use mpay_common::money::Cents;
 use support::{
-    ENTITY, OTHER, THIRD, bank, entity, fiscal, instalment, nav, option, position_data, postal,
-    single, single_and_plan, transfer,
+    ENTITY, OTHER, THIRD, bank, entity, fiscal, instalment, nav, position_data, postal, single,
+    single_and_plan, transfer,
 };
 
 /// The error `data` is refused with, for the fixture entity.
@@ -358,12 +361,10 @@ fn duplicate_nav_across_options_is_refused() {
 fn duplicate_nav_within_an_option_is_refused() {
     let mut data = single_and_plan();
     data.options[1].instalments[1] = instalment(2, &[100_00, 50_00]);
-    let e = refused(&data);
-    assert!(e.field.starts_with("options"), "{e}");
-    assert!(
-        e.reason
-            .contains(&format!("notice number {} appears twice", nav(2))),
-        "{e}"
+    assert_refused(
+        &data,
+        "options[1].instalments",
+        &[&format!("notice number {} appears twice", nav(2))],
     );
 }
 

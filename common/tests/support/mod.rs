@@ -1,6 +1,8 @@
 //! Shared fixtures for the model and ledger tests: valid identifiers, a valid position and
 //! shorthands for events. Each test file uses a different subset.
-#![allow(dead_code)]
+//!
+//! Amounts are written `euros_cents` (`150_00` is 150.00 EUR).
+#![allow(dead_code, clippy::inconsistent_digit_grouping)]
 
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
