@@ -4,7 +4,7 @@
 //!     cargo bench -p mpayd --bench store -- --positions 1000000
 //!
 //! Options: --positions N (default 1,000,000), --lookups N (200,000), --committers N (64),
-//! --commits N per committer (200), --dir PATH (default: a temporary folder, removed at the end).
+//! --commits N per committer (200), --cache-mib N (the daemon's default), --dir PATH (default: a temporary folder, removed at the end).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,11 +15,15 @@ use mpay_common::ledger::{Actor, Change, Event};
 use mpayd::demo::{self, Builder, Kind};
 use mpayd::store::{Store, StoreOptions};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     positions: u64,
     lookups: u64,
     committers: u64,
     commits: u64,
+    cache_mib: u64,
     dir: Option<PathBuf>,
 }
 
@@ -29,6 +33,7 @@ fn args() -> Args {
         lookups: 200_000,
         committers: 64,
         commits: 200,
+        cache_mib: StoreOptions::default().cache_bytes >> 20,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -40,6 +45,7 @@ fn args() -> Args {
             "--lookups" => a.lookups = num(value()),
             "--committers" => a.committers = num(value()),
             "--commits" => a.commits = num(value()),
+            "--cache-mib" => a.cache_mib = num(value()),
             "--dir" => a.dir = Some(PathBuf::from(value())),
             "--bench" => {}
             other => panic!("unknown option {other}"),
@@ -93,7 +99,9 @@ fn main() {
     let config = demo::config(&dir, "127.0.0.1:0".parse().expect("addr"));
     let entity = &config.entities[0];
     let province = &config.entities[2];
-    let options = StoreOptions::default();
+    let options = StoreOptions {
+        cache_bytes: args.cache_mib << 20,
+    };
     println!(
         "store bench: {} positions in {}, cache {} MiB",
         args.positions,

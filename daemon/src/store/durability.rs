@@ -1,31 +1,88 @@
 //! Group commit. A writer applies its batch, takes a ticket and waits until a flush that started
 //! after its batch has finished. One flusher thread runs `flush` (fsync) for everybody who is
 //! waiting, so N concurrent committers share one fsync instead of queueing for N.
+//!
+//! sled 0.34 blocks `apply_batch` while a flush is running (the flush holds its concurrency
+//! control read lock through the fsync, batches need the write lock). So the flusher does not
+//! start a flush while writers are about to apply: it waits until none is (or a short bound has
+//! passed), which lets every writer that queued during one fsync ride on the next.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::StoreError;
+
+/// How long the flusher lets writers in the middle of applying finish before flushing anyway.
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 #[derive(Default)]
 struct State {
     requested: u64,
     flushed: u64,
     flushes: u64,
+    /// Writers between `begin` and their ticket.
+    applying: usize,
     failure: Option<String>,
     stop: bool,
 }
 
 pub struct GroupCommit {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Wakes the flusher: a ticket was taken, or a writer finished applying.
+    work: Condvar,
+    /// Wakes the waiting writers: a flush finished. Kept apart from `work` so that each commit
+    /// does not wake every other waiting writer.
+    durable: Condvar,
+}
+
+/// A writer on its way to a ticket; dropping it without one (an error) releases its place.
+pub struct Applying<'a> {
+    group: &'a GroupCommit,
+    done: bool,
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.group.lock().applying -= 1;
+            self.group.work.notify_one();
+        }
+    }
+}
+
+impl Applying<'_> {
+    /// The batch is applied: take a ticket and wait until it is on disk.
+    pub fn wait_durable(mut self) -> Result<(), StoreError> {
+        self.done = true;
+        let group = self.group;
+        let mut s = group.lock();
+        s.applying -= 1;
+        if let Some(f) = &s.failure {
+            return Err(StoreError::Unavailable(format!("flush failed earlier: {f}")));
+        }
+        if s.stop {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        s.requested += 1;
+        let ticket = s.requested;
+        group.work.notify_one();
+        while s.flushed < ticket {
+            s = group.durable.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        match &s.failure {
+            Some(f) => Err(StoreError::Unavailable(format!("flush failed: {f}"))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl GroupCommit {
     pub fn start(db: sled::Db) -> (Arc<GroupCommit>, JoinHandle<()>) {
         let group = Arc::new(GroupCommit {
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            work: Condvar::new(),
+            durable: Condvar::new(),
         });
         let worker = Arc::clone(&group);
         let handle = std::thread::Builder::new()
@@ -40,15 +97,36 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Announces a writer before it takes the store's writer lock.
+    pub fn begin(&self) -> Applying<'_> {
+        self.lock().applying += 1;
+        Applying {
+            group: self,
+            done: false,
+        }
+    }
+
     fn run(&self, db: &sled::Db) {
         loop {
             let target = {
                 let mut s = self.lock();
                 while s.requested == s.flushed && !s.stop {
-                    s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+                    s = self.work.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
                 if s.stop && s.requested == s.flushed {
                     return;
+                }
+                let started = Instant::now();
+                while s.applying > 0 && !s.stop {
+                    let left = MAX_GATHER.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    s = self
+                        .work
+                        .wait_timeout(s, left)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
                 }
                 s.requested
             };
@@ -66,30 +144,7 @@ impl GroupCommit {
                     s.flushed = target;
                 }
             }
-            self.changed.notify_all();
-        }
-    }
-
-    /// Blocks until everything written before this call is on disk.
-    pub fn wait_durable(&self) -> Result<(), StoreError> {
-        let mut s = self.lock();
-        if let Some(f) = &s.failure {
-            return Err(StoreError::Unavailable(format!(
-                "flush failed earlier: {f}"
-            )));
-        }
-        if s.stop {
-            return Err(StoreError::Unavailable("the store is closed".into()));
-        }
-        s.requested += 1;
-        let ticket = s.requested;
-        self.changed.notify_all();
-        while s.flushed < ticket {
-            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-        match &s.failure {
-            Some(f) => Err(StoreError::Unavailable(format!("flush failed: {f}"))),
-            None => Ok(()),
+            self.durable.notify_all();
         }
     }
 
@@ -106,6 +161,6 @@ impl GroupCommit {
 
     pub fn stop(&self) {
         self.lock().stop = true;
-        self.changed.notify_all();
+        self.work.notify_one();
     }
 }

@@ -3,7 +3,7 @@
 //! are big-endian so that range scans come out in numeric order, and internal ids grow by one so
 //! that bulk loads arrive in key order (sled's memory stays bounded only then).
 
-use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv, Nav};
+use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv};
 
 /// Internal id of a position: allocated in sequence, never reused.
 pub type PositionId = u64;
@@ -12,9 +12,10 @@ pub const META: u8 = 0x00;
 pub const POSITION: u8 = 0x01;
 pub const LEDGER: u8 = 0x02;
 pub const BY_IUPD: u8 = 0x03;
-pub const BY_NAV: u8 = 0x04;
-pub const BY_IUV: u8 = 0x05;
-pub const BY_DEBTOR: u8 = 0x06;
+/// IUVs are unique per entity (that is what the "U" means) and a NAV determines its IUV, so one
+/// index keyed by IUV answers lookups by either.
+pub const BY_IUV: u8 = 0x04;
+pub const BY_DEBTOR: u8 = 0x05;
 
 pub const META_FORMAT: &[u8] = b"\x00format";
 pub const META_NEXT_POSITION: &[u8] = b"\x00next-position";
@@ -61,10 +62,6 @@ fn entity_key(table: u8, entity: &EntityFiscalCode, rest: &[u8]) -> Vec<u8> {
 
 pub fn by_iupd(entity: &EntityFiscalCode, iupd: &Iupd) -> Vec<u8> {
     entity_key(BY_IUPD, entity, iupd.as_str().as_bytes())
-}
-
-pub fn by_nav(entity: &EntityFiscalCode, nav: &Nav) -> Vec<u8> {
-    entity_key(BY_NAV, entity, &nav.as_bytes_key())
 }
 
 pub fn by_iuv(entity: &EntityFiscalCode, iuv: &Iuv) -> Vec<u8> {

@@ -211,18 +211,17 @@ impl Store {
     /// Applies a batch built under the writer lock, then waits for it to be durable.
     fn commit(
         &self,
+        applying: durability::Applying<'_>,
         mut w: MutexGuard<'_, Writer>,
         mut batch: sled::Batch,
     ) -> Result<(), StoreError> {
         let commit = w.commit + 1;
         batch.insert(keys::META_COMMIT, &commit.to_be_bytes());
-        batch.insert(keys::META_NEXT_POSITION, &w.next_position.to_be_bytes());
-        batch.insert(keys::META_POSITIONS, &w.positions.to_be_bytes());
         self.data.apply_batch(batch)?;
         w.commit = commit;
         drop(w);
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.group.wait_durable()
+        applying.wait_durable()
     }
 
     /// Hands out `count` consecutive IUV sequence numbers for an entity; they are never handed out
@@ -232,6 +231,7 @@ impl Store {
         entity: &EntityFiscalCode,
         count: u64,
     ) -> Result<Range<u64>, StoreError> {
+        let applying = self.group.begin();
         let w = self.writer();
         let key = keys::meta_sequence(entity);
         let start = u64_meta(&self.data, &key)?;
@@ -241,7 +241,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(key, &end.to_be_bytes());
         // The caller's positions carry these numbers only if this is durable first.
-        self.commit(w, batch)?;
+        self.commit(applying, w, batch)?;
         Ok(start..end)
     }
 
@@ -252,6 +252,7 @@ impl Store {
         entity: &EntityFiscalCode,
         events: Vec<Event>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        let applying = self.group.begin();
         let mut w = self.writer();
         let mut batch = sled::Batch::default();
         let mut results = Vec::with_capacity(events.len());
@@ -268,23 +269,25 @@ impl Store {
                         position.iupd
                     )));
                 }
-                let navs: Vec<Vec<u8>> = position
+                let iuvs: Vec<Vec<u8>> = position
                     .instalments()
-                    .map(|i| keys::by_nav(entity, &i.terms.nav))
+                    .map(|i| keys::by_iuv(entity, &i.terms.iuv))
                     .collect();
-                for (key, inst) in navs.iter().zip(position.instalments()) {
+                for (key, inst) in iuvs.iter().zip(position.instalments()) {
                     if taken.contains(key) || self.data.contains_key(key)? {
                         return Err(WriteError::Conflict(format!(
-                            "notice number {} is already used by another position",
-                            inst.terms.nav
+                            "notice number {} (IUV {}) is already used by another position",
+                            inst.terms.nav, inst.terms.iuv
                         )));
                     }
                 }
                 let id = w.next_position;
                 w.next_position += 1;
                 w.positions += 1;
+                batch.insert(keys::META_NEXT_POSITION, &w.next_position.to_be_bytes());
+                batch.insert(keys::META_POSITIONS, &w.positions.to_be_bytes());
                 taken.insert(iupd_key);
-                taken.extend(navs);
+                taken.extend(iuvs);
                 self.write_position(&mut batch, id, None, &position)?;
                 let stored = StoredEvent { commit, event };
                 batch.insert(&keys::ledger(id, 0), codec::encode(&stored)?);
@@ -293,7 +296,7 @@ impl Store {
             results.push(outcome);
         }
         if results.iter().any(Result::is_ok) {
-            self.commit(w, batch)?;
+            self.commit(applying, w, batch)?;
         }
         Ok(results)
     }
@@ -307,6 +310,10 @@ impl Store {
 
     /// Appends one event to a position's ledger, if the position's rules accept it.
     pub fn append(&self, id: PositionId, event: Event) -> Result<Position, WriteError> {
+        // Bring the snapshot into sled's cache before taking the writer lock, so that no disk
+        // read happens while other committers wait; the read under the lock is then a cache hit.
+        self.data.get(keys::position(id))?;
+        let applying = self.group.begin();
         let w = self.writer();
         let before = self.position(id)?.ok_or(WriteError::NotFound)?;
         let mut after = before.clone();
@@ -314,11 +321,12 @@ impl Store {
         let mut batch = sled::Batch::default();
         let added = self.write_position(&mut batch, id, Some(&before), &after)?;
         for nav in added {
-            if let Some(owner) = self.data.get(keys::by_nav(&after.entity, &nav))?
+            if let Some(owner) = self.data.get(keys::by_iuv(&after.entity, &nav.iuv()))?
                 && keys::decode_id(&owner) != Some(id)
             {
                 return Err(WriteError::Conflict(format!(
-                    "notice number {nav} is already used by another position"
+                    "notice number {nav} (IUV {}) is already used by another position",
+                    nav.iuv()
                 )));
             }
         }
@@ -327,7 +335,7 @@ impl Store {
             event,
         };
         batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
-        self.commit(w, batch)?;
+        self.commit(applying, w, batch)?;
         Ok(after)
     }
 
@@ -351,7 +359,6 @@ impl Store {
         // ledger keeps the history.
         if let Some(b) = before {
             for inst in b.instalments().filter(|i| !new_navs.contains(&i.terms.nav)) {
-                batch.remove(keys::by_nav(entity, &inst.terms.nav));
                 batch.remove(keys::by_iuv(entity, &inst.terms.iuv));
             }
         }
@@ -360,7 +367,6 @@ impl Store {
             .instalments()
             .filter(|i| !old_navs.contains(&i.terms.nav))
         {
-            batch.insert(keys::by_nav(entity, &inst.terms.nav), &value);
             batch.insert(keys::by_iuv(entity, &inst.terms.iuv), &value);
             added.push(inst.terms.nav.clone());
         }
@@ -405,12 +411,16 @@ impl Store {
         self.through_index(&keys::by_iupd(entity, iupd))
     }
 
+    /// The position holding this notice number (its IUV, and the NAV itself: two NAVs with the
+    /// same IUV are never both ours).
     pub fn by_nav(
         &self,
         entity: &EntityFiscalCode,
         nav: &Nav,
     ) -> Result<Option<(PositionId, Position)>, StoreError> {
-        self.through_index(&keys::by_nav(entity, nav))
+        Ok(self
+            .through_index(&keys::by_iuv(entity, &nav.iuv()))?
+            .filter(|(_, p)| p.instalment(nav).is_some()))
     }
 
     pub fn by_iuv(
