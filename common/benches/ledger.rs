@@ -5,7 +5,6 @@
 #![allow(clippy::inconsistent_digit_grouping)]
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use mpay_common::ledger::{Change, Event, Position};
@@ -20,7 +19,12 @@ fn main() {
 fn ledger() -> Vec<Event> {
     let data = single_and_plan();
     let mut events = vec![loaded(data)];
-    events.push(event(1, Change::OperatorAdjustment { note: "checked".into() }));
+    events.push(event(
+        1,
+        Change::OperatorAdjustment {
+            note: "checked".into(),
+        },
+    ));
     events.push(event(2, reduced(2, 150_00, 140_00, &[90_00, 50_00])));
     events.push(event(3, offline(2, 40_00)));
     events.push(event(4, offline(2, 100_00)));

@@ -96,7 +96,11 @@ fn main() {
         .dir
         .clone()
         .unwrap_or_else(|| scratch.path().join("store"));
-    let config = demo::config(&dir, "127.0.0.1:0".parse().expect("addr"));
+    let config = demo::config(
+        &dir,
+        "127.0.0.1:0".parse().expect("addr"),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
     let entity = &config.entities[0];
     let province = &config.entities[2];
     let options = StoreOptions {
@@ -133,7 +137,7 @@ fn main() {
         store_time += t.elapsed();
         assert!(results.iter().all(Result::is_ok));
         loaded += n;
-        if loaded % 100_000 == 0 {
+        if loaded.is_multiple_of(100_000) {
             peak_rss = peak_rss.max(rss_mib());
             println!(
                 "  {loaded:>10} loaded, {:.0}/s, RSS {:.0} MiB",

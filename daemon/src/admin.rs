@@ -10,10 +10,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::App;
@@ -23,6 +19,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/backup", get(backup))
+        .route("/notices", get(notices))
         .with_state(app)
 }
 
@@ -44,68 +41,9 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-/// Resident memory of this process, from /proc (Linux).
-fn rss_bytes() -> Option<i64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let stats = app.store.stats();
-    let mut registry = Registry::with_prefix("mpay");
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
-        let g: Gauge = Gauge::default();
-        g.set(value);
-        registry.register(name, help, g);
-    };
-    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    registry.register(
-        "build",
-        "mpayd build information",
-        Info::new(vec![("version", mpay_common::VERSION)]),
-    );
-    gauge(
-        &mut registry,
-        "positions",
-        "Debt positions in the store",
-        as_i64(stats.positions),
-    );
-    gauge(
-        &mut registry,
-        "store_commits",
-        "Durable commits since start (counter semantics)",
-        as_i64(stats.commits),
-    );
-    gauge(
-        &mut registry,
-        "store_flushes",
-        "fsyncs since start; commits/flushes is the group-commit factor",
-        as_i64(stats.flushes),
-    );
-    gauge(
-        &mut registry,
-        "store_disk_bytes",
-        "Size of the store on disk",
-        as_i64(stats.disk_bytes),
-    );
-    gauge(
-        &mut registry,
-        "store_healthy",
-        "1 while no flush has failed",
-        i64::from(app.store.healthy().is_ok()),
-    );
-    if let Some(rss) = rss_bytes() {
-        gauge(
-            &mut registry,
-            "resident_memory_bytes",
-            "Resident memory of mpayd",
-            rss,
-        );
-    }
-    let mut text = String::new();
-    match encode(&mut text, &registry) {
-        Ok(()) => (
+    match app.metrics.render(&app.store) {
+        Ok(text) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -156,4 +94,63 @@ async fn backup(State(app): State<Arc<App>>) -> Response {
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct NoticeQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_notice_limit")]
+    limit: usize,
+}
+
+fn default_notice_limit() -> usize {
+    1000
+}
+
+/// Payable notices, in position order from position `from`: what the node simulator pays, and
+/// a quick look for sysadmins. `next` is where the following page starts.
+async fn notices(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<NoticeQuery>,
+) -> Response {
+    let store = Arc::clone(&app.store);
+    let config = Arc::clone(&app.config);
+    let limit = q.limit.min(10_000);
+    let page = tokio::task::spawn_blocking(move || {
+        let today = crate::station::today();
+        let positions = store.positions(q.from, limit)?;
+        let next = positions.last().map(|(id, _)| id + 1);
+        let mut out = Vec::new();
+        for (_, p) in &positions {
+            let station = config
+                .entity(&p.entity)
+                .and_then(|e| e.stations.first())
+                .cloned()
+                .unwrap_or_default();
+            for inst in p.instalments() {
+                if p.instalment_status(inst, today) == mpay_common::ledger::InstalmentStatus::Unpaid
+                {
+                    out.push(serde_json::json!({
+                        "entity": p.entity.to_string(),
+                        "station": station,
+                        "nav": inst.terms.nav.to_string(),
+                        "iuv": inst.terms.iuv.to_string(),
+                        "amount": inst.due().to_string(),
+                    }));
+                }
+            }
+        }
+        Ok::<_, crate::store::StoreError>(serde_json::json!({ "notices": out, "next": next }))
+    })
+    .await;
+    match page {
+        Ok(Ok(body)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -19,6 +19,9 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
     pub admin: AdminConfig,
+    pub station: StationListenerConfig,
+    #[serde(default)]
+    pub journal: JournalConfig,
     pub broker: BrokerConfig,
     pub stations: Vec<StationConfig>,
     pub entities: Vec<EntityConfig>,
@@ -82,6 +85,73 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
+/// The HTTP listener the node calls (the station's endpoint).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationListenerConfig {
+    pub listen: SocketAddr,
+    /// The one path SOAP requests are POSTed to.
+    #[serde(default = "default_station_path")]
+    pub path: String,
+    /// Requests larger than this are refused before parsing.
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+    /// Client networks allowed to call (CIDR, e.g. "10.0.0.0/8"); empty: any.
+    #[serde(default)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// TLS, with the node's client certificate required when `client_ca` is set.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_station_path() -> String {
+    "/pagopa/paForNode".into()
+}
+
+fn default_body_limit() -> usize {
+    256 << 10
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the station.
+    pub cert: PathBuf,
+    /// PEM private key of the station.
+    pub key: PathBuf,
+    /// PEM CA certificates that sign the node's client certificate: mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The traffic journal keeps one summary record per exchange forever and the message bodies
+/// within this budget (the oldest bodies are pruned first).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    #[serde(default = "default_body_days")]
+    pub body_retention_days: u32,
+    #[serde(default = "default_body_mib")]
+    pub body_retention_mib: u64,
+}
+
+fn default_body_days() -> u32 {
+    90
+}
+
+fn default_body_mib() -> u64 {
+    2048
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            body_retention_days: default_body_days(),
+            body_retention_mib: default_body_mib(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -123,6 +193,31 @@ pub struct EntityConfig {
     /// Poste Italiane accounts (IBANs with ABI 07601) registered on the node.
     #[serde(default)]
     pub postal_accounts: Vec<Iban>,
+    /// Spontaneous-payment services the node may create notices for (paDemandPaymentNotice).
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A service of pagoPA's service catalogue that this entity offers for spontaneous payments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `idServizio`, 5 characters.
+    pub id: String,
+    /// `idSoggettoServizio`, 5 characters.
+    pub subject_id: String,
+    pub description: String,
+    /// Fixed amount, e.g. "16.00".
+    pub amount: String,
+    /// Taxonomy category of the transfer.
+    pub category: String,
+    /// Days from the request to the notice's due date.
+    #[serde(default = "default_due_days")]
+    pub due_days: u32,
+}
+
+fn default_due_days() -> u32 {
+    30
 }
 
 /// A configuration error: which key, and why.
@@ -216,6 +311,34 @@ impl Config {
                 ));
             }
         }
+        if !self.station.path.starts_with('/') {
+            return Err(invalid("station.path", "must start with '/'"));
+        }
+        if self.station.max_body_bytes < 4096 {
+            return Err(invalid("station.max_body_bytes", "at least 4096"));
+        }
+        if self.station.listen == self.admin.listen && self.station.listen.port() != 0 {
+            return Err(invalid(
+                "station.listen",
+                "must differ from admin.listen (the admin listener must stay private)",
+            ));
+        }
+        if let Some(tls) = &self.station.tls {
+            for (key, path) in [
+                ("station.tls.cert", &tls.cert),
+                ("station.tls.key", &tls.key),
+            ]
+            .into_iter()
+            .chain(tls.client_ca.iter().map(|p| ("station.tls.client_ca", p)))
+            {
+                if !path.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
         let mut entities = HashSet::new();
         for (i, e) in self.entities.iter().enumerate() {
             let key = format!("entities[{i}]");
@@ -248,6 +371,22 @@ impl Config {
                     "an entity needs at least one bank or postal account",
                 ));
             }
+            for (j, service) in e.services.iter().enumerate() {
+                let key = format!("{key}.services[{j}]");
+                for (field, value) in [("id", &service.id), ("subject_id", &service.subject_id)] {
+                    if value.chars().count() != 5 {
+                        return Err(invalid(
+                            format!("{key}.{field}"),
+                            format!("{value:?}: exactly 5 characters"),
+                        ));
+                    }
+                }
+                mpay_common::money::Cents::parse_api(&service.amount)
+                    .map_err(|err| invalid(format!("{key}.amount"), err.to_string()))?;
+                if service.description.trim().is_empty() || service.category.trim().is_empty() {
+                    return Err(invalid(key, "description and category must not be empty"));
+                }
+            }
             for (j, iban) in e.postal_accounts.iter().enumerate() {
                 if !iban.is_postal() {
                     return Err(invalid(
@@ -262,6 +401,10 @@ impl Config {
 
     pub fn entity(&self, code: &EntityFiscalCode) -> Option<&EntityConfig> {
         self.entities.iter().find(|e| &e.fiscal_code == code)
+    }
+
+    pub fn station(&self, id: &str) -> Option<&StationConfig> {
+        self.stations.iter().find(|s| s.id == id)
     }
 
     pub fn store_dir(&self) -> PathBuf {

@@ -20,6 +20,7 @@ pub struct Daemon {
 #[derive(Clone, Debug)]
 pub struct Ready {
     pub admin: SocketAddr,
+    pub station: SocketAddr,
 }
 
 impl Daemon {
@@ -42,6 +43,7 @@ impl Daemon {
             app: Arc::new(App {
                 config: Arc::new(config),
                 store: Arc::new(store),
+                metrics: crate::metrics::Metrics::new(),
             }),
         })
     }
@@ -56,20 +58,54 @@ impl Daemon {
         let admin = tokio::net::TcpListener::bind(config.admin.listen)
             .await
             .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+        let station = tokio::net::TcpListener::bind(config.station.listen)
+            .await
+            .with_context(|| format!("station.listen: cannot bind {}", config.station.listen))?;
+        // Fail before READY if the TLS material is unusable.
+        if let Some(tls) = &config.station.tls {
+            crate::station_http::tls_acceptor(tls)?;
+        }
         let ready = Ready {
             admin: admin.local_addr()?,
+            station: station.local_addr()?,
         };
-        tracing::info!(admin = %ready.admin, "mpayd {} serving", mpay_common::VERSION);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let journal = crate::journal::Journal::start(
+            Arc::clone(&self.app.store),
+            std::time::Duration::from_secs(u64::from(config.journal.body_retention_days) * 86_400),
+            config.journal.body_retention_mib << 20,
+        );
+        let station_task = tokio::spawn(crate::station_http::serve(
+            Arc::clone(&self.app),
+            station,
+            journal,
+            stop.clone(),
+        ));
+        tracing::info!(
+            admin = %ready.admin,
+            station = %ready.station,
+            path = %config.station.path,
+            "mpayd {} serving",
+            mpay_common::VERSION
+        );
         on_ready(&ready);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
         let router = crate::admin::router(Arc::clone(&self.app));
+        let mut admin_stop = stop.clone();
         axum::serve(admin, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.changed().await;
+            })
             .await
             .context("admin listener failed")?;
-
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        station_task.await.context("station listener task")??;
+
         tracing::info!("stopping: closing the store");
         let store = Arc::clone(&self.app.store);
         tokio::task::spawn_blocking(move || store.close())

@@ -17,7 +17,8 @@ use mpay_common::model::{
 use mpay_common::money::Cents;
 
 use crate::config::{
-    AdminConfig, BrokerConfig, Config, EntityConfig, LogConfig, StationConfig, StoreConfig,
+    AdminConfig, BrokerConfig, Config, EntityConfig, JournalConfig, LogConfig, ServiceConfig,
+    StationConfig, StationListenerConfig, StoreConfig,
 };
 use crate::store::{PositionId, Store, StoreError};
 
@@ -35,7 +36,7 @@ where
 }
 
 /// The demo's configuration, with its data in `data_dir`.
-pub fn config(data_dir: &Path, admin: SocketAddr) -> Config {
+pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config {
     let entity =
         |cf: &str, name: &str, station: &str, seg: u8, bank: &str, postal: &str| EntityConfig {
             fiscal_code: parse(cf),
@@ -49,12 +50,28 @@ pub fn config(data_dir: &Path, admin: SocketAddr) -> Config {
             },
             bank_accounts: vec![parse(bank)],
             postal_accounts: vec![parse(postal)],
+            services: vec![ServiceConfig {
+                id: "00001".into(),
+                subject_id: format!("{seg:05}"),
+                description: "Diritti di segreteria certificato anagrafico".into(),
+                amount: "5.16".into(),
+                category: "9/0601108DS/".into(),
+                due_days: 30,
+            }],
         };
     Config {
         data_dir: data_dir.to_path_buf(),
         log: LogConfig::default(),
         store: StoreConfig::default(),
         admin: AdminConfig { listen: admin },
+        station: StationListenerConfig {
+            listen: station,
+            path: "/pagopa/paForNode".into(),
+            max_body_bytes: 256 << 10,
+            allow: Vec::new(),
+            tls: None,
+        },
+        journal: JournalConfig::default(),
         broker: BrokerConfig {
             id: parse(BROKER),
             name: "Intermediario Tecnologico Demo".into(),

@@ -6,13 +6,19 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod http_client;
+pub mod journal;
+pub mod metrics;
+pub mod pagopa;
+pub mod station;
+pub mod station_http;
 pub mod store;
 pub mod telemetry;
 
 use std::sync::Arc;
 
-/// What every adapter shares: the configuration and the store.
+/// What every adapter shares: the configuration, the store and the live counters.
 pub struct App {
     pub config: Arc<config::Config>,
     pub store: Arc<store::Store>,
+    pub metrics: metrics::Metrics,
 }

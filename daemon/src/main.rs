@@ -49,6 +49,9 @@ enum Command {
         /// Admin listener address.
         #[arg(long, default_value = "127.0.0.1:9480")]
         admin: SocketAddr,
+        /// Station listener address (where the node, or the simulator, calls).
+        #[arg(long, default_value = "127.0.0.1:9481")]
+        station: SocketAddr,
     },
     /// Take a consistent backup from the running daemon (through its admin listener).
     Backup {
@@ -110,7 +113,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             positions,
             seed,
             admin,
-        } => demo_run(&data_dir, positions, seed, admin),
+            station,
+        } => demo_run(&data_dir, positions, seed, admin, station),
         Command::Backup { config, output } => {
             let config = Config::load(&config)?;
             backup(&config, &output)
@@ -180,8 +184,14 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn demo_run(data_dir: &Path, positions: u64, seed: u64, admin: SocketAddr) -> anyhow::Result<()> {
-    let config = demo::config(data_dir, admin);
+fn demo_run(
+    data_dir: &Path,
+    positions: u64,
+    seed: u64,
+    admin: SocketAddr,
+    station: SocketAddr,
+) -> anyhow::Result<()> {
+    let config = demo::config(data_dir, admin, station);
     telemetry::init(&LogConfig::default()).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(data_dir)?;
     let config_path = data_dir.join("mpayd.toml");
@@ -224,7 +234,14 @@ fn demo_run(data_dir: &Path, positions: u64, seed: u64, admin: SocketAddr) -> an
                 e.iuv.segregation_code.unwrap_or_default()
             );
         }
-        println!("  admin          http://{}/healthz  /metrics", ready.admin);
+        println!(
+            "  station        http://{}{} (SOAP, as pagoPA's node calls it)",
+            ready.station, config.station.path
+        );
+        println!(
+            "  admin          http://{}/healthz  /metrics  /notices",
+            ready.admin
+        );
         println!("stop with Ctrl-C");
     }))
 }

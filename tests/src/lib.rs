@@ -1,6 +1,8 @@
 //! Harness for the end-to-end tests: runs the real `mpayd` binary on a temporary data folder and
 //! talks to it over real sockets, as a sysadmin, the node or an authority would.
 
+pub mod xsd;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

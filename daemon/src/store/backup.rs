@@ -112,6 +112,13 @@ impl Store {
             }
             sink.record(DATA_TREE, &k, &v)?;
         }
+        for entry in self.data.scan_prefix([keys::RECEIPT]) {
+            let (k, v) = entry?;
+            let receipt: super::ReceiptRecord = codec::decode(&v, "a receipt")?;
+            if receipt.commit <= commit {
+                sink.record(DATA_TREE, &k, &v)?;
+            }
+        }
         for (i, name) in TREES.iter().enumerate() {
             let tree = self.db.open_tree(name)?;
             for entry in tree.iter() {
@@ -291,6 +298,11 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
                         .get_or_insert_with(|| (id, Vec::new()))
                         .1
                         .push((key, value));
+                }
+                Some(&keys::RECEIPT) => {
+                    let _: super::ReceiptRecord = codec::decode(&value, "a receipt")?;
+                    batch.insert(key, value);
+                    batched += 1;
                 }
                 _ => return Err(err("unexpected record in the data tree")),
             },

@@ -59,7 +59,9 @@ impl Applying<'_> {
         let mut s = group.lock();
         s.applying -= 1;
         if let Some(f) = &s.failure {
-            return Err(StoreError::Unavailable(format!("flush failed earlier: {f}")));
+            return Err(StoreError::Unavailable(format!(
+                "flush failed earlier: {f}"
+            )));
         }
         if s.stop {
             return Err(StoreError::Unavailable("the store is closed".into()));

@@ -16,6 +16,8 @@ pub const BY_IUPD: u8 = 0x03;
 /// index keyed by IUV answers lookups by either.
 pub const BY_IUV: u8 = 0x04;
 pub const BY_DEBTOR: u8 = 0x05;
+/// Receipts, keyed `(entity it was sent to, receiptId)`: their ledger effect commits with them.
+pub const RECEIPT: u8 = 0x06;
 
 pub const META_FORMAT: &[u8] = b"\x00format";
 pub const META_NEXT_POSITION: &[u8] = b"\x00next-position";
@@ -98,4 +100,8 @@ pub fn decode_id(bytes: &[u8]) -> Option<PositionId> {
 
 pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
     decode_id(bytes)
+}
+
+pub fn receipt(entity: &EntityFiscalCode, receipt_id: &str) -> Vec<u8> {
+    entity_key(RECEIPT, entity, receipt_id.as_bytes())
 }

@@ -11,7 +11,9 @@
 mod backup;
 mod codec;
 mod durability;
+mod journal;
 pub mod keys;
+mod receipts;
 #[cfg(test)]
 mod tests;
 
@@ -27,14 +29,25 @@ use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupSummary, restore, verify};
 use durability::GroupCommit;
+pub use journal::{Direction, JournalBodies, JournalEntry};
 pub use keys::PositionId;
+pub use receipts::{Disposition, ReceiptRecord, Recorded};
 
 /// On-disk format of the store as a whole. Raised when keys or trees change meaning; a store
 /// written by a newer format is refused rather than misread.
 pub const STORE_FORMAT: u32 = 1;
 
 /// Trees kept apart from `data` because they never need to commit atomically with a position.
-pub const TREES: [&str; 5] = ["journal", "flows", "treasury", "reconciliation", "audit"];
+/// A backup numbers them by position in this list: add new trees at the end.
+pub const TREES: [&str; 7] = [
+    "journal",
+    "flows",
+    "treasury",
+    "reconciliation",
+    "audit",
+    "journal_bodies",
+    "journal_meta",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,6 +137,7 @@ pub struct Store {
     group: Arc<GroupCommit>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     commits: AtomicU64,
+    journal_seq: AtomicU64,
 }
 
 fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
@@ -187,7 +201,9 @@ impl Store {
             positions: u64_meta(&data, keys::META_POSITIONS)?,
         };
         let (group, flusher) = GroupCommit::start(db.clone());
+        let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
         Ok(Store {
+            journal_seq,
             path: dir.to_path_buf(),
             commits: AtomicU64::new(writer.commit),
             db,

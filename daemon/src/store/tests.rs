@@ -11,10 +11,8 @@ use crate::config::{Config, EntityConfig};
 use crate::demo::{self, Builder, Kind};
 
 fn demo_config() -> Config {
-    demo::config(
-        Path::new("/nonexistent"),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
+    let any = "127.0.0.1:0".parse().expect("addr");
+    demo::config(Path::new("/nonexistent"), any, any)
 }
 
 fn open(dir: &Path) -> Store {

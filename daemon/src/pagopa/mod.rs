@@ -1,0 +1,3 @@
+//! pagoPA wire formats: the SOAP codec for the paForNode operations mpay serves as a station.
+
+pub mod soap;

@@ -1,0 +1,775 @@
+//! The pagoPA station service: what mpay answers when the node calls (DESIGN.md §4).
+//!
+//! `Station::handle` takes a request body as it arrived and returns the response body. Checks run
+//! in the order pagoPA prescribes: syntax, then the caller's configuration (broker, station,
+//! entity), then duplicates, then the business state, and system errors last. Business errors are
+//! `outcome=KO` responses, never SOAP faults. Verify and getPayment only read; a receipt is stored
+//! durably, with its ledger effect, before OK goes back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Nav};
+use mpay_common::ledger::{
+    Actor, Change, Event, InstalmentState, InstalmentStatus, Position, PositionStatus,
+};
+use mpay_common::model::{
+    Debtor, Instalment, Metadata, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
+};
+use mpay_common::money::Cents;
+
+use crate::App;
+use crate::config::{EntityConfig, ServiceConfig};
+use crate::journal::Exchange;
+use crate::pagopa::soap::{
+    self, DemandOk, Fault, FaultCode, Header, MapEntry, Operation, PaymentData, PaymentOptionInfo,
+    QrCode, Receipt, Request, Subject, TransferData, TransferType, VerifyOk,
+};
+use crate::store::{Disposition, ReceiptRecord, Recorded};
+
+/// Europe/Rome: the authorities' calendar.
+pub fn today() -> Date {
+    crate::demo::today()
+}
+
+pub struct Station {
+    app: Arc<App>,
+}
+
+/// What one exchange produced: the response and what the journal and metrics record of it.
+pub struct Handled {
+    pub response: String,
+    pub exchange: Exchange,
+}
+
+fn fault(code: FaultCode, id: &str, description: impl Into<String>) -> Fault {
+    Fault {
+        code,
+        id: id.to_string(),
+        description: Some(description.into()),
+    }
+}
+
+/// A position found for a notice, and the instalment within it.
+struct Found {
+    position: Position,
+    nav: Nav,
+}
+
+impl Found {
+    fn instalment(&self) -> Option<&InstalmentState> {
+        self.position.instalment(&self.nav)
+    }
+}
+
+impl Station {
+    pub fn new(app: Arc<App>) -> Station {
+        Station { app }
+    }
+
+    /// Serves one request. Never fails: every problem becomes a KO response.
+    pub async fn handle(
+        &self,
+        body: &[u8],
+        soap_action: Option<&str>,
+        remote: Option<SocketAddr>,
+    ) -> Handled {
+        let started = Instant::now();
+        let broker = self.app.config.broker.id.to_string();
+        let mut exchange = Exchange::inbound(remote);
+        let response = match soap::parse_request(body, soap_action) {
+            Err(e) => {
+                let operation = e.operation.unwrap_or(Operation::VerifyPaymentNotice);
+                exchange.operation = operation.name().to_string();
+                exchange.entity = e.id_pa.clone();
+                let f = fault(e.code, e.id_pa.as_deref().unwrap_or(&broker), e.detail);
+                exchange.fault(&f);
+                soap::fault_response(operation, &f)
+            }
+            Ok(request) => {
+                let operation = request.operation();
+                exchange.operation = operation.name().to_string();
+                exchange.entity = Some(request.header().id_pa.clone());
+                exchange.station = Some(request.header().id_station.clone());
+                self.dispatch(request, body, &mut exchange).await
+            }
+        };
+        exchange.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        exchange.request = String::from_utf8_lossy(body).into_owned();
+        exchange.response_bytes = response.len();
+        Handled { response, exchange }
+    }
+
+    async fn dispatch(&self, request: Request, body: &[u8], exchange: &mut Exchange) -> String {
+        match request {
+            Request::Verify { header, qr } => {
+                exchange.nav = Some(qr.notice_number.clone());
+                let result = self.verify(&header, &qr).await.map(|(ok, _)| ok);
+                exchange.result(&result);
+                soap::verify_response(&result)
+            }
+            Request::GetPayment {
+                v2,
+                header,
+                qr,
+                transfer_type,
+                ..
+            } => {
+                exchange.nav = Some(qr.notice_number.clone());
+                let result = self.get_payment(v2, &header, &qr, transfer_type).await;
+                if let Ok(data) = &result {
+                    exchange.iuv = Some(data.creditor_reference_id.clone());
+                }
+                exchange.result(&result);
+                soap::get_payment_response(v2, &result)
+            }
+            Request::SendRt {
+                v2,
+                header,
+                receipt,
+            } => {
+                exchange.nav = Some(receipt.notice_number.clone());
+                exchange.iuv = Some(receipt.creditor_reference_id.clone());
+                let raw = String::from_utf8_lossy(body).into_owned();
+                let result = self.send_rt(v2, &header, receipt, raw).await;
+                exchange.result(&result);
+                soap::send_rt_response(v2, &result)
+            }
+            Request::Demand {
+                header,
+                service_id,
+                service_subject_id,
+                service_data,
+            } => {
+                let result = self
+                    .demand(&header, &service_id, &service_subject_id, &service_data)
+                    .await;
+                if let Ok(ok) = &result {
+                    exchange.nav = Some(ok.qr.notice_number.clone());
+                }
+                exchange.result(&result);
+                soap::demand_response(&result)
+            }
+        }
+    }
+
+    /// Broker, station and entity checks, in that order (PROTOCOL.md §4.1).
+    fn caller(&self, header: &Header, v2_request: Option<bool>) -> Result<&EntityConfig, Fault> {
+        let config = &self.app.config;
+        let id = header.id_pa.as_str();
+        if header.id_broker_pa != config.broker.id.as_str() {
+            return Err(fault(
+                FaultCode::IdIntermediarioErrato,
+                id,
+                format!(
+                    "idBrokerPA {} is not this intermediary",
+                    header.id_broker_pa
+                ),
+            ));
+        }
+        let Some(station) = config.station(&header.id_station) else {
+            return Err(fault(
+                FaultCode::StazioneIntErrata,
+                id,
+                format!(
+                    "idStation {} is not a station of this intermediary",
+                    header.id_station
+                ),
+            ));
+        };
+        let entity = header
+            .id_pa
+            .parse::<EntityFiscalCode>()
+            .ok()
+            .and_then(|cf| config.entity(&cf))
+            .filter(|e| e.stations.iter().any(|s| s == &station.id))
+            .ok_or_else(|| {
+                fault(
+                    FaultCode::IdDominioErrato,
+                    id,
+                    format!(
+                        "idPA {} is not served by station {}",
+                        header.id_pa, station.id
+                    ),
+                )
+            })?;
+        if let Some(v2) = v2_request
+            && (station.primitive_version == 2) != v2
+        {
+            return Err(fault(
+                FaultCode::Semantica,
+                id,
+                format!(
+                    "station {} speaks primitives version {}",
+                    station.id, station.primitive_version
+                ),
+            ));
+        }
+        Ok(entity)
+    }
+
+    /// Runs blocking store work off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        id: &str,
+        work: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, Fault> {
+        let store = Arc::clone(&self.app.store);
+        match tokio::task::spawn_blocking(move || work(&store)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::error!("store: {e}");
+                Err(fault(
+                    FaultCode::SystemError,
+                    id,
+                    "the intermediary's store is unavailable",
+                ))
+            }
+            Err(e) => {
+                tracing::error!("store task: {e}");
+                Err(fault(FaultCode::SystemError, id, "internal error"))
+            }
+        }
+    }
+
+    /// Finds the payable instalment of a notice, or the fault that says why it is not payable.
+    async fn payable(&self, entity: &EntityConfig, qr: &QrCode) -> Result<Found, Fault> {
+        let id = entity.fiscal_code.as_str();
+        if qr.fiscal_code != id {
+            return Err(fault(
+                FaultCode::IdDominioErrato,
+                id,
+                format!("the notice belongs to {}, not to idPA {id}", qr.fiscal_code),
+            ));
+        }
+        let unknown = || {
+            fault(
+                FaultCode::PagamentoSconosciuto,
+                id,
+                format!("notice {} is unknown", qr.notice_number),
+            )
+        };
+        // A NAV with a wrong check digit is simply not ours (PROTOCOL.md §6).
+        let nav: Nav = qr.notice_number.parse().map_err(|_| unknown())?;
+        let cf = entity.fiscal_code.clone();
+        let lookup = nav.clone();
+        let found = self
+            .blocking(id, move |store| store.by_nav(&cf, &lookup))
+            .await?
+            .ok_or_else(unknown)?;
+        let found = Found {
+            position: found.1,
+            nav,
+        };
+        let today = today();
+        let position = &found.position;
+        let inst = found.instalment().ok_or_else(unknown)?;
+        let status = position.instalment_status(inst, today);
+        let text = |what: &str| format!("notice {} is {what}", qr.notice_number);
+        match status {
+            InstalmentStatus::Paid | InstalmentStatus::PaidOffline => {
+                return Err(fault(
+                    FaultCode::PagamentoDuplicato,
+                    id,
+                    text("already paid"),
+                ));
+            }
+            InstalmentStatus::Cancelled => {
+                let why = if inst.withdrawn && !position.cancelled {
+                    "no longer payable: replaced by a plan or reduced to zero"
+                } else {
+                    "cancelled"
+                };
+                return Err(fault(FaultCode::PagamentoAnnullato, id, text(why)));
+            }
+            InstalmentStatus::Expired => {
+                return Err(fault(FaultCode::PagamentoScaduto, id, text("expired")));
+            }
+            InstalmentStatus::Unpaid => {}
+        }
+        match position.status(today) {
+            PositionStatus::Draft => return Err(unknown()),
+            PositionStatus::Paid => {
+                return Err(fault(
+                    FaultCode::PagamentoDuplicato,
+                    id,
+                    text("part of a position already paid through another option"),
+                ));
+            }
+            _ => {}
+        }
+        // Paying one option excludes the others: a started plan makes the single payment moot.
+        let other_option_paid = position.options.iter().any(|o| {
+            !o.instalments.iter().any(|i| i.terms.nav == found.nav)
+                && o.instalments
+                    .iter()
+                    .any(|i| i.receipt.is_some() || !i.offline.is_empty())
+        });
+        if other_option_paid {
+            return Err(fault(
+                FaultCode::PagamentoDuplicato,
+                id,
+                text("part of a position being paid through another option"),
+            ));
+        }
+        Ok(found)
+    }
+
+    fn verify_ok(&self, entity: &EntityConfig, found: &Found, inst: &InstalmentState) -> VerifyOk {
+        let config = &self.app.config;
+        let all_ccp = inst.terms.transfers.iter().all(|t| match &t.target {
+            TransferTarget::Postal(_) => true,
+            TransferTarget::Bank(_) => config
+                .entity(&t.beneficiary)
+                .is_some_and(|e| !e.postal_accounts.is_empty()),
+            TransferTarget::RevenueStamp(_) => false,
+        });
+        VerifyOk {
+            payment: PaymentOptionInfo {
+                amount: inst.due(),
+                due_date: Some(inst.terms.due),
+                detail_description: Some(inst.terms.description.clone()),
+                all_ccp,
+            },
+            description: found.position.description.clone(),
+            fiscal_code_pa: entity.fiscal_code.to_string(),
+            company_name: entity.name.clone(),
+            office_name: entity.office.clone(),
+        }
+    }
+
+    async fn verify(&self, header: &Header, qr: &QrCode) -> Result<(VerifyOk, Found), Fault> {
+        let entity = self.caller(header, None)?;
+        let found = self.payable(entity, qr).await?;
+        let inst = found
+            .instalment()
+            .ok_or_else(|| fault(FaultCode::SystemError, entity.fiscal_code.as_str(), "lost"))?;
+        let ok = self.verify_ok(entity, &found, inst);
+        Ok((ok, found))
+    }
+
+    async fn get_payment(
+        &self,
+        v2: bool,
+        header: &Header,
+        qr: &QrCode,
+        transfer_type: Option<TransferType>,
+    ) -> Result<PaymentData, Fault> {
+        let entity = self.caller(header, Some(v2))?;
+        let id = entity.fiscal_code.as_str();
+        let found = self.payable(entity, qr).await?;
+        let inst = found
+            .instalment()
+            .ok_or_else(|| fault(FaultCode::SystemError, id, "lost"))?;
+        let config = &self.app.config;
+        let due = inst.due();
+        let amounts = split_due(&inst.terms.transfers, due).ok_or_else(|| {
+            fault(
+                FaultCode::Semantica,
+                id,
+                "the amount still due cannot be split over the transfers",
+            )
+        })?;
+        let mut transfers = Vec::with_capacity(inst.terms.transfers.len());
+        for (t, amount) in inst.terms.transfers.iter().zip(amounts) {
+            let beneficiary = config.entity(&t.beneficiary);
+            let postal = beneficiary.and_then(|e| e.postal_accounts.first());
+            let mut metadata: Vec<MapEntry> = t.metadata.iter().map(map_entry).collect();
+            let target = match &t.target {
+                TransferTarget::RevenueStamp(stamp) => {
+                    if !v2 {
+                        return Err(fault(
+                            FaultCode::Semantica,
+                            id,
+                            "a revenue stamp needs primitives version 2",
+                        ));
+                    }
+                    soap::TransferTarget::RevenueStamp {
+                        document_hash: stamp.document_hash.clone(),
+                        stamp_type: stamp.stamp_type.clone(),
+                        province: stamp.province.clone(),
+                    }
+                }
+                TransferTarget::Postal(iban) => soap::TransferTarget::Iban(iban.to_string()),
+                TransferTarget::Bank(iban) => {
+                    match (transfer_type, postal) {
+                        // Paid with a postal slip: the first transfer goes to the postal account
+                        // printed on it.
+                        (Some(TransferType::Postal), Some(p)) if t.id == 1 => {
+                            soap::TransferTarget::Iban(p.to_string())
+                        }
+                        // Paid through Poste: name a postal account the money can go to.
+                        (Some(TransferType::Pagopa), Some(p)) => {
+                            if metadata.len() < 10 {
+                                metadata.push(MapEntry {
+                                    key: "IBANAPPOGGIO".into(),
+                                    value: p.to_string(),
+                                });
+                            }
+                            soap::TransferTarget::Iban(iban.to_string())
+                        }
+                        _ => soap::TransferTarget::Iban(iban.to_string()),
+                    }
+                }
+            };
+            transfers.push(TransferData {
+                id: t.id,
+                amount,
+                fiscal_code_pa: t.beneficiary.to_string(),
+                company_name: beneficiary.map(|e| e.name.clone()),
+                target,
+                remittance: t.remittance.clone(),
+                category: t.category.clone(),
+                metadata,
+            });
+        }
+        let mut metadata: Vec<MapEntry> = inst.terms.metadata.iter().map(map_entry).collect();
+        // The position's own keys travel with the payment and come back in the receipt.
+        if metadata.len() < 10 {
+            metadata.push(MapEntry {
+                key: "iupd".into(),
+                value: found.position.iupd.to_string(),
+            });
+        }
+        Ok(PaymentData {
+            creditor_reference_id: inst.terms.iuv.to_string(),
+            amount: due,
+            due_date: inst.terms.due,
+            description: inst.terms.description.clone(),
+            company_name: entity.name.clone(),
+            office_name: entity.office.clone(),
+            debtor: subject(&found.position.debtor),
+            transfers,
+            metadata,
+        })
+    }
+
+    async fn send_rt(
+        &self,
+        v2: bool,
+        header: &Header,
+        receipt: Receipt,
+        raw: String,
+    ) -> Result<(), Fault> {
+        // Receipts are never refused for their version: money has moved.
+        let entity = self.caller(header, None)?;
+        let id = entity.fiscal_code.to_string();
+        let primary = receipt.fiscal_code == id;
+        let nav = receipt.notice_number.parse::<Nav>().ok();
+        let mut payment = None;
+        if primary && let Some(nav) = &nav {
+            let cf = entity.fiscal_code.clone();
+            let lookup = nav.clone();
+            if let Some((pid, _)) = self
+                .blocking(&id, move |store| store.by_nav(&cf, &lookup))
+                .await?
+            {
+                let paid_at = receipt
+                    .payment_date_time
+                    .as_deref()
+                    .and_then(rome_instant)
+                    .unwrap_or_else(Timestamp::now);
+                let event = Event::new(
+                    Timestamp::now(),
+                    Actor::Node,
+                    Change::PaidViaPagoPa {
+                        nav: nav.clone(),
+                        receipt_id: receipt.receipt_id.clone(),
+                        amount: receipt.payment_amount,
+                        psp: receipt.id_psp.clone(),
+                        paid_at,
+                    },
+                )
+                .with_reason(format!("receipt {}", receipt.receipt_id));
+                payment = Some((pid, event));
+            }
+        }
+        let record = ReceiptRecord {
+            entity: entity.fiscal_code.clone(),
+            receipt_id: receipt.receipt_id.clone(),
+            notice_entity: receipt.fiscal_code.clone(),
+            nav: receipt.notice_number.clone(),
+            iuv: receipt.creditor_reference_id.clone(),
+            amount: receipt.payment_amount,
+            psp: receipt.id_psp.clone(),
+            station: header.id_station.clone(),
+            v2,
+            stand_in: receipt.stand_in,
+            received_at: Timestamp::now(),
+            position: None,
+            disposition: if primary {
+                Disposition::Orphan
+            } else {
+                Disposition::SecondaryBeneficiary
+            },
+            commit: 0,
+            raw,
+        };
+        let outcome = self
+            .blocking(&id, move |store| store.record_receipt(record, payment))
+            .await?;
+        match outcome {
+            Recorded::New(r) => {
+                match r.disposition {
+                    Disposition::Applied | Disposition::SecondaryBeneficiary => {}
+                    other => tracing::warn!(
+                        receipt = %r.receipt_id,
+                        nav = %r.nav,
+                        "receipt stored as {other:?}: reconciliation will flag it"
+                    ),
+                }
+                Ok(())
+            }
+            Recorded::Replay(r) => {
+                tracing::info!(receipt = %r.receipt_id, "receipt replayed: already stored");
+                Ok(())
+            }
+        }
+    }
+
+    async fn demand(
+        &self,
+        header: &Header,
+        service_id: &str,
+        subject_id: &str,
+        data: &[u8],
+    ) -> Result<DemandOk, Fault> {
+        let entity = self.caller(header, None)?.clone();
+        let id = entity.fiscal_code.to_string();
+        let Some(service) = entity
+            .services
+            .iter()
+            .find(|s| s.id == service_id && s.subject_id == subject_id)
+            .cloned()
+        else {
+            return Err(fault(
+                FaultCode::Semantica,
+                &id,
+                format!("service {service_id}/{subject_id} is not offered by {id}"),
+            ));
+        };
+        // The same request data always names the same position: a retried demand gets the same
+        // notice back.
+        let iupd = demand_iupd(&service, data);
+        let cf = entity.fiscal_code.clone();
+        let settings = entity.clone();
+        let (_, position) = self
+            .blocking(&id, move |store| {
+                if let Some(found) = store.by_iupd(&cf, &iupd)? {
+                    return Ok(Ok(found));
+                }
+                let seq = store.reserve_sequence(&cf, 1)?;
+                let built = demand_position(&settings, &service, iupd.clone(), seq.start);
+                let data = match built {
+                    Ok(d) => d,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let event = Event::new(Timestamp::now(), Actor::Node, Change::Loaded(data))
+                    .with_reason("paDemandPaymentNotice");
+                match store.load(&cf, event) {
+                    Ok(pid) => Ok(store
+                        .position(pid)?
+                        .map(|p| (pid, p))
+                        .ok_or_else(|| "position vanished".to_string())),
+                    Err(crate::store::WriteError::Store(e)) => Err(e),
+                    Err(e) => Ok(Err(e.to_string())),
+                }
+            })
+            .await?
+            .map_err(|e| fault(FaultCode::Semantica, &id, e))?;
+        let inst = position
+            .instalments()
+            .next()
+            .ok_or_else(|| fault(FaultCode::SystemError, &id, "empty position"))?;
+        let nav = inst.terms.nav.clone();
+        let found = Found {
+            position: position.clone(),
+            nav: nav.clone(),
+        };
+        let verify = self.verify_ok(&entity, &found, inst);
+        Ok(DemandOk {
+            qr: QrCode {
+                fiscal_code: id.clone(),
+                notice_number: nav.to_string(),
+            },
+            verify,
+        })
+    }
+}
+
+/// Splits what is still due over the transfers: a partial offline payment is taken off the last
+/// transfers first. `None` if a transfer would drop to zero while money is still due.
+fn split_due(transfers: &[Transfer], due: Cents) -> Option<Vec<Cents>> {
+    let total = Cents::sum(transfers.iter().map(|t| t.amount))?;
+    let mut surplus = total.checked_sub(due)?;
+    let mut amounts: Vec<Cents> = transfers.iter().map(|t| t.amount).collect();
+    for a in amounts.iter_mut().rev() {
+        if surplus == Cents::ZERO {
+            break;
+        }
+        let room = a.checked_sub(Cents(1))?;
+        let take = room.min(surplus);
+        *a = a.checked_sub(take)?;
+        surplus = surplus.checked_sub(take)?;
+    }
+    (surplus == Cents::ZERO).then_some(amounts)
+}
+
+fn map_entry(m: &Metadata) -> MapEntry {
+    MapEntry {
+        key: m.key.clone(),
+        value: m.value.clone(),
+    }
+}
+
+fn subject(d: &Debtor) -> Subject {
+    Subject {
+        kind: d.code.entity_type(),
+        id: d.code.to_string(),
+        full_name: d.name.clone(),
+        street: d.street.clone(),
+        civic_number: None,
+        postal_code: d.postal_code.clone(),
+        city: d.city.clone(),
+        province: d.province.clone(),
+        country: d.country.clone(),
+        email: d.email.clone(),
+    }
+}
+
+/// pagoPA's date-times carry no zone; they are Italian civil time.
+fn rome_instant(text: &str) -> Option<Timestamp> {
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Some(ts);
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    civil.in_tz("Europe/Rome").ok().map(|z| z.timestamp())
+}
+
+fn demand_iupd(service: &ServiceConfig, data: &[u8]) -> Iupd {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(service.id.as_bytes());
+    hash.update(service.subject_id.as_bytes());
+    hash.update(data);
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    // 6 + 24 characters from [A-Za-z0-9-]: always a valid iupd.
+    format!("SPONT-{hex}")
+        .parse()
+        .unwrap_or_else(|_| unreachable_iupd())
+}
+
+fn unreachable_iupd() -> Iupd {
+    // Only reached if the iupd alphabet changed; keep the demand working with a fixed prefix.
+    "SPONT"
+        .parse()
+        .unwrap_or_else(|e| panic!("iupd rules changed: {e}"))
+}
+
+fn demand_position(
+    entity: &EntityConfig,
+    service: &ServiceConfig,
+    iupd: Iupd,
+    seq: u64,
+) -> Result<PositionData, String> {
+    let nav = entity.iuv.notice(seq).map_err(|e| e.to_string())?;
+    let amount = Cents::parse_api(&service.amount).map_err(|e| e.to_string())?;
+    let target = match (entity.bank_accounts.first(), entity.postal_accounts.first()) {
+        (Some(bank), _) => TransferTarget::Bank(bank.clone()),
+        (None, Some(postal)) => TransferTarget::Postal(postal.clone()),
+        (None, None) => return Err("the entity has no account".into()),
+    };
+    let due = today().saturating_add(jiff::Span::new().days(i64::from(service.due_days)));
+    Ok(PositionData {
+        iupd,
+        kind: "SPONTANEO".into(),
+        debtor: Debtor {
+            code: DebtorCode::Anonymous,
+            name: "ANONIMO".into(),
+            street: None,
+            postal_code: None,
+            city: None,
+            province: None,
+            country: None,
+            email: None,
+        },
+        description: service.description.clone(),
+        validity: None,
+        expiry: None,
+        options: vec![PaymentOption {
+            kind: OptionKind::Single,
+            instalments: vec![Instalment {
+                iuv: nav.iuv(),
+                nav,
+                amount,
+                due,
+                description: service.description.clone(),
+                transfers: vec![Transfer {
+                    id: 1,
+                    beneficiary: entity.fiscal_code.clone(),
+                    target,
+                    amount,
+                    remittance: service.description.clone(),
+                    category: service.category.clone(),
+                    metadata: Vec::new(),
+                }],
+                metadata: Vec::new(),
+            }],
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfers(amounts: &[i64]) -> Vec<Transfer> {
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let config = crate::demo::config(std::path::Path::new("/x"), any, any);
+        let e = &config.entities[0];
+        amounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Transfer {
+                id: i as u8 + 1,
+                beneficiary: e.fiscal_code.clone(),
+                target: TransferTarget::Bank(e.bank_accounts[0].clone()),
+                amount: Cents(*a),
+                remittance: "r".into(),
+                category: "c".into(),
+                metadata: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn what_is_due_is_split_from_the_last_transfer() {
+        let t = transfers(&[7000, 3000]);
+        assert_eq!(
+            split_due(&t, Cents(10000)),
+            Some(vec![Cents(7000), Cents(3000)])
+        );
+        assert_eq!(
+            split_due(&t, Cents(8000)),
+            Some(vec![Cents(7000), Cents(1000)])
+        );
+        assert_eq!(
+            split_due(&t, Cents(5000)),
+            Some(vec![Cents(4999), Cents(1)])
+        );
+        assert_eq!(split_due(&t, Cents(1)), None);
+    }
+
+    #[test]
+    fn receipt_times_are_rome_civil_time() {
+        let t = rome_instant("2026-07-01T10:00:00").expect("parse");
+        assert_eq!(t.to_string(), "2026-07-01T08:00:00Z");
+        let t = rome_instant("2026-01-10T10:00:00.123").expect("parse");
+        assert_eq!(t.to_string(), "2026-01-10T09:00:00.123Z");
+        assert!(rome_instant("yesterday").is_none());
+    }
+}

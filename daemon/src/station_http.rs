@@ -1,0 +1,192 @@
+//! The station's HTTP listener: the endpoint pagoPA's node POSTs SOAP requests to.
+//!
+//! A hand-built accept loop (rather than `axum::serve`) so that one path serves plain HTTP and
+//! TLS alike, drops connections from addresses outside the allow-list before reading a byte, can
+//! require the node's client certificate (mutual TLS), and drains in-flight requests on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::App;
+use crate::config::{StationListenerConfig, TlsConfig};
+use crate::journal::Journal;
+use crate::station::Station;
+
+struct Shared {
+    station: Station,
+    journal: Journal,
+    app: Arc<App>,
+}
+
+fn router(shared: Arc<Shared>, config: &StationListenerConfig) -> Router {
+    Router::new()
+        .route(&config.path, post(soap))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(shared)
+}
+
+async fn soap(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action = headers.get("soapaction").and_then(|v| v.to_str().ok());
+    let handled = shared.station.handle(&body, action, Some(peer)).await;
+    shared.app.metrics.observe(&handled.exchange);
+    let response = handled.response;
+    shared
+        .journal
+        .record(handled.exchange, response.clone())
+        .await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        response,
+    )
+        .into_response()
+}
+
+/// Builds the TLS acceptor: the station's certificate, and the node's client certificate
+/// required when `client_ca` is set.
+pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .with_context(|| format!("station.tls.cert: {}", tls.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("station.tls.cert: {}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .with_context(|| format!("station.tls.key: {}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &tls.client_ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("station.tls.client_ca: {}", path.display()))?
+            {
+                roots
+                    .add(
+                        cert.with_context(|| format!("station.tls.client_ca: {}", path.display()))?,
+                    )
+                    .context("station.tls.client_ca: not a CA certificate")?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("station.tls.client_ca")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .context("station.tls: certificate and key do not match")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves until `stop` turns true, then lets in-flight requests finish (at most 30 s).
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    journal: Journal,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let config = app.config.station.clone();
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let shared = Arc::new(Shared {
+        station: Station::new(Arc::clone(&app)),
+        journal,
+        app: Arc::clone(&app),
+    });
+    let router = router(shared, &config);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("station accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        if !config.allow.is_empty() && !config.allow.iter().any(|net| net.contains(&peer.ip())) {
+            tracing::warn!(%peer, "station: connection refused (not in station.allow)");
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let http = hyper::server::conn::http1::Builder::new();
+        match &tls {
+            None => {
+                let conn = http.serve_connection(TokioIo::new(tcp), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, "station connection: {e}");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    let stream = match handshake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, "station TLS handshake refused: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "station TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, "station connection: {e}");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("station: in-flight requests finished"),
+        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("station: in-flight requests still running after 30 s; stopping");
+        }
+    }
+    Ok(())
+}

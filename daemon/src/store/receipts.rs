@@ -1,0 +1,132 @@
+//! Receipts (paSendRT): stored with their raw XML, durably, before the node hears OK; the
+//! instalment becomes paid through the ledger in the same atomic commit. A replay of the same
+//! receipt finds the stored one and changes nothing.
+
+use jiff::Timestamp;
+use mpay_common::ids::EntityFiscalCode;
+use mpay_common::ledger::Event;
+use mpay_common::money::Cents;
+use serde::{Deserialize, Serialize};
+
+use super::{PositionId, Store, StoreError, StoredEvent, codec, keys};
+
+/// What a stored receipt did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disposition {
+    /// The instalment became paid.
+    Applied,
+    /// The notice was already paid, paid offline or cancelled: the money is kept on the ledger
+    /// as a double payment, and a refund is due.
+    DoublePayment,
+    /// No position of ours has that notice.
+    Orphan,
+    /// Sent to a secondary beneficiary: the primary entity's position is not ours to update.
+    SecondaryBeneficiary,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    /// The entity the receipt was sent to (`idPA`).
+    pub entity: EntityFiscalCode,
+    pub receipt_id: String,
+    /// The entity owning the notice (`receipt/fiscalCode`).
+    pub notice_entity: String,
+    pub nav: String,
+    pub iuv: String,
+    pub amount: Cents,
+    pub psp: String,
+    pub station: String,
+    pub v2: bool,
+    pub stand_in: bool,
+    pub received_at: Timestamp,
+    pub position: Option<PositionId>,
+    pub disposition: Disposition,
+    /// The commit that stored it (set by the store).
+    pub commit: u64,
+    /// The request exactly as received.
+    pub raw: String,
+}
+
+/// The result of `record_receipt`.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Stored now, durably.
+    New(ReceiptRecord),
+    /// Already stored by an earlier delivery: nothing changed.
+    Replay(ReceiptRecord),
+}
+
+impl Store {
+    /// Stores a receipt and, if `payment` names a position, appends the payment to its ledger in
+    /// the same commit. Returns only once durable.
+    pub fn record_receipt(
+        &self,
+        mut record: ReceiptRecord,
+        payment: Option<(PositionId, Event)>,
+    ) -> Result<Recorded, StoreError> {
+        let key = keys::receipt(&record.entity, &record.receipt_id);
+        // Warm the cache outside the writer lock (see `append`).
+        self.data.get(&key)?;
+        if let Some((id, _)) = &payment {
+            self.data.get(keys::position(*id))?;
+        }
+        let applying = self.group.begin();
+        let w = self.writer();
+        if let Some(existing) = self.data.get(&key)? {
+            drop(w);
+            drop(applying);
+            return Ok(Recorded::Replay(codec::decode(&existing, "a receipt")?));
+        }
+        let commit = w.commit + 1;
+        let mut batch = sled::Batch::default();
+        if let Some((id, event)) = payment {
+            match self.position(id)? {
+                Some(before) => {
+                    let mut after = before.clone();
+                    match after.apply(&event) {
+                        Ok(()) => {
+                            record.disposition =
+                                if after.double_payments.len() > before.double_payments.len() {
+                                    Disposition::DoublePayment
+                                } else {
+                                    Disposition::Applied
+                                };
+                            record.position = Some(id);
+                            self.write_position(&mut batch, id, Some(&before), &after)?;
+                            let stored = StoredEvent { commit, event };
+                            batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
+                        }
+                        Err(e) => {
+                            tracing::warn!(receipt = %record.receipt_id, "receipt not applied: {e}");
+                            record.disposition = Disposition::Orphan;
+                        }
+                    }
+                }
+                None => record.disposition = Disposition::Orphan,
+            }
+        }
+        record.commit = commit;
+        batch.insert(key, codec::encode(&record)?);
+        self.commit(applying, w, batch)?;
+        Ok(Recorded::New(record))
+    }
+
+    pub fn receipt(
+        &self,
+        entity: &EntityFiscalCode,
+        receipt_id: &str,
+    ) -> Result<Option<ReceiptRecord>, StoreError> {
+        self.data
+            .get(keys::receipt(entity, receipt_id))?
+            .map(|v| codec::decode(&v, "a receipt"))
+            .transpose()
+    }
+
+    /// Every stored receipt, in key order (entity, receiptId).
+    pub fn receipts(&self) -> impl Iterator<Item = Result<ReceiptRecord, StoreError>> + '_ {
+        self.data.scan_prefix([keys::RECEIPT]).map(|entry| {
+            let (_, v) = entry?;
+            codec::decode(&v, "a receipt")
+        })
+    }
+}
