@@ -126,14 +126,14 @@ async fn notices(
             let station = config
                 .entity(&p.entity)
                 .and_then(|e| e.stations.first())
-                .cloned()
-                .unwrap_or_default();
+                .and_then(|s| config.station(s));
             for inst in p.instalments() {
                 if p.instalment_status(inst, today) == mpay_common::ledger::InstalmentStatus::Unpaid
                 {
                     out.push(serde_json::json!({
                         "entity": p.entity.to_string(),
-                        "station": station,
+                        "station": station.map(|s| s.id.as_str()),
+                        "version": station.map(|s| s.primitive_version),
                         "nav": inst.terms.nav.to_string(),
                         "iuv": inst.terms.iuv.to_string(),
                         "amount": inst.due().to_string(),

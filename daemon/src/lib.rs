@@ -9,6 +9,7 @@ pub mod http_client;
 pub mod journal;
 pub mod metrics;
 pub mod pagopa;
+pub mod simulator;
 pub mod station;
 pub mod station_http;
 pub mod store;

@@ -52,6 +52,9 @@ enum Command {
         /// Station listener address (where the node, or the simulator, calls).
         #[arg(long, default_value = "127.0.0.1:9481")]
         station: SocketAddr,
+        /// Background payments per second played by the built-in node simulator (0: none).
+        #[arg(long, default_value_t = 1.0)]
+        traffic: f64,
     },
     /// Take a consistent backup from the running daemon (through its admin listener).
     Backup {
@@ -69,6 +72,13 @@ enum Command {
     },
     /// Verify a backup file without restoring it.
     VerifyBackup { backup: PathBuf },
+    /// Play pagoPA's node against a station: payments, faults, load; prints a report.
+    Simulate(mpayd::simulator::Options),
+    /// Serve a fixed SOAP answer and nothing else: the baseline for load figures.
+    BareStation {
+        #[arg(long, default_value = "127.0.0.1:9482")]
+        listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,7 +124,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             seed,
             admin,
             station,
-        } => demo_run(&data_dir, positions, seed, admin, station),
+            traffic,
+        } => demo_run(&data_dir, positions, seed, admin, station, traffic),
         Command::Backup { config, output } => {
             let config = Config::load(&config)?;
             backup(&config, &output)
@@ -133,6 +144,17 @@ fn run(command: Command) -> anyhow::Result<()> {
                 println!("the previous store is kept in {}", kept.display());
             }
             Ok(())
+        }
+        Command::Simulate(options) => {
+            telemetry::init(&LogConfig {
+                level: "warn".into(),
+                ..LogConfig::default()
+            })
+            .map_err(anyhow::Error::msg)?;
+            runtime()?.block_on(mpayd::simulator::run(options))
+        }
+        Command::BareStation { listen } => {
+            runtime()?.block_on(mpayd::simulator::bare_station(listen))
         }
         Command::VerifyBackup { backup } => {
             let summary = store::verify(&backup)?;
@@ -190,6 +212,7 @@ fn demo_run(
     seed: u64,
     admin: SocketAddr,
     station: SocketAddr,
+    traffic: f64,
 ) -> anyhow::Result<()> {
     let config = demo::config(data_dir, admin, station);
     telemetry::init(&LogConfig::default()).map_err(anyhow::Error::msg)?;
@@ -242,6 +265,44 @@ fn demo_run(
             "  admin          http://{}/healthz  /metrics  /notices",
             ready.admin
         );
+        if traffic > 0.0 {
+            println!("  simulator      {traffic} payments/s against the station");
+            tokio::spawn(demo_traffic(
+                ready.clone(),
+                config.station.path.clone(),
+                traffic,
+            ));
+        }
         println!("stop with Ctrl-C");
     }))
+}
+
+/// The demo's background traffic: the node simulator paying notices at a gentle pace, with a
+/// few faults and double payments, so that the journal and the metrics have something to show.
+async fn demo_traffic(ready: mpayd::daemon::Ready, path: String, rate: f64) {
+    loop {
+        let options = mpayd::simulator::Options {
+            target: format!("http://{}{path}", ready.station),
+            admin: format!("http://{}", ready.admin),
+            broker: demo::BROKER.into(),
+            scenario: mpayd::simulator::Scenario::Pay,
+            count: (rate * 60.0).ceil() as u64,
+            concurrency: 1,
+            rate,
+            unknown_pct: 3,
+            wrong_station_pct: 1,
+            malformed_pct: 1,
+            double_pct: 2,
+            late_pct: 5,
+            replay_pct: 5,
+            repeat_get_pct: 10,
+            seed: fastrand::u64(..),
+            json: false,
+            quiet: true,
+        };
+        if let Err(e) = mpayd::simulator::run(options).await {
+            tracing::warn!("demo traffic: {e:#}");
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //!   = one `xs:any` from the paForNode namespace with `processContents="strict"`, importing
 //!   paForNode.xsd. The whole document is then validated with `xmlSchemaValidateDoc`, which
 //!   needs no walking of libxml2's node structs from Rust. An element in another namespace (or
-//!   none) fails ("no matching global element declaration"), as it must.
+//!   none) fails ("This element is not expected"), an undeclared one in the paForNode namespace
+//!   too ("No matching global element declaration available").
 //! * [`validate_flow`] checks a whole FlussoRiversamento document against
 //!   `xsd-common/FlussoRiversamento_1_0_4.xsd`.
 //!
@@ -45,8 +46,10 @@ struct XmlSchemaValidCtxt {
 }
 
 /// The leading fields of libxml2's `struct _xmlError` (xmlerror.h, stable since 2.6). Only read
-/// through a pointer libxml2 hands us, so declaring the prefix is enough.
+/// through a pointer libxml2 hands us, so declaring the prefix is enough; `level` and `file` are
+/// there for the layout.
 #[repr(C)]
+#[allow(dead_code)]
 struct XmlError {
     domain: c_int,
     code: c_int,
@@ -82,8 +85,7 @@ unsafe extern "C" {
     ) -> *mut XmlDoc;
     fn xmlFreeDoc(doc: *mut XmlDoc);
     fn xmlSchemaNewParserCtxt(url: *const c_char) -> *mut XmlSchemaParserCtxt;
-    fn xmlSchemaNewMemParserCtxt(buffer: *const c_char, size: c_int)
-    -> *mut XmlSchemaParserCtxt;
+    fn xmlSchemaNewMemParserCtxt(buffer: *const c_char, size: c_int) -> *mut XmlSchemaParserCtxt;
     fn xmlSchemaSetParserStructuredErrors(
         ctxt: *mut XmlSchemaParserCtxt,
         handler: Option<StructuredErrorFn>,
@@ -117,7 +119,6 @@ unsafe extern "C" fn collect(user: *mut c_void, error: *const XmlError) {
             .trim_end()
             .to_owned()
     };
-    let _ = (error.level, error.file);
     errors.push(if error.line > 0 {
         format!("line {}: {message}", error.line)
     } else {
@@ -125,12 +126,12 @@ unsafe extern "C" fn collect(user: *mut c_void, error: *const XmlError) {
     });
 }
 
-/// Error sink handed to libxml2 as `user`.
-struct Errors(Box<Vec<String>>);
+/// Error sink handed to libxml2 as `user`; it stays in place (is not moved) while registered.
+struct Errors(Vec<String>);
 
 impl Errors {
     fn new() -> Errors {
-        Errors(Box::default())
+        Errors(Vec::new())
     }
 
     fn user(&mut self) -> *mut c_void {
@@ -229,7 +230,7 @@ fn compile_body_schema() -> Result<Schema, String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let wrapper = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
+        r###"<?xml version="1.0" encoding="UTF-8"?>
 <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"
            targetNamespace="http://schemas.xmlsoap.org/soap/envelope/"
            elementFormDefault="qualified">
@@ -260,7 +261,7 @@ fn compile_body_schema() -> Result<Schema, String> {
     </xs:complexType>
   </xs:element>
 </xs:schema>
-"#,
+"###,
         location = escape_attr(&path.to_string_lossy())
     );
     let size = c_int::try_from(wrapper.len()).map_err(|e| e.to_string())?;
@@ -356,8 +357,10 @@ mod tests {
 
     #[test]
     fn broken_flow_is_rejected() {
-        let xml = example("12_FlussoRiversamento_sanp_example.xml")
-            .replace("<importoTotalePagamenti>1234.56", "<importoTotalePagamenti>1234.5");
+        let xml = example("12_FlussoRiversamento_sanp_example.xml").replace(
+            "<importoTotalePagamenti>1234.56",
+            "<importoTotalePagamenti>1234.5",
+        );
         let e = validate_flow(&xml).expect_err("one decimal");
         assert!(e.contains("importoTotalePagamenti"), "{e}");
         let e = validate_flow("<FlussoRiversamento").expect_err("not XML");
@@ -369,13 +372,20 @@ mod tests {
         // Example 01 binds its body element to nodeForPsp.xsd.
         let xml = example("01_paVerifyPaymentNoticeReq.xml");
         let e = validate_body(&xml).expect_err("nodeForPsp namespace");
-        assert!(e.contains("No matching global element declaration"), "{e}");
+        assert!(
+            e.contains("nodeForPsp.xsd}paVerifyPaymentNoticeReq': This element is not expected"),
+            "{e}"
+        );
         let fixed = xml.replace(
             "http://pagopa-api.pagopa.gov.it/node/nodeForPsp.xsd",
             "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd",
         );
         validate_body(&fixed).expect("fixed example 01");
         validate_body(&example("03_paGetPaymentReq.xml")).expect("example 03");
+        // Right namespace, element the schema does not declare.
+        let unknown = fixed.replace("paVerifyPaymentNoticeReq", "paVerifyPaymentNoticeRequest");
+        let e = validate_body(&unknown).expect_err("undeclared element");
+        assert!(e.contains("No matching global element declaration"), "{e}");
     }
 
     #[test]
@@ -387,7 +397,12 @@ mod tests {
              </s:Envelope>"
         );
         validate_body(&ok).expect("minimal");
-        let two = ok.replace("</s:Body>", &format!("<p:paSendRTRes xmlns:p=\"{ns}\"><outcome>OK</outcome></p:paSendRTRes></s:Body>"));
+        let two = ok.replace(
+            "</s:Body>",
+            &format!(
+                "<p:paSendRTRes xmlns:p=\"{ns}\"><outcome>OK</outcome></p:paSendRTRes></s:Body>"
+            ),
+        );
         assert!(validate_body(&two).is_err());
         let soap12 = ok.replace(
             "http://schemas.xmlsoap.org/soap/envelope/",

@@ -1002,7 +1002,8 @@ fn split_tz(s: &str) -> (&str, &str) {
     }
     if s.len() >= 6 {
         let cut = s.len() - 6;
-        if s.is_char_boundary(cut) && matches!(s.as_bytes()[cut], b'+' | b'-') {
+        let b = s.as_bytes();
+        if s.is_char_boundary(cut) && matches!(b[cut], b'+' | b'-') && b[cut + 3] == b':' {
             return (&s[..cut], &s[cut..]);
         }
     }
