@@ -100,6 +100,9 @@ async fn backup(State(app): State<Arc<App>>) -> Response {
 struct NoticeQuery {
     #[serde(default)]
     from: u64,
+    /// Every notice with its status, not only the payable ones.
+    #[serde(default)]
+    all: bool,
     #[serde(default = "default_notice_limit")]
     limit: usize,
 }
@@ -128,15 +131,24 @@ async fn notices(
                 .and_then(|e| e.stations.first())
                 .and_then(|s| config.station(s));
             for inst in p.instalments() {
-                if p.instalment_status(inst, today) == mpay_common::ledger::InstalmentStatus::Unpaid
-                {
+                let status = p.instalment_status(inst, today);
+                if q.all || status == mpay_common::ledger::InstalmentStatus::Unpaid {
+                    let doubles = p
+                        .double_payments
+                        .iter()
+                        .filter(|d| d.nav == inst.terms.nav)
+                        .count();
                     out.push(serde_json::json!({
                         "entity": p.entity.to_string(),
                         "station": station.map(|s| s.id.as_str()),
                         "version": station.map(|s| s.primitive_version),
+                        "iupd": p.iupd.to_string(),
                         "nav": inst.terms.nav.to_string(),
                         "iuv": inst.terms.iuv.to_string(),
                         "amount": inst.due().to_string(),
+                        "status": format!("{status:?}"),
+                        "receipt_id": inst.receipt.as_ref().map(|r| r.receipt_id.as_str()),
+                        "double_payments": doubles,
                     }));
                 }
             }

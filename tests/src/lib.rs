@@ -44,12 +44,38 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 GET; returns the status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    http(addr, "GET", path, &[], b"")
+}
+
+/// A minimal HTTP/1.1 POST with extra headers; returns the status code and body.
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    http(addr, "POST", path, headers, body)
+}
+
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split = raw
@@ -87,18 +113,26 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Where the demo's station listens for SOAP requests.
+pub const STATION_PATH: &str = "/pagopa/paForNode";
+
 /// A running mpayd.
 pub struct Daemon {
     pub child: Child,
     pub admin: SocketAddr,
+    /// The station listener (where the node calls); the demo's path is `STATION_PATH`.
+    pub station: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
 impl Daemon {
     /// `mpayd demo` with `positions` generated positions in `data_dir`.
+    /// `mpayd demo` with `positions` generated positions in `data_dir`, without background
+    /// traffic.
     pub fn demo(data_dir: &Path, positions: u64) -> Daemon {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let station: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         Daemon::spawn(
             &[
                 "demo",
@@ -108,22 +142,28 @@ impl Daemon {
                 &positions.to_string(),
                 "--admin",
                 &admin.to_string(),
+                "--station",
+                &station.to_string(),
+                "--traffic",
+                "0",
             ],
             admin,
+            station,
             data_dir,
         )
     }
 
-    /// `mpayd run --config FILE`, where the file's admin listener is `admin`.
-    pub fn run(config: &Path, admin: SocketAddr, data_dir: &Path) -> Daemon {
+    /// `mpayd run --config FILE`, where the file's listeners are `admin` and `station`.
+    pub fn run(config: &Path, admin: SocketAddr, station: SocketAddr, data_dir: &Path) -> Daemon {
         Daemon::spawn(
             &["run", "--config", config.to_str().expect("utf-8 path")],
             admin,
+            station,
             data_dir,
         )
     }
 
-    fn spawn(args: &[&str], admin: SocketAddr, data_dir: &Path) -> Daemon {
+    fn spawn(args: &[&str], admin: SocketAddr, station: SocketAddr, data_dir: &Path) -> Daemon {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.with_extension(format!("{}.log", admin.port()));
         let file = std::fs::File::create(&log).expect("log file");
@@ -137,6 +177,7 @@ impl Daemon {
         Daemon {
             child,
             admin,
+            station,
             data_dir: data_dir.to_path_buf(),
             log,
         }
@@ -158,6 +199,40 @@ impl Daemon {
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// POSTs a SOAP request to the station as the node does; returns the response body.
+    pub fn soap(&self, action: &str, body: &str) -> String {
+        let quoted = format!("\"{action}\"");
+        let (status, response) = http_post(
+            self.station,
+            STATION_PATH,
+            &[
+                ("SOAPAction", &quoted),
+                ("Content-Type", "text/xml; charset=utf-8"),
+            ],
+            body.as_bytes(),
+        )
+        .expect("station answers");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&response));
+        String::from_utf8(response).expect("utf-8 response")
+    }
+
+    /// The admin listener's notice list: `all` includes notices that are not payable.
+    pub fn notices(&self, all: bool) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let path = format!("/notices?from={from}&limit=5000&all={all}");
+            let (status, body) = http_get(self.admin, &path).expect("notices");
+            assert_eq!(status, 200);
+            let page: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            out.extend(page["notices"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_u64() {
+                Some(next) => from = next,
+                None => return out,
+            }
         }
     }
 

@@ -2069,7 +2069,7 @@ mod tests {
             out.push_str(part);
             if part.ends_with("</remittanceInformation>") {
                 n += 1;
-                out.push_str(&format!("<transferCategory>0101100IM</transferCategory>"));
+                out.push_str("<transferCategory>0101100IM</transferCategory>");
             }
         }
         assert!(n > 0);
@@ -2956,6 +2956,31 @@ mod tests {
             "{}",
             e.detail
         );
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let xml = env(V2_RECEIPT);
+        let bounds: Vec<usize> = (0..xml.len())
+            .filter(|&i| xml.is_char_boundary(i))
+            .collect();
+        let mut outcomes = [0usize; 3];
+        for (n, &i) in bounds.iter().enumerate() {
+            let next = bounds.get(n + 1).copied().unwrap_or(xml.len());
+            for replacement in ["", "<", "&", "\"", "x", "é"] {
+                let mutated = format!("{}{replacement}{}", &xml[..i], &xml[next..]);
+                match parse_request(mutated.as_bytes(), Some("paSendRTV2")) {
+                    Ok(_) => outcomes[0] += 1,
+                    Err(e) if e.code == FaultCode::SintassiXsd => outcomes[1] += 1,
+                    Err(e) => {
+                        assert_eq!(e.code, FaultCode::SintassiExtraXsd);
+                        assert_eq!(e.operation, Some(Operation::SendRtV2), "{}", e.detail);
+                        outcomes[2] += 1;
+                    }
+                }
+            }
+        }
+        assert!(outcomes.iter().all(|&n| n > 0), "{outcomes:?}");
     }
 
     #[test]
