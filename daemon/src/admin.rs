@@ -20,6 +20,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/backup", get(backup))
         .route("/notices", get(notices))
+        .route("/journal", get(journal))
+        .route("/journal/{seq}", get(journal_bodies))
         .with_state(app)
 }
 
@@ -164,5 +166,64 @@ async fn notices(
             .into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct JournalQuery {
+    /// First sequence number; without it, the newest records.
+    from: Option<u64>,
+    #[serde(default = "default_journal_limit")]
+    limit: usize,
+}
+
+fn default_journal_limit() -> usize {
+    100
+}
+
+fn json_or_error<T: serde::Serialize>(
+    result: Result<Result<T, crate::store::StoreError>, tokio::task::JoinError>,
+) -> Response {
+    match result {
+        Ok(Ok(value)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&value).unwrap_or_default(),
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The traffic journal's summary records: from a sequence number on, or the newest first.
+async fn journal(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<JournalQuery>,
+) -> Response {
+    let store = Arc::clone(&app.store);
+    let limit = q.limit.min(10_000);
+    json_or_error(
+        tokio::task::spawn_blocking(move || match q.from {
+            Some(from) => store.journal(from, limit),
+            None => store.journal_tail(limit),
+        })
+        .await,
+    )
+}
+
+/// One exchange's request and response bodies, while the retention keeps them.
+async fn journal_bodies(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+) -> Response {
+    let store = Arc::clone(&app.store);
+    let found = tokio::task::spawn_blocking(move || store.journal_bodies(seq)).await;
+    match found {
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            format!("no bodies for exchange {seq} (pruned by the retention, or never recorded)"),
+        )
+            .into_response(),
+        other => json_or_error(other),
     }
 }

@@ -82,6 +82,9 @@ impl Exchange {
     }
 }
 
+/// How long the writer gathers records before writing them in one batch.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// Hands exchanges to the background writer.
 #[derive(Clone)]
 pub struct Journal {
@@ -95,7 +98,16 @@ impl Journal {
         let writer = Arc::clone(&store);
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 1024).await > 0 {
+            while rx.recv_many(&mut batch, 4096).await > 0 {
+                // Gather for up to 10 ms, so that one write and one fsync serve every exchange of
+                // that window: a record is durable within about 10 ms plus one flush.
+                let deadline = tokio::time::Instant::now() + GATHER;
+                while batch.len() < 4096 {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(record)) => batch.push(record),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
                 let records = std::mem::take(&mut batch);
                 let store = Arc::clone(&writer);
                 match tokio::task::spawn_blocking(move || store.append_journal(records)).await {

@@ -764,6 +764,48 @@ mod tests {
         assert_eq!(split_due(&t, Cents(1)), None);
     }
 
+    /// With the store unable to write, a receipt gets PAA_SYSTEM_ERROR (the node will retry it),
+    /// never a false OK.
+    #[tokio::test]
+    async fn a_store_that_cannot_write_answers_system_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let config = crate::demo::config(dir.path(), any, any);
+        let daemon = crate::daemon::Daemon::open(config).expect("open");
+        let app = Arc::clone(&daemon.app);
+        app.store.close().expect("close");
+        let station = Station::new(Arc::clone(&app));
+        let caller = crate::simulator::requests::Caller {
+            id_pa: "00123456782".into(),
+            broker: "01111111116".into(),
+            station: "01111111116_01".into(),
+        };
+        let spec = crate::simulator::requests::ReceiptSpec {
+            receipt_id: "r1".into(),
+            nav: "301000000000000043".into(),
+            notice_entity: "00123456782".into(),
+            iuv: "01000000000000043".into(),
+            amount: "10.00".into(),
+            transfers: vec![crate::simulator::requests::ReceiptTransfer {
+                id: "1".into(),
+                amount: "10.00".into(),
+                fiscal_code_pa: "00123456782".into(),
+                iban: Some("IT92R0306902117100000046111".into()),
+                remittance: "r".into(),
+                category: "c".into(),
+            }],
+            psp: "P".into(),
+            stand_in: false,
+        };
+        let body = crate::simulator::requests::send_rt(&caller, true, &spec);
+        let handled = station
+            .handle(body.as_bytes(), Some("paSendRTV2"), None)
+            .await;
+        let answer = crate::simulator::requests::read_answer(&handled.response).expect("answer");
+        assert_eq!(answer.fault_code.as_deref(), Some("PAA_SYSTEM_ERROR"));
+        assert_eq!(handled.exchange.outcome(), "KO");
+    }
+
     #[test]
     fn receipt_times_are_rome_civil_time() {
         let t = rome_instant("2026-07-01T10:00:00").expect("parse");

@@ -432,3 +432,175 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
     let kept = kept.expect("old store kept aside");
     assert_eq!(open(&kept).stats().positions, 5);
 }
+
+fn receipt_record(store_entity: &EntityConfig, nav: &Nav, id: &str) -> ReceiptRecord {
+    ReceiptRecord {
+        entity: store_entity.fiscal_code.clone(),
+        receipt_id: id.into(),
+        notice_entity: store_entity.fiscal_code.to_string(),
+        nav: nav.to_string(),
+        iuv: nav.iuv().to_string(),
+        amount: Cents(1000),
+        psp: "BCITITMM".into(),
+        station: "01111111116_01".into(),
+        v2: true,
+        stand_in: false,
+        received_at: Timestamp::now(),
+        position: None,
+        disposition: Disposition::Orphan,
+        commit: 0,
+        raw: "<receipt/>".into(),
+    }
+}
+
+fn paid(nav: &Nav, id: &str) -> Event {
+    Event::new(
+        Timestamp::now(),
+        Actor::Node,
+        Change::PaidViaPagoPa {
+            nav: nav.clone(),
+            receipt_id: id.into(),
+            amount: Cents(1000),
+            psp: "BCITITMM".into(),
+            paid_at: Timestamp::now(),
+        },
+    )
+}
+
+#[test]
+fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("store"));
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let data = positions(&store, entity, province, 2);
+    let ids: Vec<PositionId> = store
+        .load_many(
+            &entity.fiscal_code,
+            data.iter().cloned().map(loaded).collect(),
+        )
+        .expect("load")
+        .into_iter()
+        .map(|r| r.expect("loaded"))
+        .collect();
+    let nav = first_nav(&data[0]);
+
+    let first = store
+        .record_receipt(
+            receipt_record(entity, &nav, "r1"),
+            Some((ids[0], paid(&nav, "r1"))),
+        )
+        .expect("stored");
+    assert!(matches!(&first, Recorded::New(r) if r.disposition == Disposition::Applied));
+    let replay = store
+        .record_receipt(
+            receipt_record(entity, &nav, "r1"),
+            Some((ids[0], paid(&nav, "r1"))),
+        )
+        .expect("replayed");
+    assert!(matches!(replay, Recorded::Replay(_)));
+    assert_eq!(
+        store.ledger(ids[0]).expect("ledger").len(),
+        2,
+        "applied once"
+    );
+    let double = store
+        .record_receipt(
+            receipt_record(entity, &nav, "r2"),
+            Some((ids[0], paid(&nav, "r2"))),
+        )
+        .expect("stored");
+    assert!(matches!(&double, Recorded::New(r) if r.disposition == Disposition::DoublePayment));
+    let position = store.position(ids[0]).expect("read").expect("there");
+    assert_eq!(position.double_payments.len(), 1);
+    assert_eq!(
+        position
+            .instalment(&nav)
+            .and_then(|i| i.receipt.as_ref())
+            .map(|r| r.receipt_id.as_str()),
+        Some("r1")
+    );
+    let orphan = store
+        .record_receipt(receipt_record(entity, &nav, "r3"), None)
+        .expect("stored");
+    assert!(matches!(&orphan, Recorded::New(r) if r.disposition == Disposition::Orphan));
+    assert_eq!(store.receipts().count(), 3);
+
+    let mut file = Vec::new();
+    store.backup(&mut file).expect("backup");
+    let path = dir.path().join("b.mpaybak");
+    std::fs::write(&path, &file).expect("write");
+    let target = dir.path().join("restored");
+    restore(&path, &target).expect("restore");
+    let copy = open(&target);
+    assert_eq!(copy.receipts().count(), 3);
+    let r1 = copy
+        .receipt(&entity.fiscal_code, "r1")
+        .expect("read")
+        .expect("kept");
+    assert_eq!(r1.raw, "<receipt/>");
+    assert_eq!(copy.position(ids[0]).expect("read"), Some(position));
+}
+
+#[test]
+fn the_journal_keeps_summaries_and_prunes_bodies_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let record = |n: u64, at: Timestamp| {
+        (
+            JournalEntry {
+                seq: 0,
+                at,
+                direction: Direction::Inbound,
+                operation: "paVerifyPaymentNotice".into(),
+                entity: Some("00123456782".into()),
+                station: None,
+                nav: Some(format!("{n}")),
+                iuv: None,
+                outcome: "OK".into(),
+                fault_code: None,
+                latency_us: 100,
+                remote: None,
+                request_bytes: 100,
+                response_bytes: 100,
+            },
+            JournalBodies {
+                at,
+                request: "q".repeat(100),
+                response: "r".repeat(100),
+            },
+        )
+    };
+    let old = Timestamp::now() - jiff::SignedDuration::from_hours(24 * 100);
+    let seqs = store
+        .append_journal(
+            (0..10)
+                .map(|n| record(n, if n < 3 { old } else { Timestamp::now() }))
+                .collect(),
+        )
+        .expect("append");
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+    assert_eq!(store.journal_body_bytes(), 2000);
+    // Older than 90 days: the first three bodies go.
+    let dropped = store
+        .prune_journal_bodies(std::time::Duration::from_secs(90 * 86_400), 1 << 30)
+        .expect("prune");
+    assert_eq!(dropped, 3);
+    assert!(store.journal_bodies(2).expect("read").is_none());
+    assert!(store.journal_bodies(3).expect("read").is_some());
+    // Over the byte budget: oldest first until it fits.
+    let dropped = store
+        .prune_journal_bodies(std::time::Duration::from_secs(90 * 86_400), 1000)
+        .expect("prune");
+    assert_eq!(dropped, 2);
+    assert_eq!(store.journal_body_bytes(), 1000);
+    // Summaries stay, all of them, and sequence numbers go on after a reopen.
+    assert_eq!(store.journal(0, 100).expect("journal").len(), 10);
+    assert_eq!(store.journal_tail(1).expect("tail")[0].seq, 9);
+    drop(store);
+    let store = open(dir.path());
+    let seqs = store
+        .append_journal(vec![record(10, Timestamp::now())])
+        .expect("append");
+    assert_eq!(seqs, vec![10]);
+}
