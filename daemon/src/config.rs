@@ -20,6 +20,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub admin: AdminConfig,
     pub station: StationListenerConfig,
+    /// The authorities' REST API listener.
+    #[serde(default)]
+    pub api: ApiConfig,
     #[serde(default)]
     pub journal: JournalConfig,
     pub broker: BrokerConfig,
@@ -83,6 +86,34 @@ impl Default for StoreConfig {
 pub struct AdminConfig {
     /// Address of the admin HTTP listener (/healthz, /metrics, /backup). Keep it private.
     pub listen: SocketAddr,
+}
+
+/// The authorities' REST JSON API (`/api/v1/`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Request bodies larger than this are refused with 413.
+    #[serde(default = "default_api_body_limit")]
+    pub max_body_bytes: usize,
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9483))
+}
+
+fn default_api_body_limit() -> usize {
+    1 << 20
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api_listen(),
+            max_body_bytes: default_api_body_limit(),
+        }
+    }
 }
 
 /// The HTTP listener the node calls (the station's endpoint).
@@ -196,6 +227,46 @@ pub struct EntityConfig {
     /// Spontaneous-payment services the node may create notices for (paDemandPaymentNotice).
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Keys the entity's systems use on the REST API.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One API key of an entity. Only its SHA-256 is configured (`mpayd hash-key` computes it);
+/// the name is what the ledger records as the actor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// Lower- or upper-case hex of the key's SHA-256 (64 characters).
+    pub sha256: String,
+}
+
+impl ApiKeyConfig {
+    /// The configured digest; `None` unless it is 64 hex characters (`validate` refuses those).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let hex = self.sha256.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let text = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(text, 16).ok()?;
+        }
+        Some(out)
+    }
+}
+
+/// SHA-256 of an API key, as configured in `sha256`.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lower-case hex, for `mpayd hash-key`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A service of pagoPA's service catalogue that this entity offers for spontaneous payments.
@@ -323,6 +394,17 @@ impl Config {
                 "must differ from admin.listen (the admin listener must stay private)",
             ));
         }
+        if self.api.listen.port() != 0
+            && (self.api.listen == self.admin.listen || self.api.listen == self.station.listen)
+        {
+            return Err(invalid(
+                "api.listen",
+                "must differ from admin.listen and station.listen",
+            ));
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(invalid("api.max_body_bytes", "at least 1024"));
+        }
         if let Some(tls) = &self.station.tls {
             for (key, path) in [
                 ("station.tls.cert", &tls.cert),
@@ -340,6 +422,8 @@ impl Config {
             }
         }
         let mut entities = HashSet::new();
+        // A key that opened two entities would make "which entity" ambiguous.
+        let mut digests = HashSet::new();
         for (i, e) in self.entities.iter().enumerate() {
             let key = format!("entities[{i}]");
             if !entities.insert(&e.fiscal_code) {
@@ -385,6 +469,31 @@ impl Config {
                     .map_err(|err| invalid(format!("{key}.amount"), err.to_string()))?;
                 if service.description.trim().is_empty() || service.category.trim().is_empty() {
                     return Err(invalid(key, "description and category must not be empty"));
+                }
+            }
+            let mut names = HashSet::new();
+            for (j, k) in e.api_keys.iter().enumerate() {
+                let key = format!("{key}.api_keys[{j}]");
+                if k.name.trim().is_empty() || k.name.chars().count() > 64 {
+                    return Err(invalid(format!("{key}.name"), "1 to 64 characters"));
+                }
+                if !names.insert(k.name.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        format!("{:?} appears twice in this entity", k.name),
+                    ));
+                }
+                let digest = k.digest().ok_or_else(|| {
+                    invalid(
+                        format!("{key}.sha256"),
+                        "must be the 64 hex characters of the key's SHA-256 (mpayd hash-key)",
+                    )
+                })?;
+                if !digests.insert(digest) {
+                    return Err(invalid(
+                        format!("{key}.sha256"),
+                        "the same key is configured twice",
+                    ));
                 }
             }
             for (j, iban) in e.postal_accounts.iter().enumerate() {

@@ -21,6 +21,8 @@ pub struct Daemon {
 pub struct Ready {
     pub admin: SocketAddr,
     pub station: SocketAddr,
+    /// The authorities' REST API.
+    pub api: SocketAddr,
 }
 
 impl Daemon {
@@ -61,6 +63,9 @@ impl Daemon {
         let station = tokio::net::TcpListener::bind(config.station.listen)
             .await
             .with_context(|| format!("station.listen: cannot bind {}", config.station.listen))?;
+        let api = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .with_context(|| format!("api.listen: cannot bind {}", config.api.listen))?;
         // Fail before READY if the TLS material is unusable.
         if let Some(tls) = &config.station.tls {
             crate::station_http::tls_acceptor(tls)?;
@@ -68,6 +73,7 @@ impl Daemon {
         let ready = Ready {
             admin: admin.local_addr()?,
             station: station.local_addr()?,
+            api: api.local_addr()?,
         };
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -79,14 +85,24 @@ impl Daemon {
             std::time::Duration::from_secs(u64::from(config.journal.body_retention_days) * 86_400),
             config.journal.body_retention_mib << 20,
         );
+        let api_app = Arc::clone(&self.app);
         let station_task = tokio::spawn(crate::station_http::serve(
             Arc::clone(&self.app),
             station,
             journal,
             stop.clone(),
         ));
+        let mut api_stop = stop.clone();
+        let api_task = tokio::spawn(async move {
+            axum::serve(api, crate::api::router(api_app))
+                .with_graceful_shutdown(async move {
+                    let _ = api_stop.changed().await;
+                })
+                .await
+        });
         tracing::info!(
             admin = %ready.admin,
+            api = %ready.api,
             station = %ready.station,
             path = %config.station.path,
             "mpayd {} serving",
@@ -105,6 +121,10 @@ impl Daemon {
             .context("admin listener failed")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         station_task.await.context("station listener task")??;
+        api_task
+            .await
+            .context("api listener task")?
+            .context("api listener failed")?;
 
         tracing::info!("stopping: closing the store");
         let store = Arc::clone(&self.app.store);

@@ -17,7 +17,7 @@ use mpay_common::model::{
 use mpay_common::money::Cents;
 
 use crate::config::{
-    AdminConfig, BrokerConfig, Config, EntityConfig, JournalConfig, LogConfig, ServiceConfig,
+    AdminConfig, ApiConfig, ApiKeyConfig, BrokerConfig, Config, EntityConfig, JournalConfig, LogConfig, ServiceConfig,
     StationConfig, StationListenerConfig, StoreConfig,
 };
 use crate::store::{PositionId, Store, StoreError};
@@ -25,6 +25,24 @@ use crate::store::{PositionId, Store, StoreError};
 pub const BROKER: &str = "01111111116";
 pub const STATION_V2: &str = "01111111116_01";
 pub const STATION_V1: &str = "01111111116_02";
+
+/// The demo entities' API keys (entity, key name, key). Fixed and public: demo data only.
+pub const API_KEYS: [(&str, &str, &str); 3] = [
+    ("00123456782", "tributi", "demo-castelverde-key"),
+    ("00987654324", "tributi", "demo-montalto-key"),
+    ("80001234568", "tributi", "demo-valleverde-key"),
+];
+
+fn demo_keys(cf: &str) -> Vec<ApiKeyConfig> {
+    API_KEYS
+        .iter()
+        .filter(|(entity, _, _)| *entity == cf)
+        .map(|(_, name, key)| ApiKeyConfig {
+            name: (*name).into(),
+            sha256: crate::config::hex(&crate::config::key_digest(key)),
+        })
+        .collect()
+}
 
 fn parse<T: std::str::FromStr>(s: &str) -> T
 where
@@ -58,6 +76,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
                 category: "9/0601108DS/".into(),
                 due_days: 30,
             }],
+            api_keys: demo_keys(cf),
         };
     Config {
         data_dir: data_dir.to_path_buf(),
@@ -71,6 +90,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
             allow: Vec::new(),
             tls: None,
         },
+        api: ApiConfig::default(),
         journal: JournalConfig::default(),
         broker: BrokerConfig {
             id: parse(BROKER),

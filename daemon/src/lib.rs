@@ -2,6 +2,7 @@
 //! everything else, so the tests and benchmarks drive the same code.
 
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -52,10 +52,15 @@ enum Command {
         /// Station listener address (where the node, or the simulator, calls).
         #[arg(long, default_value = "127.0.0.1:9481")]
         station: SocketAddr,
+        /// Authorities' REST API listener address.
+        #[arg(long, default_value = "127.0.0.1:9483")]
+        api: SocketAddr,
         /// Background payments per second played by the built-in node simulator (0: none).
         #[arg(long, default_value_t = 1.0)]
         traffic: f64,
     },
+    /// Read an API key from stdin and print its SHA-256, for `[[entities.api_keys]] sha256`.
+    HashKey,
     /// Take a consistent backup from the running daemon (through its admin listener).
     Backup {
         #[arg(long, short)]
@@ -124,8 +129,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             seed,
             admin,
             station,
+            api,
             traffic,
-        } => demo_run(&data_dir, positions, seed, admin, station, traffic),
+        } => demo_run(&data_dir, positions, seed, [admin, station, api], traffic),
+        Command::HashKey => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .context("cannot read the key from stdin")?;
+            // `echo KEY |` and an interactive Enter both end the line; the key is what precedes.
+            let key = key.trim_end_matches(['\r', '\n']);
+            if key.is_empty() {
+                anyhow::bail!("no key on stdin");
+            }
+            println!("{}", mpayd::config::hex(&mpayd::config::key_digest(key)));
+            Ok(())
+        }
         Command::Backup { config, output } => {
             let config = Config::load(&config)?;
             backup(&config, &output)
@@ -210,11 +229,11 @@ fn demo_run(
     data_dir: &Path,
     positions: u64,
     seed: u64,
-    admin: SocketAddr,
-    station: SocketAddr,
+    [admin, station, api]: [SocketAddr; 3],
     traffic: f64,
 ) -> anyhow::Result<()> {
-    let config = demo::config(data_dir, admin, station);
+    let mut config = demo::config(data_dir, admin, station);
+    config.api.listen = api;
     telemetry::init(&LogConfig::default()).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(data_dir)?;
     let config_path = data_dir.join("mpayd.toml");
@@ -265,6 +284,13 @@ fn demo_run(
             "  admin          http://{}/healthz  /metrics  /notices",
             ready.admin
         );
+        println!(
+            "  api            http://{}/api/v1/entities/{{cf}}/positions (REST JSON)",
+            ready.api
+        );
+        for (entity, name, key) in demo::API_KEYS {
+            println!("  api key        {entity} {name}: Authorization: Bearer {key}");
+        }
         if traffic > 0.0 {
             println!("  simulator      {traffic} payments/s against the station");
             tokio::spawn(demo_traffic(

@@ -47,7 +47,9 @@ fn acknowledged_receipts_survive_kill_9() {
         .unwrap_or(5);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("demo");
-    let mut daemon = Daemon::demo(&data, 3000).ready();
+    // About two thirds of the demo's positions have a single payable notice.
+    let positions = (cycles as u64 * 60).max(3000);
+    let mut daemon = Daemon::demo(&data, positions).ready();
     // Single-notice positions only, so that one receipt settles one position.
     let notices: Vec<Value> = daemon
         .notices(false)
@@ -102,7 +104,7 @@ fn acknowledged_receipts_survive_kill_9() {
         }
         acknowledged.extend(acked.lock().expect("lock").drain(..));
         let started = Instant::now();
-        daemon = Daemon::demo(&data, 3000).ready();
+        daemon = Daemon::demo(&data, positions).ready();
         restarts.push(started.elapsed());
     }
     let state: std::collections::HashMap<String, Value> = daemon
