@@ -105,6 +105,7 @@ fn main() {
     let province = &config.entities[2];
     let options = StoreOptions {
         cache_bytes: args.cache_mib << 20,
+        ..StoreOptions::default()
     };
     println!(
         "store bench: {} positions in {}, cache {} MiB",

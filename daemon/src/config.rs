@@ -67,6 +67,13 @@ pub struct StoreConfig {
     /// sled page cache in MiB.
     #[serde(default = "default_cache")]
     pub cache_mib: u64,
+    /// Decoded positions kept in memory for the node's repeated reads (0: none).
+    #[serde(default = "default_position_cache")]
+    pub position_cache: usize,
+}
+
+fn default_position_cache() -> usize {
+    10_000
 }
 
 fn default_cache() -> u64 {
@@ -77,6 +84,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             cache_mib: default_cache(),
+            position_cache: default_position_cache(),
         }
     }
 }

@@ -34,6 +34,7 @@ impl Daemon {
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let options = StoreOptions {
             cache_bytes: config.store.cache_mib << 20,
+            position_cache: config.store.position_cache,
         };
         let store = Store::open(&dir, &options)?;
         tracing::info!(

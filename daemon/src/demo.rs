@@ -17,8 +17,8 @@ use mpay_common::model::{
 use mpay_common::money::Cents;
 
 use crate::config::{
-    AdminConfig, ApiConfig, ApiKeyConfig, BrokerConfig, Config, EntityConfig, JournalConfig, LogConfig, ServiceConfig,
-    StationConfig, StationListenerConfig, StoreConfig,
+    AdminConfig, ApiConfig, ApiKeyConfig, BrokerConfig, Config, EntityConfig, JournalConfig,
+    LogConfig, ServiceConfig, StationConfig, StationListenerConfig, StoreConfig,
 };
 use crate::store::{PositionId, Store, StoreError};
 

@@ -47,6 +47,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)>
     http(addr, "GET", path, &[], b"")
 }
 
+/// A minimal HTTP/1.1 request with any method and extra headers; returns the status and body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    http(addr, method, path, headers, body)
+}
+
 /// A minimal HTTP/1.1 POST with extra headers; returns the status code and body.
 pub fn http_post(
     addr: SocketAddr,
@@ -122,6 +133,8 @@ pub struct Daemon {
     pub admin: SocketAddr,
     /// The station listener (where the node calls); the demo's path is `STATION_PATH`.
     pub station: SocketAddr,
+    /// The authorities' REST API listener (the demo's; for `run`, whatever the file says).
+    pub api: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -133,7 +146,8 @@ impl Daemon {
     pub fn demo(data_dir: &Path, positions: u64) -> Daemon {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let station: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        Daemon::spawn(
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut daemon = Daemon::spawn(
             &[
                 "demo",
                 "--data-dir",
@@ -144,13 +158,17 @@ impl Daemon {
                 &admin.to_string(),
                 "--station",
                 &station.to_string(),
+                "--api",
+                &api.to_string(),
                 "--traffic",
                 "0",
             ],
             admin,
             station,
             data_dir,
-        )
+        );
+        daemon.api = Some(api);
+        daemon
     }
 
     /// `mpayd run --config FILE`, where the file's listeners are `admin` and `station`.
@@ -178,6 +196,7 @@ impl Daemon {
             child,
             admin,
             station,
+            api: None,
             data_dir: data_dir.to_path_buf(),
             log,
         }
@@ -234,6 +253,30 @@ impl Daemon {
                 None => return out,
             }
         }
+    }
+
+    /// Calls the REST API with an entity's key (`None`: no key); returns the status and the
+    /// JSON answer (`Null` if the body is not JSON).
+    pub fn api_call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let addr = self
+            .api
+            .expect("this daemon's API address is known (Daemon::demo)");
+        let bearer = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(b) = &bearer {
+            headers.push(("Authorization", b.as_str()));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, response) =
+            http_request(addr, method, path, &headers, &bytes).expect("api answers");
+        let json = serde_json::from_slice(&response).unwrap_or(serde_json::Value::Null);
+        (status, json)
     }
 
     pub fn log_text(&self) -> String {

@@ -63,12 +63,50 @@ fn mistakes_are_refused_with_the_key_and_the_reason() {
             example().replace("listen = \"127.0.0.1:9480\"", "listen = \"localhost\""),
             "listen",
         ),
+        (
+            example().replace(EXAMPLE_KEY_HASH, "abc"),
+            "entities[0].api_keys[0].sha256: must be the 64 hex characters",
+        ),
+        (
+            example().replace(
+                "name = \"tributi\"",
+                &format!("name = \"tributi\"\nsha256 = \"{EXAMPLE_KEY_HASH}\"\n\n[[entities.api_keys]]\nname = \"tributi\""),
+            ),
+            "entities[0].api_keys[1].name: \"tributi\" appears twice",
+        ),
     ];
     for (text, expected) in cases {
         let (ok, out) = check(&text);
         assert!(!ok, "accepted a bad configuration expecting {expected:?}");
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }
+}
+
+/// The example's API key hash.
+const EXAMPLE_KEY_HASH: &str = "8c1f8a7a5e1b3bcb5f2c7d7a2f0a7c6f1d2e3b4a5c6d7e8f9a0b1c2d3e4f5a6b";
+
+#[test]
+fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(mpay_tests::mpayd_bin())
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start mpayd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"x\n")
+        .expect("write key");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+    );
 }
 
 #[test]

@@ -59,6 +59,8 @@ fn config(dir: &Path, admin: SocketAddr, station: SocketAddr, extra: &str) -> st
         .replace("/var/lib/mpay", dir.join("data").to_str().expect("path"))
         .replace("127.0.0.1:9480", &admin.to_string())
         .replace("0.0.0.0:8443", &station.to_string())
+        // Tests run side by side: any free port for the API.
+        .replace("127.0.0.1:9483", "127.0.0.1:0")
         .replace("allow = [\"127.0.0.0/8\"]", extra);
     let path = dir.join("mpayd.toml");
     std::fs::write(&path, text).expect("write config");

@@ -9,6 +9,7 @@
 //! The calls block: async callers go through `tokio::task::spawn_blocking`.
 
 mod backup;
+mod cache;
 mod codec;
 mod durability;
 mod journal;
@@ -104,12 +105,15 @@ pub struct StoredEvent {
 pub struct StoreOptions {
     /// sled's page cache. It bounds only part of sled's memory (see performance.md).
     pub cache_bytes: u64,
+    /// Decoded positions kept in memory (0: none).
+    pub position_cache: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 64 << 20,
+            position_cache: 10_000,
         }
     }
 }
@@ -138,6 +142,7 @@ pub struct Store {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     commits: AtomicU64,
     journal_seq: AtomicU64,
+    cache: cache::PositionCache,
 }
 
 fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
@@ -204,6 +209,7 @@ impl Store {
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
         Ok(Store {
             journal_seq,
+            cache: cache::PositionCache::new(options.position_cache),
             path: dir.to_path_buf(),
             commits: AtomicU64::new(writer.commit),
             db,
@@ -225,16 +231,19 @@ impl Store {
     }
 
     /// Applies a batch built under the writer lock, then waits for it to be durable.
+    /// `updated` are the positions this batch changes, for the cache.
     fn commit(
         &self,
         applying: durability::Applying<'_>,
         mut w: MutexGuard<'_, Writer>,
         mut batch: sled::Batch,
+        updated: Vec<(PositionId, Position)>,
     ) -> Result<(), StoreError> {
         let commit = w.commit + 1;
         batch.insert(keys::META_COMMIT, &commit.to_be_bytes());
         self.data.apply_batch(batch)?;
         w.commit = commit;
+        self.cache.written(updated);
         drop(w);
         self.commits.fetch_add(1, Ordering::Relaxed);
         applying.wait_durable()
@@ -257,7 +266,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(key, &end.to_be_bytes());
         // The caller's positions carry these numbers only if this is durable first.
-        self.commit(applying, w, batch)?;
+        self.commit(applying, w, batch, Vec::new())?;
         Ok(start..end)
     }
 
@@ -311,8 +320,9 @@ impl Store {
             })();
             results.push(outcome);
         }
+        // New positions do not go to the cache: a bulk load would only flush it.
         if results.iter().any(Result::is_ok) {
-            self.commit(applying, w, batch)?;
+            self.commit(applying, w, batch, Vec::new())?;
         }
         Ok(results)
     }
@@ -351,7 +361,7 @@ impl Store {
             event,
         };
         batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
-        self.commit(applying, w, batch)?;
+        self.commit(applying, w, batch, vec![(id, after.clone())])?;
         Ok(after)
     }
 
@@ -402,10 +412,16 @@ impl Store {
     }
 
     pub fn position(&self, id: PositionId) -> Result<Option<Position>, StoreError> {
-        self.data
-            .get(keys::position(id))?
-            .map(|v| codec::decode(&v, "a position"))
-            .transpose()
+        let miss = match self.cache.get(id) {
+            Ok(p) => return Ok(Some(p)),
+            Err(miss) => miss,
+        };
+        let Some(v) = self.data.get(keys::position(id))? else {
+            return Ok(None);
+        };
+        let position: Position = codec::decode(&v, "a position")?;
+        self.cache.fill(miss, id, &position);
+        Ok(Some(position))
     }
 
     fn through_index(&self, key: &[u8]) -> Result<Option<(PositionId, Position)>, StoreError> {

@@ -79,6 +79,7 @@ impl Store {
         }
         let commit = w.commit + 1;
         let mut batch = sled::Batch::default();
+        let mut updated = Vec::new();
         if let Some((id, event)) = payment {
             match self.position(id)? {
                 Some(before) => {
@@ -93,6 +94,7 @@ impl Store {
                                 };
                             record.position = Some(id);
                             self.write_position(&mut batch, id, Some(&before), &after)?;
+                            updated.push((id, after.clone()));
                             let stored = StoredEvent { commit, event };
                             batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
                         }
@@ -107,7 +109,7 @@ impl Store {
         }
         record.commit = commit;
         batch.insert(key, codec::encode(&record)?);
-        self.commit(applying, w, batch)?;
+        self.commit(applying, w, batch, updated)?;
         Ok(Recorded::New(record))
     }
 

@@ -1,0 +1,284 @@
+//! The API's JSON: what an authority sends (the model with the parts mpay can fill in made
+//! optional) and what it reads back (the ledger's fold with its derived statuses).
+//!
+//! Identifiers, amounts and dates use the domain types, so a bad value is refused while the body
+//! is read, with the path of the field. Amounts are integer cents or strings such as "12.34";
+//! answers always give integer cents.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
+use mpay_common::ledger::{
+    Change, DoublePayment, InstalmentState, InstalmentStatus, OfflineChannel, OfflinePayment,
+    PagoPaPayment, Position, PositionStatus, Progress,
+};
+use mpay_common::model::{Debtor, Metadata, OptionKind, Transfer, TransferTarget};
+use mpay_common::money::Cents;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{PositionId, StoredEvent};
+
+/// A position as an authority loads it (`PUT /positions/{iupd}`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionIn {
+    pub kind: String,
+    pub debtor: Debtor,
+    pub description: String,
+    #[serde(default)]
+    pub validity: Option<Date>,
+    #[serde(default)]
+    pub expiry: Option<Date>,
+    pub options: Vec<OptionIn>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionIn {
+    pub kind: OptionKind,
+    pub instalments: Vec<InstalmentIn>,
+}
+
+/// An instalment; without `nav` (and `iuv`) mpay numbers it from the entity's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalmentIn {
+    #[serde(default)]
+    pub nav: Option<Nav>,
+    #[serde(default)]
+    pub iuv: Option<Iuv>,
+    pub amount: Cents,
+    pub due: Date,
+    pub description: String,
+    pub transfers: Vec<TransferIn>,
+    #[serde(default)]
+    pub metadata: Vec<Metadata>,
+}
+
+/// A transfer; `id` defaults to its position (1..5), `beneficiary` to the entity, `target` to the
+/// beneficiary's first configured account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferIn {
+    #[serde(default)]
+    pub id: Option<u8>,
+    #[serde(default)]
+    pub beneficiary: Option<EntityFiscalCode>,
+    #[serde(default)]
+    pub target: Option<TransferTarget>,
+    pub amount: Cents,
+    pub remittance: String,
+    pub category: String,
+    #[serde(default)]
+    pub metadata: Vec<Metadata>,
+}
+
+/// Body of cancel and restore.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonIn {
+    pub reason: String,
+}
+
+/// Sgravio: the instalment's new amount; `transfer_amounts` default to taking the cut from the
+/// last transfers first.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReductionIn {
+    pub new_amount: Cents,
+    pub act: String,
+    pub reason: String,
+    #[serde(default)]
+    pub transfer_amounts: Option<Vec<Cents>>,
+}
+
+/// Money collected outside pagoPA.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflinePaymentIn {
+    pub channel: OfflineChannel,
+    pub date: Date,
+    pub amount: Cents,
+    pub reference: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Rateizzazione: `replaced` notices stop being payable, `instalments` become a new plan.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleIn {
+    pub replaced: Vec<Nav>,
+    pub instalments: Vec<InstalmentIn>,
+    pub reason: String,
+}
+
+/// A position as it stands, with derived statuses.
+#[derive(Clone, Debug, Serialize)]
+pub struct PositionOut {
+    pub entity: EntityFiscalCode,
+    pub iupd: Iupd,
+    pub kind: String,
+    pub description: String,
+    pub debtor: Debtor,
+    pub validity: Option<Date>,
+    pub expiry: Option<Date>,
+    pub status: PositionStatus,
+    pub progress: Progress,
+    /// What the debtor must still pay at least to settle (cents).
+    pub open_amount: Cents,
+    pub cancelled: bool,
+    pub options: Vec<OptionOut>,
+    /// pagoPA payments that arrived for notices no longer due: a refund is owed.
+    pub double_payments: Vec<DoublePayment>,
+    /// Number of ledger events.
+    pub events: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OptionOut {
+    pub kind: OptionKind,
+    pub instalments: Vec<InstalmentOut>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InstalmentOut {
+    pub nav: Nav,
+    pub iuv: Iuv,
+    pub status: InstalmentStatus,
+    /// Current amount (after reductions).
+    pub amount: Cents,
+    pub original_amount: Cents,
+    /// Still owed on this notice.
+    pub due_amount: Cents,
+    pub due: Date,
+    pub description: String,
+    pub transfers: Vec<Transfer>,
+    pub metadata: Vec<Metadata>,
+    /// Replaced by a plan or reduced to zero.
+    pub withdrawn: bool,
+    pub offline_payments: Vec<OfflinePayment>,
+    pub receipt: Option<PagoPaPayment>,
+    pub reported: bool,
+    pub credited: bool,
+    /// The notice's QR code text, `PAGOPA|002|NAV|CF|cents`, while something is owed.
+    pub qr: Option<String>,
+}
+
+impl PositionOut {
+    pub fn new(p: &Position, today: Date) -> PositionOut {
+        let instalment = |i: &InstalmentState| {
+            let due_amount = i.due();
+            let status = p.instalment_status(i, today);
+            let payable = status == InstalmentStatus::Unpaid && due_amount > Cents::ZERO;
+            InstalmentOut {
+                nav: i.terms.nav.clone(),
+                iuv: i.terms.iuv.clone(),
+                status,
+                amount: i.terms.amount,
+                original_amount: i.original_amount,
+                due_amount,
+                due: i.terms.due,
+                description: i.terms.description.clone(),
+                transfers: i.terms.transfers.clone(),
+                metadata: i.terms.metadata.clone(),
+                withdrawn: i.withdrawn,
+                offline_payments: i.offline.clone(),
+                receipt: i.receipt.clone(),
+                reported: i.reported,
+                credited: i.credited,
+                qr: payable
+                    .then(|| format!("PAGOPA|002|{}|{}|{}", i.terms.nav, p.entity, due_amount.0)),
+            }
+        };
+        PositionOut {
+            entity: p.entity.clone(),
+            iupd: p.iupd.clone(),
+            kind: p.kind.clone(),
+            description: p.description.clone(),
+            debtor: p.debtor.clone(),
+            validity: p.validity,
+            expiry: p.expiry,
+            status: p.status(today),
+            progress: p.progress(),
+            open_amount: p.open_amount(),
+            cancelled: p.cancelled,
+            options: p
+                .options
+                .iter()
+                .map(|o| OptionOut {
+                    kind: o.kind,
+                    instalments: o.instalments.iter().map(instalment).collect(),
+                })
+                .collect(),
+            double_payments: p.double_payments.clone(),
+            events: p.events,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// One line of the paged list.
+#[derive(Clone, Debug, Serialize)]
+pub struct PositionSummary {
+    pub iupd: Iupd,
+    pub kind: String,
+    pub description: String,
+    pub debtor: String,
+    pub debtor_name: String,
+    pub status: PositionStatus,
+    pub open_amount: Cents,
+    pub updated_at: Timestamp,
+}
+
+impl PositionSummary {
+    pub fn new(p: &Position, today: Date) -> PositionSummary {
+        PositionSummary {
+            iupd: p.iupd.clone(),
+            kind: p.kind.clone(),
+            description: p.description.clone(),
+            debtor: p.debtor.code.to_string(),
+            debtor_name: p.debtor.name.clone(),
+            status: p.status(today),
+            open_amount: p.open_amount(),
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PositionPage {
+    pub positions: Vec<PositionSummary>,
+    /// Pass as `after` for the next page; null at the end.
+    pub next: Option<PositionId>,
+}
+
+/// One ledger event.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventOut {
+    pub seq: usize,
+    pub at: Timestamp,
+    /// `api-key:NAME`, `operator:NAME`, `node` or `system`.
+    pub actor: String,
+    pub reason: Option<String>,
+    /// Short name of the change: `loaded`, `reduced`, `paid-offline`, …
+    pub change_type: &'static str,
+    pub change: Change,
+}
+
+impl EventOut {
+    pub fn new(seq: usize, stored: StoredEvent) -> EventOut {
+        let e = stored.event;
+        EventOut {
+            seq,
+            at: e.at,
+            actor: e.actor.to_string(),
+            reason: e.reason,
+            change_type: e.change.name(),
+            change: e.change,
+        }
+    }
+}

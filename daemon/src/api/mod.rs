@@ -1,0 +1,381 @@
+//! The authorities' REST JSON API (`/api/v1/`), on its own listener (`[api] listen`).
+//!
+//! Every write goes through the one validation path: the request is resolved into the model
+//! (`PositionData`, a ledger `Change`), the model and the ledger check it, and the store commits
+//! it; the answer leaves only once the commit is durable. This module holds the router, the
+//! authentication, the body reader and the error shape; `dto` the JSON types, `positions` the
+//! handlers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post, put};
+use mpay_common::ledger::{Actor, LedgerError};
+use mpay_common::model::ModelError;
+use serde::de::DeserializeOwned;
+
+use crate::App;
+use crate::config::{EntityConfig, key_digest};
+use crate::store::{StoreError, WriteError};
+
+pub mod dto;
+mod positions;
+
+/// The OpenAPI 3.1 description the repository keeps and the daemon serves.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+const POSITIONS: &str = "/api/v1/entities/{cf}/positions";
+
+/// What the handlers share: the daemon and the configured keys, by digest.
+pub struct Api {
+    app: Arc<App>,
+    keys: Vec<Key>,
+}
+
+struct Key {
+    /// Index in `config.entities`.
+    entity: usize,
+    name: String,
+    digest: [u8; 32],
+}
+
+/// Every route: (method, path, handler). The OpenAPI test walks this same list.
+fn routes() -> Vec<(&'static str, String, MethodRouter<Arc<Api>>)> {
+    let p = |rest: &str| format!("{POSITIONS}{rest}");
+    vec![
+        ("get", "/api/v1/openapi.json".into(), get(openapi)),
+        ("get", p(""), get(positions::list)),
+        ("get", p("/{iupd}"), get(positions::get_one)),
+        ("put", p("/{iupd}"), put(positions::put)),
+        ("get", p("/{iupd}/ledger"), get(positions::ledger)),
+        ("post", p("/{iupd}/cancel"), post(positions::cancel)),
+        ("post", p("/{iupd}/restore"), post(positions::restore)),
+        ("put", p("/{iupd}/debtor"), put(positions::debtor)),
+        (
+            "post",
+            p("/{iupd}/instalments/{nav}/reduction"),
+            post(positions::reduce),
+        ),
+        (
+            "post",
+            p("/{iupd}/instalments/{nav}/offline-payments"),
+            post(positions::pay_offline),
+        ),
+        ("post", p("/{iupd}/reschedule"), post(positions::reschedule)),
+    ]
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let keys = app
+        .config
+        .entities
+        .iter()
+        .enumerate()
+        .flat_map(|(entity, e)| {
+            e.api_keys.iter().filter_map(move |k| {
+                // `Config::validate` refused malformed digests before we got here.
+                Some(Key {
+                    entity,
+                    name: k.name.clone(),
+                    digest: k.digest()?,
+                })
+            })
+        })
+        .collect();
+    let limit = app.config.api.max_body_bytes;
+    let api = Arc::new(Api { app, keys });
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        // Routes on the same path merge their methods.
+        router = router.route(&path, handler);
+    }
+    router
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint", None) })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(api)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// An error answer: `{"error": reason, "field": "path.to.field" | null}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>, field: Option<&str>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            field: field.map(str::to_owned),
+        }
+    }
+
+    /// 400 naming the field.
+    pub fn field(field: impl Into<String>, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: error.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn not_found(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, error, None)
+    }
+
+    /// A ledger refusal. `nav_field` names the request field that carried the notice numbers
+    /// the refusal is about (the URL's for reductions and payments, `replaced` for plans).
+    pub fn ledger(e: LedgerError, nav_field: Option<&str>) -> ApiError {
+        let conflict =
+            |field: Option<&str>| ApiError::new(StatusCode::CONFLICT, e.to_string(), field);
+        match &e {
+            LedgerError::Invalid(m) => ApiError::field(m.field.clone(), m.reason.clone()),
+            LedgerError::NotAReduction { .. } => ApiError::field("new_amount", e.to_string()),
+            LedgerError::BadReduction { .. } => ApiError::field("transfer_amounts", e.to_string()),
+            LedgerError::Overpaid { .. } | LedgerError::ZeroPayment(_) => {
+                ApiError::field("amount", e.to_string())
+            }
+            LedgerError::NothingReplaced => ApiError::field("replaced", e.to_string()),
+            LedgerError::UnknownNav(_) => match nav_field {
+                Some(f) => ApiError::field(f, e.to_string()),
+                None => ApiError::not_found(e.to_string()),
+            },
+            LedgerError::AlreadyPaid(_) | LedgerError::NotPayable(_) => conflict(nav_field),
+            LedgerError::NavReused(_) => conflict(Some("instalments")),
+            LedgerError::IupdChanged { .. } => ApiError::field("iupd", e.to_string()),
+            LedgerError::NotLoaded(_)
+            | LedgerError::AlreadyLoaded
+            | LedgerError::PositionCancelled
+            | LedgerError::NotCancelled
+            | LedgerError::HasPayments(_) => conflict(None),
+        }
+    }
+
+    pub fn write(e: WriteError, nav_field: Option<&str>) -> ApiError {
+        match e {
+            WriteError::Rejected(l) => ApiError::ledger(l, nav_field),
+            WriteError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, reason, None),
+            WriteError::NotFound => ApiError::not_found("no such position"),
+            WriteError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("api: {e}");
+        let status = match e {
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string(), None)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        ApiError::write(e, None)
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        ApiError::field(e.field, e.reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.error, "field": self.field });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Runs blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("request task failed: {e}"),
+            None,
+        )
+    })?
+}
+
+/// A caller whose key opens the entity named in the path.
+pub struct Authorized {
+    entity: usize,
+    pub actor: Actor,
+    params: HashMap<String, String>,
+}
+
+impl Authorized {
+    pub fn entity<'a>(&self, app: &'a App) -> &'a EntityConfig {
+        &app.config.entities[self.entity]
+    }
+
+    /// A path parameter (the router guarantees the ones its paths declare).
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map_or("", String::as_str)
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, key) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim());
+    }
+    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+/// Equal digests, without an early exit on the first differing byte.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<Arc<Api>> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why, None);
+        let key = presented_key(&parts.headers)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                unauthorized(
+                    "missing API key: send \"Authorization: Bearer <key>\" or \"X-Api-Key\"",
+                )
+            })?;
+        let digest = key_digest(key);
+        // Every configured key is compared, so timing does not say how many matched early.
+        let mut found = None;
+        for k in &api.keys {
+            if same_digest(&k.digest, &digest) && found.is_none() {
+                found = Some(k);
+            }
+        }
+        let key = found.ok_or_else(|| unauthorized("unknown API key"))?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, api)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+        let cf = params.get("cf").map_or("", String::as_str);
+        if api.app.config.entities[key.entity].fiscal_code.as_str() != cf {
+            let shown: String = cf.chars().take(16).collect();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this key is not allowed for entity {shown}"),
+                None,
+            ));
+        }
+        Ok(Authorized {
+            entity: key.entity,
+            actor: Actor::ApiKey(key.name.clone()),
+            params,
+        })
+    }
+}
+
+/// A JSON body, size-limited (413), whose errors name the field (`options[0].instalments[1].amount`).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body larger than the limit (api.max_body_bytes)",
+                    None,
+                )
+            } else {
+                ApiError::new(r.status(), r.body_text(), None)
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let error = json_reason(e.inner());
+            // serde's path stops at the object that lacks the field: name the field itself.
+            let missing = error
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (path.as_str(), missing) {
+                (".", Some(name)) => Some(name.to_owned()),
+                (".", None) => None,
+                (_, Some(name)) => Some(format!("{path}.{name}")),
+                (_, None) => Some(path),
+            };
+            ApiError {
+                status: StatusCode::BAD_REQUEST,
+                error,
+                field,
+            }
+        })?;
+        de.end()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, json_reason(&e), None))?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// serde_json's message without the "at line 1 column 80" suffix: the field path says more.
+fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+        for (method, path, _) in routes() {
+            assert!(
+                doc["paths"][&path][method].is_object(),
+                "{method} {path} is not described in daemon/openapi.json"
+            );
+        }
+    }
+
+    #[test]
+    fn digests_compare_whole() {
+        let a = key_digest("demo-castelverde-key");
+        let mut b = a;
+        assert!(same_digest(&a, &b));
+        b[31] ^= 1;
+        assert!(!same_digest(&a, &b));
+    }
+
+    #[test]
+    fn keys_come_from_bearer_or_x_api_key() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert("x-api-key", "k1".parse().expect("header"));
+        assert_eq!(presented_key(&h), Some("k1"));
+        h.insert(header::AUTHORIZATION, "Bearer k2".parse().expect("header"));
+        assert_eq!(presented_key(&h), Some("k2"));
+        h.insert(header::AUTHORIZATION, "Basic k2".parse().expect("header"));
+        assert_eq!(presented_key(&h), None);
+    }
+}

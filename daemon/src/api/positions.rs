@@ -1,0 +1,711 @@
+//! Handlers of `/api/v1/entities/{cf}/positions`: load, read, list and every variation. Each
+//! builds a ledger event from the request and lets the store apply it (`Position::apply` holds the
+//! rules); the answer is sent once the commit is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use mpay_common::ids::{DebtorCode, Iupd, Nav};
+use mpay_common::ledger::{Change, Event, Position, PositionStatus};
+use mpay_common::model::{
+    Debtor, Instalment, MAX_TEXT, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
+};
+use mpay_common::money::Cents;
+
+use super::dto::{
+    EventOut, InstalmentIn, OfflinePaymentIn, PositionIn, PositionOut, PositionPage,
+    PositionSummary, ReasonIn, ReductionIn, RescheduleIn, TransferIn,
+};
+use super::{Api, ApiError, Authorized, JsonBody, blocking};
+use crate::App;
+use crate::config::EntityConfig;
+use crate::store::PositionId;
+
+type Answer = Result<Response, ApiError>;
+
+fn today() -> jiff::civil::Date {
+    crate::station::today()
+}
+
+fn position_answer(status: StatusCode, p: &Position) -> Response {
+    (status, Json(PositionOut::new(p, today()))).into_response()
+}
+
+fn iupd_of(auth: &Authorized) -> Result<Iupd, ApiError> {
+    auth.param("iupd")
+        .parse()
+        .map_err(|e: mpay_common::ids::IdError| ApiError::field("iupd", e.to_string()))
+}
+
+fn nav_of(auth: &Authorized) -> Result<Nav, ApiError> {
+    auth.param("nav")
+        .parse()
+        .map_err(|e: mpay_common::ids::IdError| ApiError::field("nav", e.to_string()))
+}
+
+/// A required free text of at most `max` characters.
+fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::field(field, "must not be empty"));
+    }
+    let n = value.chars().count();
+    if n > max {
+        return Err(ApiError::field(
+            field,
+            format!("at most {max} characters, found {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The position, or 404.
+fn find(app: &App, auth: &Authorized, iupd: &Iupd) -> Result<(PositionId, Position), ApiError> {
+    let entity = &auth.entity(app).fiscal_code;
+    app.store
+        .by_iupd(entity, iupd)?
+        .ok_or_else(|| ApiError::not_found(format!("no position {iupd} for entity {entity}")))
+}
+
+/// Appends one event to the position named in the path and answers with the new state.
+async fn vary(
+    api: Arc<Api>,
+    auth: Authorized,
+    nav_field: Option<&'static str>,
+    build: impl FnOnce(&App, &Position) -> Result<Event, ApiError> + Send + 'static,
+) -> Answer {
+    let iupd = iupd_of(&auth)?;
+    blocking(move || {
+        let app = &api.app;
+        let (id, position) = find(app, &auth, &iupd)?;
+        let event = build(app, &position)?;
+        let after = app
+            .store
+            .append(id, event)
+            .map_err(|e| ApiError::write(e, nav_field))?;
+        Ok(position_answer(StatusCode::OK, &after))
+    })
+    .await
+}
+
+fn event(auth: &Authorized, change: Change, reason: Option<String>) -> Event {
+    let e = Event::new(Timestamp::now(), auth.actor.clone(), change);
+    match reason {
+        Some(r) => e.with_reason(r),
+        None => e,
+    }
+}
+
+pub async fn get_one(State(api): State<Arc<Api>>, auth: Authorized) -> Answer {
+    let iupd = iupd_of(&auth)?;
+    blocking(move || {
+        let (_, p) = find(&api.app, &auth, &iupd)?;
+        Ok(position_answer(StatusCode::OK, &p))
+    })
+    .await
+}
+
+pub async fn ledger(State(api): State<Arc<Api>>, auth: Authorized) -> Answer {
+    let iupd = iupd_of(&auth)?;
+    blocking(move || {
+        let (id, _) = find(&api.app, &auth, &iupd)?;
+        let events: Vec<EventOut> = api
+            .app
+            .store
+            .ledger(id)?
+            .into_iter()
+            .enumerate()
+            .map(|(seq, e)| EventOut::new(seq, e))
+            .collect();
+        Ok(Json(serde_json::json!({ "iupd": iupd, "events": events })).into_response())
+    })
+    .await
+}
+
+/// Positions examined per list request at most, so a narrow filter cannot scan the whole store
+/// in one call: the page may then be short, and `next` says where to go on.
+const SCAN_BUDGET: usize = 20_000;
+const SCAN_CHUNK: usize = 512;
+
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    Query(query): Query<HashMap<String, String>>,
+) -> Answer {
+    let mut status = None;
+    let mut debtor = None;
+    let mut kind = None;
+    let mut limit = 100usize;
+    let mut after: Option<PositionId> = None;
+    for (key, value) in &query {
+        match key.as_str() {
+            "status" => {
+                let s: PositionStatus =
+                    serde_json::from_value(value.as_str().into()).map_err(|_| {
+                        ApiError::field(
+                            "status",
+                            "one of Draft, Valid, PartiallyPaid, Paid, Cancelled, Expired",
+                        )
+                    })?;
+                status = Some(s);
+            }
+            "debtor" => {
+                let code: DebtorCode = value.parse().map_err(|e: mpay_common::ids::IdError| {
+                    ApiError::field("debtor", e.to_string())
+                })?;
+                debtor = Some(code);
+            }
+            "kind" => kind = Some(value.clone()),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| ApiError::field("limit", "an integer from 1 to 1000"))?;
+            }
+            "after" => {
+                after =
+                    Some(value.parse().map_err(|_| {
+                        ApiError::field("after", "the `next` of the previous page")
+                    })?);
+            }
+            other => {
+                return Err(ApiError::field(
+                    other,
+                    "unknown parameter: use status, debtor, kind, limit or after",
+                ));
+            }
+        }
+    }
+    blocking(move || {
+        let entity = &auth.entity(&api.app).fiscal_code;
+        let today = today();
+        let mut from = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let chunk = api.app.store.positions(from, SCAN_CHUNK)?;
+            let exhausted = chunk.len() < SCAN_CHUNK;
+            for (id, p) in chunk {
+                scanned += 1;
+                from = id.saturating_add(1);
+                let wanted = &p.entity == entity
+                    && kind.as_ref().is_none_or(|k| &p.kind == k)
+                    && debtor.as_ref().is_none_or(|d| &p.debtor.code == d)
+                    && status.is_none_or(|s| p.status(today) == s);
+                if wanted {
+                    out.push(PositionSummary::new(&p, today));
+                    if out.len() == limit {
+                        return Ok(Json(PositionPage {
+                            positions: out,
+                            next: Some(id),
+                        })
+                        .into_response());
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Json(PositionPage {
+                    positions: out,
+                    next: None,
+                })
+                .into_response());
+            }
+            if scanned >= SCAN_BUDGET {
+                return Ok(Json(PositionPage {
+                    positions: out,
+                    next: Some(from.saturating_sub(1)),
+                })
+                .into_response());
+            }
+        }
+    })
+    .await
+}
+
+/// Turns the authority's instalments into the model's, filling in what it may omit.
+struct Resolver<'a> {
+    app: &'a App,
+    entity: &'a EntityConfig,
+}
+
+impl Resolver<'_> {
+    /// Notice numbers for `instalments`, in order: the authority's own (checked to be numbered
+    /// under this entity's settings), else `previous[i]` (what the same slot had, so that sending
+    /// the same body twice changes nothing), else fresh ones from the entity's sequence.
+    fn navs(
+        &self,
+        field: &dyn Fn(usize) -> String,
+        instalments: &[&InstalmentIn],
+        previous: &[Option<Nav>],
+    ) -> Result<Vec<Nav>, ApiError> {
+        let settings = &self.entity.iuv;
+        let mut navs: Vec<Option<Nav>> = Vec::with_capacity(instalments.len());
+        for (i, inst) in instalments.iter().enumerate() {
+            let nav =
+                match (&inst.nav, &inst.iuv) {
+                    (Some(nav), _) => Some(nav.clone()),
+                    (None, Some(iuv)) => Some(settings.nav_for_iuv(iuv).map_err(|e| {
+                        ApiError::field(format!("{}.iuv", field(i)), e.to_string())
+                    })?),
+                    (None, None) => previous.get(i).cloned().flatten(),
+                };
+            if let Some(nav) = &nav
+                && !settings.owns(nav)
+            {
+                return Err(ApiError::field(
+                    format!("{}.nav", field(i)),
+                    format!(
+                        "{nav} is not numbered under this entity's settings (aux digit {}, \
+                         segregation code {})",
+                        settings.aux,
+                        settings
+                            .segregation_code
+                            .map_or_else(|| "none".into(), |c| format!("{c:02}"))
+                    ),
+                ));
+            }
+            navs.push(nav);
+        }
+        let missing = navs.iter().filter(|n| n.is_none()).count() as u64;
+        let mut fresh = if missing > 0 {
+            self.app
+                .store
+                .reserve_sequence(&self.entity.fiscal_code, missing)?
+        } else {
+            0..0
+        };
+        navs.into_iter()
+            .map(|n| match n {
+                Some(n) => Ok(n),
+                None => {
+                    let seq = fresh.next().unwrap_or_default();
+                    settings
+                        .notice(seq)
+                        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string(), None))
+                }
+            })
+            .collect()
+    }
+
+    fn transfer(&self, field: &str, index: usize, t: TransferIn) -> Result<Transfer, ApiError> {
+        let beneficiary = t
+            .beneficiary
+            .unwrap_or_else(|| self.entity.fiscal_code.clone());
+        let ours = self.app.config.entity(&beneficiary);
+        let target = match (t.target, ours) {
+            (Some(target), Some(cfg)) => {
+                let (owned, list) = match &target {
+                    TransferTarget::Bank(iban) => (
+                        cfg.bank_accounts.contains(iban) || cfg.postal_accounts.contains(iban),
+                        "bank_accounts",
+                    ),
+                    TransferTarget::Postal(iban) => {
+                        (cfg.postal_accounts.contains(iban), "postal_accounts")
+                    }
+                    TransferTarget::RevenueStamp(_) => (true, ""),
+                };
+                if !owned {
+                    return Err(ApiError::field(
+                        format!("{field}.target"),
+                        format!(
+                            "the account is not one of entity {beneficiary}'s {list} registered \
+                             with the node"
+                        ),
+                    ));
+                }
+                target
+            }
+            (Some(target), None) => target,
+            (None, Some(cfg)) => {
+                if let Some(iban) = cfg.bank_accounts.first() {
+                    TransferTarget::Bank(iban.clone())
+                } else if let Some(iban) = cfg.postal_accounts.first() {
+                    TransferTarget::Postal(iban.clone())
+                } else {
+                    return Err(ApiError::field(
+                        format!("{field}.target"),
+                        format!("required: entity {beneficiary} has no account configured"),
+                    ));
+                }
+            }
+            (None, None) => {
+                return Err(ApiError::field(
+                    format!("{field}.target"),
+                    format!(
+                        "required: {beneficiary} is not an entity served here, so mpay knows no \
+                         account of it"
+                    ),
+                ));
+            }
+        };
+        // Out-of-range positions are left for the model to refuse with its own message.
+        let id =
+            t.id.unwrap_or_else(|| u8::try_from(index + 1).unwrap_or(u8::MAX));
+        Ok(Transfer {
+            id,
+            beneficiary,
+            target,
+            amount: t.amount,
+            remittance: t.remittance,
+            category: t.category,
+            metadata: t.metadata,
+        })
+    }
+
+    fn instalment(&self, field: &str, nav: Nav, i: InstalmentIn) -> Result<Instalment, ApiError> {
+        let transfers = i
+            .transfers
+            .into_iter()
+            .enumerate()
+            .map(|(k, t)| self.transfer(&format!("{field}.transfers[{k}]"), k, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Instalment {
+            iuv: nav.iuv(),
+            nav,
+            amount: i.amount,
+            due: i.due,
+            description: i.description,
+            transfers,
+            metadata: i.metadata,
+        })
+    }
+
+    /// The position's data, validated by the model.
+    fn position(
+        &self,
+        iupd: Iupd,
+        body: PositionIn,
+        previous: Option<&PositionData>,
+    ) -> Result<PositionData, ApiError> {
+        let slots: Vec<(usize, usize)> = body
+            .options
+            .iter()
+            .enumerate()
+            .flat_map(|(o, opt)| (0..opt.instalments.len()).map(move |i| (o, i)))
+            .collect();
+        let field = |n: usize| {
+            let (o, i) = slots.get(n).copied().unwrap_or_default();
+            format!("options[{o}].instalments[{i}]")
+        };
+        let previous_navs: Vec<Option<Nav>> = slots
+            .iter()
+            .map(|&(o, i)| {
+                previous
+                    .and_then(|d| d.options.get(o))
+                    .and_then(|opt| opt.instalments.get(i))
+                    .map(|inst| inst.nav.clone())
+            })
+            .collect();
+        let all: Vec<&InstalmentIn> = body.options.iter().flat_map(|o| &o.instalments).collect();
+        let mut navs = self.navs(&field, &all, &previous_navs)?.into_iter();
+        let mut options = Vec::with_capacity(body.options.len());
+        for (o, opt) in body.options.into_iter().enumerate() {
+            let mut instalments = Vec::with_capacity(opt.instalments.len());
+            for (i, inst) in opt.instalments.into_iter().enumerate() {
+                let nav = navs
+                    .next()
+                    .ok_or_else(|| ApiError::field("options", "notice numbering failed"))?;
+                instalments.push(self.instalment(
+                    &format!("options[{o}].instalments[{i}]"),
+                    nav,
+                    inst,
+                )?);
+            }
+            options.push(PaymentOption {
+                kind: opt.kind,
+                instalments,
+            });
+        }
+        let data = PositionData {
+            iupd,
+            kind: body.kind,
+            debtor: body.debtor,
+            description: body.description,
+            validity: body.validity,
+            expiry: body.expiry,
+            options,
+        };
+        data.validate(&self.entity.fiscal_code)?;
+        Ok(data)
+    }
+}
+
+/// The data of the last load or replacement in the ledger: what a repeated PUT compares with.
+fn loaded_data(app: &App, id: PositionId) -> Result<Option<PositionData>, ApiError> {
+    Ok(app
+        .store
+        .ledger(id)?
+        .into_iter()
+        .rev()
+        .find_map(|s| match s.event.change {
+            Change::Loaded(d) | Change::Updated(d) => Some(d),
+            _ => None,
+        }))
+}
+
+/// Create (201) or replace (200) a position; the same body again changes nothing (200).
+pub async fn put(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<PositionIn>,
+) -> Answer {
+    let iupd = iupd_of(&auth)?;
+    blocking(move || {
+        let app = &api.app;
+        let entity = auth.entity(app);
+        let resolver = Resolver { app, entity };
+        match app.store.by_iupd(&entity.fiscal_code, &iupd)? {
+            None => {
+                let data = resolver.position(iupd, body, None)?;
+                let event = event(&auth, Change::Loaded(data), None);
+                let id = app.store.load(&entity.fiscal_code, event)?;
+                let p = app
+                    .store
+                    .position(id)?
+                    .ok_or_else(|| ApiError::not_found("position vanished after loading"))?;
+                Ok(position_answer(StatusCode::CREATED, &p))
+            }
+            Some((id, current)) => {
+                let previous = loaded_data(app, id)?;
+                let data = resolver.position(iupd, body, previous.as_ref())?;
+                if previous.as_ref() == Some(&data) {
+                    return Ok(position_answer(StatusCode::OK, &current));
+                }
+                let after = app
+                    .store
+                    .append(id, event(&auth, Change::Updated(data), None))?;
+                Ok(position_answer(StatusCode::OK, &after))
+            }
+        }
+    })
+    .await
+}
+
+pub async fn cancel(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<ReasonIn>,
+) -> Answer {
+    text("reason", &body.reason, MAX_TEXT)?;
+    let e = event(&auth, Change::Cancelled, Some(body.reason));
+    vary(api, auth, None, move |_, _| Ok(e)).await
+}
+
+pub async fn restore(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<ReasonIn>,
+) -> Answer {
+    text("reason", &body.reason, MAX_TEXT)?;
+    let e = event(&auth, Change::Restored, Some(body.reason));
+    vary(api, auth, None, move |_, _| Ok(e)).await
+}
+
+pub async fn debtor(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<Debtor>,
+) -> Answer {
+    let iupd = iupd_of(&auth)?;
+    blocking(move || {
+        let app = &api.app;
+        let (id, position) = find(app, &auth, &iupd)?;
+        // Same debtor: nothing to record.
+        if position.debtor == body {
+            return Ok(position_answer(StatusCode::OK, &position));
+        }
+        let after = app
+            .store
+            .append(id, event(&auth, Change::DebtorUpdated(body), None))?;
+        Ok(position_answer(StatusCode::OK, &after))
+    })
+    .await
+}
+
+/// The default split of a reduction: the cut comes from the last transfers first, each keeping
+/// at least one cent unless the notice goes to zero. `None` if the transfers cannot absorb it.
+pub(crate) fn split_reduction(
+    transfers: &[Cents],
+    current: Cents,
+    new: Cents,
+) -> Option<Vec<Cents>> {
+    let floor = if new == Cents::ZERO { 0 } else { 1 };
+    let mut cut = current.0.checked_sub(new.0)?;
+    let mut out: Vec<Cents> = transfers.to_vec();
+    for amount in out.iter_mut().rev() {
+        let take = cut.min(amount.0 - floor).max(0);
+        amount.0 -= take;
+        cut -= take;
+    }
+    (cut == 0).then_some(out)
+}
+
+pub async fn reduce(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<ReductionIn>,
+) -> Answer {
+    let nav = nav_of(&auth)?;
+    text("act", &body.act, 35)?;
+    text("reason", &body.reason, MAX_TEXT)?;
+    if body.new_amount < Cents::ZERO {
+        return Err(ApiError::field("new_amount", "must not be negative"));
+    }
+    let actor = auth.actor.clone();
+    vary(api, auth, None, move |_, p| {
+        let inst = p.instalment(&nav).ok_or_else(|| {
+            ApiError::not_found(format!("notice {nav} is not part of position {}", p.iupd))
+        })?;
+        let current = inst.terms.amount;
+        let transfer_amounts = match body.transfer_amounts {
+            Some(amounts) => amounts,
+            // Not a reduction: the ledger says so with the amounts.
+            None if body.new_amount >= current => {
+                inst.terms.transfers.iter().map(|t| t.amount).collect()
+            }
+            None => {
+                let amounts: Vec<Cents> = inst.terms.transfers.iter().map(|t| t.amount).collect();
+                split_reduction(&amounts, current, body.new_amount).ok_or_else(|| {
+                    ApiError::field(
+                        "new_amount",
+                        format!(
+                            "{} cannot be split over {} transfers of at least 0.01; give \
+                             transfer_amounts or reduce to zero",
+                            body.new_amount,
+                            amounts.len()
+                        ),
+                    )
+                })?
+            }
+        };
+        let change = Change::Reduced {
+            nav: nav.clone(),
+            old_amount: current,
+            new_amount: body.new_amount,
+            transfer_amounts,
+            act: body.act,
+        };
+        Ok(Event::new(Timestamp::now(), actor, change).with_reason(body.reason))
+    })
+    .await
+}
+
+pub async fn pay_offline(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<OfflinePaymentIn>,
+) -> Answer {
+    let nav = nav_of(&auth)?;
+    text("reference", &body.reference, MAX_TEXT)?;
+    let actor = auth.actor.clone();
+    vary(api, auth, None, move |_, p| {
+        if p.instalment(&nav).is_none() {
+            return Err(ApiError::not_found(format!(
+                "notice {nav} is not part of position {}",
+                p.iupd
+            )));
+        }
+        let change = Change::PaidOffline {
+            nav,
+            channel: body.channel,
+            date: body.date,
+            amount: body.amount,
+            reference: body.reference,
+        };
+        let e = Event::new(Timestamp::now(), actor, change);
+        Ok(match body.reason {
+            Some(r) => e.with_reason(r),
+            None => e,
+        })
+    })
+    .await
+}
+
+pub async fn reschedule(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    JsonBody(body): JsonBody<RescheduleIn>,
+) -> Answer {
+    text("reason", &body.reason, MAX_TEXT)?;
+    if body.replaced.is_empty() {
+        return Err(ApiError::field(
+            "replaced",
+            "at least one notice to replace",
+        ));
+    }
+    if body.instalments.is_empty() {
+        return Err(ApiError::field("instalments", "at least one instalment"));
+    }
+    let actor = auth.actor.clone();
+    vary(api, auth, Some("replaced"), move |app, p| {
+        for (i, nav) in body.replaced.iter().enumerate() {
+            if p.instalment(nav).is_none() {
+                return Err(ApiError::field(
+                    format!("replaced[{i}]"),
+                    format!("notice {nav} is not part of position {}", p.iupd),
+                ));
+            }
+        }
+        let entity = app
+            .config
+            .entity(&p.entity)
+            .ok_or_else(|| ApiError::not_found("entity not configured"))?;
+        let resolver = Resolver { app, entity };
+        let field = |i: usize| format!("instalments[{i}]");
+        let wanted: Vec<&InstalmentIn> = body.instalments.iter().collect();
+        let navs = resolver.navs(&field, &wanted, &[])?;
+        let instalments = body
+            .instalments
+            .into_iter()
+            .zip(navs)
+            .enumerate()
+            .map(|(i, (inst, nav))| resolver.instalment(&field(i), nav, inst))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = PaymentOption {
+            kind: OptionKind::Plan,
+            instalments,
+        };
+        // Field paths of the plan as the request names them.
+        plan.validate("plan", &p.entity).map_err(|e| {
+            ApiError::field(
+                e.field.replacen("plan.instalments", "instalments", 1),
+                e.reason,
+            )
+        })?;
+        let change = Change::Rescheduled {
+            replaced: body.replaced,
+            plan,
+        };
+        Ok(Event::new(Timestamp::now(), actor, change).with_reason(body.reason))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_reduction;
+    use mpay_common::money::Cents;
+
+    #[test]
+    fn a_reduction_takes_from_the_last_transfers_first() {
+        let t = [Cents(9_500), Cents(500)];
+        assert_eq!(
+            split_reduction(&t, Cents(10_000), Cents(9_000)),
+            Some(vec![Cents(8_999), Cents(1)])
+        );
+        assert_eq!(
+            split_reduction(&t, Cents(10_000), Cents(0)),
+            Some(vec![Cents(0), Cents(0)])
+        );
+        assert_eq!(split_reduction(&t, Cents(10_000), Cents(1)), None);
+        assert_eq!(
+            split_reduction(&t, Cents(10_000), Cents(2)),
+            Some(vec![Cents(1), Cents(1)])
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! The authorities' REST API as an authority uses it, against a real mpayd on demo data; and its
+//! consistency with the station, checked by calling the station as pagoPA's node does.
+
+use mpay_common::ids::{AuxDigit, IuvSettings};
+use mpay_tests::xsd::validate_body;
+use mpay_tests::{Daemon, http_request};
+use mpayd::simulator::requests::{self, Answer, Caller, ReceiptSpec, ReceiptTransfer, read_answer};
+use serde_json::{Value, json};
+
+const ENTITY: &str = "00123456782";
+const OTHER: &str = "00987654324";
+const PROVINCE: &str = "80001234568";
+const KEY: &str = "demo-castelverde-key";
+const OTHER_KEY: &str = "demo-montalto-key";
+const BANK: &str = "IT92R0306902117100000046111";
+
+fn start(dir: &tempfile::TempDir) -> Daemon {
+    Daemon::demo(&dir.path().join("demo"), 60).ready()
+}
+
+fn positions(rest: &str) -> String {
+    format!("/api/v1/entities/{ENTITY}/positions{rest}")
+}
+
+/// A TARI position: 95 EUR to the municipality, 5 EUR to the province; NAV generated.
+fn tari() -> Value {
+    json!({
+        "kind": "TARI",
+        "debtor": {"code": "RSSMRA80A01H501U", "name": "Mario Rossi", "city": "Castelverde"},
+        "description": "Tassa rifiuti 2026",
+        "options": [{"kind": "Single", "instalments": [{
+            "amount": "100.00",
+            "due": "2030-12-31",
+            "description": "TARI 2026 unica soluzione",
+            "transfers": [
+                {"amount": 9500, "remittance": "TARI", "category": "9/0101101IM/"},
+                {"beneficiary": PROVINCE, "amount": "5.00", "remittance": "TEFA",
+                 "category": "9/0101102IM/"}
+            ]
+        }]}]
+    })
+}
+
+fn api(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    d.api_call(method, path, Some(KEY), body)
+}
+
+fn create(d: &Daemon, iupd: &str, body: &Value) -> Value {
+    let (status, p) = api(d, "PUT", &positions(&format!("/{iupd}")), Some(body));
+    assert_eq!(status, 201, "{p}");
+    p
+}
+
+fn first_nav(p: &Value) -> String {
+    p["options"][0]["instalments"][0]["nav"]
+        .as_str()
+        .expect("nav")
+        .to_owned()
+}
+
+fn ledger_len(d: &Daemon, iupd: &str) -> usize {
+    let (status, l) = api(d, "GET", &positions(&format!("/{iupd}/ledger")), None);
+    assert_eq!(status, 200, "{l}");
+    l["events"].as_array().expect("events").len()
+}
+
+fn get(d: &Daemon, iupd: &str) -> Value {
+    let (status, p) = api(d, "GET", &positions(&format!("/{iupd}")), None);
+    assert_eq!(status, 200, "{p}");
+    p
+}
+
+/// Expects a refusal with this status naming this field (prefix), and nothing changed.
+fn refused(
+    d: &Daemon,
+    iupd: &str,
+    (method, path, body): (&str, String, Value),
+    status: u16,
+    field: &str,
+) {
+    let before = (get(d, iupd), ledger_len(d, iupd));
+    let (got, err) = api(d, method, &path, Some(&body));
+    assert_eq!(got, status, "{method} {path}: {err}");
+    let named = err["field"].as_str().unwrap_or("");
+    assert!(
+        named.starts_with(field),
+        "{method} {path}: expected field {field}, got {err}"
+    );
+    assert!(!err["error"].as_str().unwrap_or("").is_empty(), "{err}");
+    assert_eq!(
+        (get(d, iupd), ledger_len(d, iupd)),
+        before,
+        "{path} changed something"
+    );
+}
+
+#[test]
+fn keys_reach_only_their_entity_and_bodies_are_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let path = positions("");
+
+    let (status, err) = d.api_call("GET", &path, None, None);
+    assert_eq!(status, 401, "{err}");
+    assert!(err["error"].as_str().expect("error").contains("missing"));
+    assert!(err["field"].is_null());
+    let (status, err) = d.api_call("GET", &path, Some("not-a-key"), None);
+    assert_eq!(status, 401, "{err}");
+    let (status, err) = d.api_call("GET", &path, Some(OTHER_KEY), None);
+    assert_eq!(status, 403, "{err}");
+    assert_eq!(
+        err["error"],
+        format!("this key is not allowed for entity {ENTITY}")
+    );
+    let (status, page) = d.api_call("GET", &path, Some(KEY), None);
+    assert_eq!(status, 200, "{page}");
+
+    // X-Api-Key works as well as a bearer token.
+    let addr = d.api.expect("api");
+    let (status, _) = http_request(addr, "GET", &path, &[("X-Api-Key", KEY)], b"").expect("answer");
+    assert_eq!(status, 200);
+
+    // Over the demo's 1 MiB limit.
+    let big = vec![b' '; (1 << 20) + 10];
+    let (status, body) = http_request(
+        addr,
+        "PUT",
+        &positions("/BIG-1"),
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        &big,
+    )
+    .expect("answer");
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+
+    let (status, doc) = d.api_call("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+}
+
+#[test]
+fn a_load_is_idempotent_and_bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = create(&d, "TARI-2026-A", &tari());
+    let nav = first_nav(&p);
+    assert_eq!(p["status"], "Valid");
+    assert_eq!(p["open_amount"], 10_000);
+    let inst = &p["options"][0]["instalments"][0];
+    assert_eq!(inst["transfers"][0]["target"]["Bank"], BANK);
+    assert_eq!(inst["transfers"][1]["beneficiary"], PROVINCE);
+    assert_eq!(inst["qr"], format!("PAGOPA|002|{nav}|{ENTITY}|10000"));
+
+    // The same body again: same position, same NAV, no new event.
+    let (status, again) = api(&d, "PUT", &positions("/TARI-2026-A"), Some(&tari()));
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, p);
+    assert_eq!(ledger_len(&d, "TARI-2026-A"), 1);
+    let (_, ledger) = api(&d, "GET", &positions("/TARI-2026-A/ledger"), None);
+    assert_eq!(ledger["events"][0]["actor"], "api-key:tributi");
+    assert_eq!(ledger["events"][0]["change_type"], "loaded");
+
+    // A different body replaces it while nothing is paid, keeping the slot's NAV.
+    let mut changed = tari();
+    changed["description"] = json!("Tassa rifiuti 2026 (rettifica)");
+    let (status, replaced) = api(&d, "PUT", &positions("/TARI-2026-A"), Some(&changed));
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(first_nav(&replaced), nav);
+    assert_eq!(ledger_len(&d, "TARI-2026-A"), 2);
+
+    let put = |body: Value| ("PUT", positions("/TARI-2026-A"), body);
+    let mut sum = changed.clone();
+    sum["options"][0]["instalments"][0]["amount"] = json!(10_001);
+    refused(
+        &d,
+        "TARI-2026-A",
+        put(sum),
+        400,
+        "options[0].instalments[0].transfers",
+    );
+
+    let mut bad_iban = changed.clone();
+    bad_iban["options"][0]["instalments"][0]["transfers"][0]["target"] =
+        json!({"Bank": "IT00X0306902117100000046111"});
+    refused(
+        &d,
+        "TARI-2026-A",
+        put(bad_iban),
+        400,
+        "options[0].instalments[0].transfers[0].target",
+    );
+
+    // A valid IBAN, but not one the entity registered.
+    let mut not_ours = changed.clone();
+    not_ours["options"][0]["instalments"][0]["transfers"][1]["target"] =
+        json!({"Bank": "IT64E0200802626000101010101"});
+    refused(
+        &d,
+        "TARI-2026-A",
+        put(not_ours),
+        400,
+        "options[0].instalments[0].transfers[1].target",
+    );
+
+    let montalto = IuvSettings {
+        aux: AuxDigit::Three,
+        segregation_code: Some(2),
+        application_code: None,
+    };
+    let foreign = montalto.notice(9_000_001).expect("nav").to_string();
+    let mut other_nav = changed.clone();
+    other_nav["options"][0]["instalments"][0]["nav"] = json!(foreign);
+    refused(
+        &d,
+        "TARI-2026-A",
+        put(other_nav),
+        400,
+        "options[0].instalments[0].nav",
+    );
+
+    let mut no_amount = changed.clone();
+    no_amount["options"][0]["instalments"][0]["amount"] = json!("12,345.6.7");
+    refused(
+        &d,
+        "TARI-2026-A",
+        put(no_amount),
+        400,
+        "options[0].instalments[0].amount",
+    );
+
+    // A NAV another position holds.
+    let other = create(&d, "TARI-2026-B", &tari());
+    let mut taken = changed.clone();
+    taken["options"][0]["instalments"][0]["nav"] = json!(first_nav(&other));
+    refused(&d, "TARI-2026-A", put(taken), 409, "");
+
+    let reduction = |amount: i64| {
+        (
+            "POST",
+            positions(&format!("/TARI-2026-A/instalments/{nav}/reduction")),
+            json!({"new_amount": amount, "act": "Det. 12/2026", "reason": "ricalcolo"}),
+        )
+    };
+    refused(&d, "TARI-2026-A", reduction(10_000), 400, "new_amount");
+    refused(&d, "TARI-2026-A", reduction(20_000), 400, "new_amount");
+
+    // Paid in full offline: no plan, no replacement, no cancellation any more.
+    let (status, paid) = api(
+        &d,
+        "POST",
+        &positions(&format!("/TARI-2026-A/instalments/{nav}/offline-payments")),
+        Some(
+            &json!({"channel": "Counter", "date": "2026-03-01", "amount": "100.00",
+                     "reference": "Q-1"}),
+        ),
+    );
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["status"], "Paid");
+    let plan = json!({"replaced": [nav], "reason": "rateizzazione", "instalments": [
+        {"amount": 10_000, "due": "2031-01-31", "description": "Rata 1",
+         "transfers": [{"amount": 10_000, "remittance": "TARI", "category": "9/0101101IM/"}]}
+    ]});
+    refused(
+        &d,
+        "TARI-2026-A",
+        ("POST", positions("/TARI-2026-A/reschedule"), plan),
+        409,
+        "replaced",
+    );
+    refused(&d, "TARI-2026-A", put(tari()), 409, "");
+    refused(
+        &d,
+        "TARI-2026-A",
+        (
+            "POST",
+            positions("/TARI-2026-A/cancel"),
+            json!({"reason": "errore"}),
+        ),
+        409,
+        "",
+    );
+
+    let (status, err) = api(&d, "GET", &positions("/NOPE"), None);
+    assert_eq!(status, 404, "{err}");
+
+    // The list pages through the entity's positions only.
+    let (status, page) = api(&d, "GET", &positions("?kind=TARI&limit=1"), None);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["positions"].as_array().map(Vec::len), Some(1));
+    let mut seen = Vec::new();
+    let mut after = None::<u64>;
+    loop {
+        let q = match after {
+            Some(a) => format!("?debtor=RSSMRA80A01H501U&limit=1&after={a}"),
+            None => "?debtor=RSSMRA80A01H501U&limit=1".to_string(),
+        };
+        let (status, page) = api(&d, "GET", &positions(&q), None);
+        assert_eq!(status, 200, "{page}");
+        for p in page["positions"].as_array().expect("positions") {
+            seen.push(p["iupd"].as_str().expect("iupd").to_owned());
+        }
+        match page["next"].as_u64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["TARI-2026-A", "TARI-2026-B"]);
+    let (status, err) = api(&d, "GET", &positions("?status=Whatever"), None);
+    assert_eq!((status, err["field"].as_str()), (400, Some("status")));
+}
+
+fn caller() -> Caller {
+    Caller {
+        id_pa: ENTITY.into(),
+        broker: "01111111116".into(),
+        station: "01111111116_01".into(),
+    }
+}
+
+fn ask(d: &Daemon, action: &str, body: &str) -> Answer {
+    let response = d.soap(action, body);
+    if let Err(e) = validate_body(&response) {
+        panic!("{action}: response not valid against the XSD: {e}\n{response}");
+    }
+    read_answer(&response).unwrap_or_else(|| panic!("unreadable answer: {response}"))
+}
+
+fn verify(d: &Daemon, nav: &str) -> Answer {
+    ask(
+        d,
+        "paVerifyPaymentNotice",
+        &requests::verify(&caller(), ENTITY, nav),
+    )
+}
+
+fn fault(a: &Answer) -> &str {
+    a.fault_code.as_deref().unwrap_or("none")
+}
+
+#[test]
+fn variations_agree_with_the_station() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+
+    // Reduction: the node sees the new amount, split over the transfers.
+    let p = create(&d, "RED-1", &tari());
+    let nav = first_nav(&p);
+    let v = verify(&d, &nav);
+    assert_eq!(
+        (v.outcome.as_str(), v.amount.as_deref()),
+        ("OK", Some("100.00"))
+    );
+    let (status, reduced) = api(
+        &d,
+        "POST",
+        &positions(&format!("/RED-1/instalments/{nav}/reduction")),
+        Some(&json!({"new_amount": "80.00", "act": "Det. 7/2026", "reason": "sgravio"})),
+    );
+    assert_eq!(status, 200, "{reduced}");
+    let inst = &reduced["options"][0]["instalments"][0];
+    assert_eq!(inst["amount"], 8_000);
+    assert_eq!(inst["original_amount"], 10_000);
+    assert_eq!(inst["transfers"][0]["amount"], 7_999);
+    assert_eq!(inst["transfers"][1]["amount"], 1);
+    let v = verify(&d, &nav);
+    assert_eq!(
+        (v.outcome.as_str(), v.amount.as_deref()),
+        ("OK", Some("80.00"))
+    );
+    let got = ask(
+        &d,
+        "paGetPaymentV2",
+        &requests::get_payment(&caller(), true, ENTITY, &nav, Some("80.00")),
+    );
+    assert_eq!(got.amount.as_deref(), Some("80.00"));
+    assert_eq!(got.transfers.len(), 2);
+
+    // Cancel, then restore: the same NAV is payable again.
+    let cancel = json!({"reason": "emesso per errore"});
+    let (status, c) = api(&d, "POST", &positions("/RED-1/cancel"), Some(&cancel));
+    assert_eq!(
+        (status, c["status"].as_str()),
+        (200, Some("Cancelled")),
+        "{c}"
+    );
+    assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_ANNULLATO");
+    let (status, err) = api(&d, "POST", &positions("/RED-1/restore"), Some(&json!({})));
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (400, Some("reason")),
+        "{err}"
+    );
+    let (status, r) = api(&d, "POST", &positions("/RED-1/restore"), Some(&cancel));
+    assert_eq!((status, r["status"].as_str()), (200, Some("Valid")), "{r}");
+    assert_eq!(verify(&d, &nav).outcome, "OK");
+    let (_, ledger) = api(&d, "GET", &positions("/RED-1/ledger"), None);
+    let kinds: Vec<&str> = ledger["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["change_type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["loaded", "reduced", "cancelled", "restored"]);
+    assert_eq!(ledger["events"][2]["reason"], "emesso per errore");
+
+    // Partial then full offline payment: payable for the rest, then a duplicate for the node.
+    let pay = |amount: &str, reference: &str| {
+        api(
+            &d,
+            "POST",
+            &positions(&format!("/RED-1/instalments/{nav}/offline-payments")),
+            Some(&json!({"channel": "BankTransfer", "date": "2026-02-10",
+                         "amount": amount, "reference": reference})),
+        )
+    };
+    let (status, part) = pay("30.00", "CRO-1");
+    assert_eq!(
+        (status, part["status"].as_str()),
+        (200, Some("PartiallyPaid")),
+        "{part}"
+    );
+    assert_eq!(verify(&d, &nav).amount.as_deref(), Some("50.00"));
+    let (status, err) = pay("60.00", "CRO-2");
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (400, Some("amount")),
+        "{err}"
+    );
+    let (status, full) = pay("50.00", "CRO-3");
+    assert_eq!(
+        (status, full["status"].as_str()),
+        (200, Some("Paid")),
+        "{full}"
+    );
+    assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_DUPLICATO");
+
+    // A pagoPA receipt for it anyway: accepted, and flagged as a double payment.
+    let iuv = full["options"][0]["instalments"][0]["iuv"]
+        .as_str()
+        .expect("iuv")
+        .to_owned();
+    let spec = ReceiptSpec {
+        receipt_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+        nav: nav.clone(),
+        notice_entity: ENTITY.into(),
+        iuv,
+        amount: "80.00".into(),
+        transfers: vec![ReceiptTransfer {
+            id: "1".into(),
+            amount: "80.00".into(),
+            fiscal_code_pa: ENTITY.into(),
+            iban: Some(BANK.into()),
+            remittance: "TARI".into(),
+            category: "9/0101101IM/".into(),
+        }],
+        psp: "BCITITMM".into(),
+        stand_in: false,
+    };
+    let rt = ask(&d, "paSendRTV2", &requests::send_rt(&caller(), true, &spec));
+    assert_eq!(rt.outcome, "OK", "{rt:?}");
+    let after = get(&d, "RED-1");
+    let doubles = after["double_payments"]
+        .as_array()
+        .expect("double_payments");
+    assert_eq!(doubles.len(), 1, "{after}");
+    assert_eq!(doubles[0]["nav"], nav.as_str());
+    assert_eq!(doubles[0]["found"], "PaidOffline");
+
+    // Rescheduling: the old notice is withdrawn, the plan's new notices are payable.
+    let p = create(&d, "PLAN-1", &tari());
+    let old = first_nav(&p);
+    let plan = json!({"replaced": [old], "reason": "piano concordato", "instalments": [
+        {"amount": 5_000, "due": "2030-06-30", "description": "Rata 1 di 2",
+         "transfers": [{"amount": 5_000, "remittance": "TARI rata 1", "category": "9/0101101IM/"}]},
+        {"amount": "50.00", "due": "2030-12-31", "description": "Rata 2 di 2",
+         "transfers": [{"amount": 5_000, "remittance": "TARI rata 2", "category": "9/0101101IM/"}]}
+    ]});
+    let (status, planned) = api(&d, "POST", &positions("/PLAN-1/reschedule"), Some(&plan));
+    assert_eq!(status, 200, "{planned}");
+    let new: Vec<String> = planned["options"][1]["instalments"]
+        .as_array()
+        .expect("plan")
+        .iter()
+        .map(|i| i["nav"].as_str().expect("nav").to_owned())
+        .collect();
+    assert_eq!(new.len(), 2);
+    assert_eq!(
+        planned["options"][0]["instalments"][0]["status"],
+        "Cancelled"
+    );
+    assert_eq!(fault(&verify(&d, &old)), "PAA_PAGAMENTO_ANNULLATO");
+    for n in &new {
+        let v = verify(&d, n);
+        assert_eq!(
+            (v.outcome.as_str(), v.amount.as_deref()),
+            ("OK", Some("50.00")),
+            "{n}"
+        );
+    }
+
+    // Debtor data.
+    let debtor = json!({"code": "RSSMRA80A01H501U", "name": "Mario Rossi",
+                        "street": "Via Roma 1", "city": "Castelverde"});
+    let (status, updated) = api(&d, "PUT", &positions("/PLAN-1/debtor"), Some(&debtor));
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["debtor"]["street"], "Via Roma 1");
+    let events = ledger_len(&d, "PLAN-1");
+    let (status, _) = api(&d, "PUT", &positions("/PLAN-1/debtor"), Some(&debtor));
+    assert_eq!(status, 200);
+    assert_eq!(
+        ledger_len(&d, "PLAN-1"),
+        events,
+        "the same debtor is not a change"
+    );
+
+    // Another entity's position is out of reach of this key even by iupd.
+    let (status, _) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{OTHER}/positions/PLAN-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 403);
+}
