@@ -17,7 +17,7 @@ pub struct Daemon {
 }
 
 /// Where a serving daemon can be reached.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Ready {
     pub admin: SocketAddr,
     pub station: SocketAddr,
@@ -134,6 +134,19 @@ impl Daemon {
             .context("store close task")??;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Writes where the daemon listens as JSON, atomically: for scripts and tests that let the
+/// daemon pick free ports (`127.0.0.1:0`).
+pub fn write_ready_file(path: &std::path::Path, ready: &Ready) {
+    let partial = path.with_extension("partial");
+    let written = serde_json::to_vec_pretty(ready)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&partial, json))
+        .and_then(|()| std::fs::rename(&partial, path));
+    if let Err(e) = written {
+        tracing::error!("cannot write the ready file {}: {e}", path.display());
     }
 }
 

@@ -32,6 +32,9 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Once serving, write the listeners' addresses there as JSON (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Check a configuration file and exit: 0 if valid, 1 with the reason if not.
     CheckConfig { config: PathBuf },
@@ -58,6 +61,10 @@ enum Command {
         /// Background payments per second played by the built-in node simulator (0: none).
         #[arg(long, default_value_t = 1.0)]
         traffic: f64,
+        /// Once serving, write the listeners' addresses there as JSON (for scripts; lets the
+        /// daemon pick free ports with port 0).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Read an API key from stdin and print its SHA-256, for `[[entities.api_keys]] sha256`.
     HashKey,
@@ -107,11 +114,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
+        Command::Run { config, ready_file } => {
             let config = Config::load(&config)?;
             telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
             let daemon = Daemon::open(config)?;
-            runtime()?.block_on(daemon.serve(termination(), |_| {}))
+            runtime()?.block_on(daemon.serve(termination(), |ready| {
+                if let Some(path) = &ready_file {
+                    mpayd::daemon::write_ready_file(path, ready);
+                }
+            }))
         }
         Command::CheckConfig { config } => {
             let parsed = Config::load(&config)?;
@@ -131,7 +142,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             station,
             api,
             traffic,
-        } => demo_run(&data_dir, positions, seed, [admin, station, api], traffic),
+            ready_file,
+        } => demo_run(
+            &data_dir,
+            positions,
+            seed,
+            [admin, station, api],
+            traffic,
+            ready_file.as_deref(),
+        ),
         Command::HashKey => {
             let mut key = String::new();
             std::io::stdin()
@@ -231,6 +250,7 @@ fn demo_run(
     seed: u64,
     [admin, station, api]: [SocketAddr; 3],
     traffic: f64,
+    ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut config = demo::config(data_dir, admin, station);
     config.api.listen = api;
@@ -255,6 +275,18 @@ fn demo_run(
     }
     let store_positions = daemon.app.store.stats().positions;
     runtime()?.block_on(daemon.serve(termination(), |ready| {
+        // The file names the addresses actually bound, so `mpayd backup --config` finds the
+        // admin listener even when the demo was given port 0.
+        let mut bound = config.clone();
+        bound.admin.listen = ready.admin;
+        bound.station.listen = ready.station;
+        bound.api.listen = ready.api;
+        if let Err(e) = std::fs::write(&config_path, bound.to_toml()) {
+            tracing::error!("cannot write {}: {e}", config_path.display());
+        }
+        if let Some(path) = ready_file {
+            mpayd::daemon::write_ready_file(path, ready);
+        }
         println!("mpay demo is running ({store_positions} positions)");
         println!("  configuration  {}", config_path.display());
         println!(

@@ -135,19 +135,22 @@ pub struct Daemon {
     pub station: SocketAddr,
     /// The authorities' REST API listener (the demo's; for `run`, whatever the file says).
     pub api: Option<SocketAddr>,
+    /// Where a demo daemon reports its listeners once they are bound.
+    ready_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
 impl Daemon {
-    /// `mpayd demo` with `positions` generated positions in `data_dir`.
     /// `mpayd demo` with `positions` generated positions in `data_dir`, without background
-    /// traffic.
+    /// traffic. The daemon picks free ports itself and reports them in a ready file, so parallel
+    /// tests never race for a port.
     pub fn demo(data_dir: &Path, positions: u64) -> Daemon {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let station: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut daemon = Daemon::spawn(
+        let ready_file = data_dir.with_extension("ready.json");
+        let _ = std::fs::remove_file(&ready_file);
+        let ready_path = ready_file.to_str().expect("utf-8 path").to_string();
+        let any = "127.0.0.1:0";
+        Daemon::spawn(
             &[
                 "demo",
                 "--data-dir",
@@ -155,35 +158,42 @@ impl Daemon {
                 "--positions",
                 &positions.to_string(),
                 "--admin",
-                &admin.to_string(),
+                any,
                 "--station",
-                &station.to_string(),
+                any,
                 "--api",
-                &api.to_string(),
+                any,
                 "--traffic",
                 "0",
+                "--ready-file",
+                &ready_path,
             ],
-            admin,
-            station,
+            None,
+            Some(ready_file),
             data_dir,
-        );
-        daemon.api = Some(api);
-        daemon
+        )
     }
 
     /// `mpayd run --config FILE`, where the file's listeners are `admin` and `station`.
     pub fn run(config: &Path, admin: SocketAddr, station: SocketAddr, data_dir: &Path) -> Daemon {
         Daemon::spawn(
             &["run", "--config", config.to_str().expect("utf-8 path")],
-            admin,
-            station,
+            Some((admin, station)),
+            None,
             data_dir,
         )
     }
 
-    fn spawn(args: &[&str], admin: SocketAddr, station: SocketAddr, data_dir: &Path) -> Daemon {
+    fn spawn(
+        args: &[&str],
+        known: Option<(SocketAddr, SocketAddr)>,
+        ready_file: Option<PathBuf>,
+        data_dir: &Path,
+    ) -> Daemon {
         std::fs::create_dir_all(data_dir).expect("data dir");
-        let log = data_dir.with_extension(format!("{}.log", admin.port()));
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = data_dir.with_extension(format!("{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(mpayd_bin())
             .args(args)
@@ -192,11 +202,14 @@ impl Daemon {
             .stdin(Stdio::null())
             .spawn()
             .expect("start mpayd");
+        let unknown: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        let (admin, station) = known.unwrap_or((unknown, unknown));
         Daemon {
             child,
             admin,
             station,
             api: None,
+            ready_file,
             data_dir: data_dir.to_path_buf(),
             log,
         }
@@ -206,7 +219,21 @@ impl Daemon {
     pub fn ready(mut self) -> Daemon {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok((200, _)) = http_get(self.admin, "/healthz") {
+            if let Some(file) = &self.ready_file
+                && let Ok(text) = std::fs::read_to_string(file)
+                && let Ok(ready) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                let addr = |k: &str| ready[k].as_str().and_then(|a| a.parse().ok());
+                if let (Some(admin), Some(station)) = (addr("admin"), addr("station")) {
+                    self.admin = admin;
+                    self.station = station;
+                    self.api = addr("api");
+                    self.ready_file = None;
+                }
+            }
+            if self.ready_file.is_none()
+                && let Ok((200, _)) = http_get(self.admin, "/healthz")
+            {
                 return self;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
