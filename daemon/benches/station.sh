@@ -30,10 +30,11 @@ echo "store: $(curl -s "http://$admin/healthz")"
 sim() { taskset -c 1 "$bin" simulate --admin "http://$admin" --concurrency "$conns" "$@"; }
 echo "== bare handler, verify"
 sim --target "http://$bare/" --scenario verify --count 200000
+# 100k distinct notices: far more than the position cache holds, as with national traffic.
 echo "== mpayd, verify"
-sim --target "http://$station/pagopa/paForNode" --scenario verify --count 200000
+sim --target "http://$station/pagopa/paForNode" --scenario verify --count 200000 --notices 100000
 echo "== mpayd, getPayment"
-sim --target "http://$station/pagopa/paForNode" --scenario get-payment --count 200000
+sim --target "http://$station/pagopa/paForNode" --scenario get-payment --count 200000 --notices 100000
 echo "== mpayd, receipts (durable)"
 sim --target "http://$station/pagopa/paForNode" --scenario send-rt --count 50000
 echo "== mpayd, full payments with faults"

@@ -89,6 +89,17 @@ fn percentiles(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// The smallest variation: an operator's note, appended to a position's ledger.
+fn adjustment() -> Event {
+    Event::new(
+        Timestamp::now(),
+        Actor::Operator("bench".into()),
+        Change::OperatorAdjustment {
+            note: "checked".into(),
+        },
+    )
+}
+
 fn main() {
     let args = args();
     let scratch = tempfile::tempdir_in(".").expect("temporary folder");
@@ -183,13 +194,7 @@ fn main() {
     let mut samples = Vec::new();
     for _ in 0..2_000 {
         let id = rng.u64(..loaded);
-        let event = Event::new(
-            Timestamp::now(),
-            Actor::Operator("bench".into()),
-            Change::OperatorAdjustment {
-                note: "checked".into(),
-            },
-        );
+        let event = adjustment();
         let s = Instant::now();
         store.append(id, event).expect("append");
         samples.push(s.elapsed());
@@ -209,13 +214,7 @@ fn main() {
                     let mut rng = fastrand::Rng::with_seed(c);
                     let mut lat = Vec::with_capacity(commits as usize);
                     for _ in 0..commits {
-                        let event = Event::new(
-                            Timestamp::now(),
-                            Actor::Operator("bench".into()),
-                            Change::OperatorAdjustment {
-                                note: "checked".into(),
-                            },
-                        );
+                        let event = adjustment();
                         let s = Instant::now();
                         store.append(rng.u64(..loaded), event).expect("append");
                         lat.push(s.elapsed());

@@ -354,6 +354,7 @@ async fn demo_traffic(ready: mpayd::daemon::Ready, path: String, rate: f64) {
             late_pct: 5,
             replay_pct: 5,
             repeat_get_pct: 10,
+            notices: 10_000,
             seed: fastrand::u64(..),
             json: false,
             quiet: true,

@@ -77,6 +77,9 @@ pub struct Options {
     /// Percent of activations the node repeats.
     #[arg(long, default_value_t = 10)]
     pub repeat_get_pct: u8,
+    /// How many distinct notices the verify and get-payment scenarios cycle through.
+    #[arg(long, default_value_t = 10_000)]
+    pub notices: u64,
     /// Seed of the random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -248,7 +251,9 @@ struct Shared {
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let wanted = match options.scenario {
         Scenario::Pay | Scenario::SendRt => usize::try_from(options.count).unwrap_or(usize::MAX),
-        Scenario::Verify | Scenario::GetPayment => 10_000,
+        Scenario::Verify | Scenario::GetPayment => {
+            usize::try_from(options.notices).unwrap_or(usize::MAX)
+        }
     };
     let notices = fetch_notices(&options.admin, wanted).await?;
     if notices.is_empty() {
