@@ -81,7 +81,7 @@ impl Daemon {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let journal = crate::journal::Journal::start(
+        let (journal, journal_writer) = crate::journal::Journal::start(
             Arc::clone(&self.app.store),
             std::time::Duration::from_secs(u64::from(config.journal.body_retention_days) * 86_400),
             config.journal.body_retention_mib << 20,
@@ -122,6 +122,12 @@ impl Daemon {
             .context("admin listener failed")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         station_task.await.context("station listener task")??;
+        // The station's handles to the journal are gone with it: the writer drains and ends
+        // (bounded, in case a connection outlived the drain).
+        match tokio::time::timeout(std::time::Duration::from_secs(10), journal_writer).await {
+            Ok(done) => done.context("journal writer task")?,
+            Err(_) => tracing::warn!("journal writer still busy after 10 s; closing anyway"),
+        }
         api_task
             .await
             .context("api listener task")?

@@ -92,11 +92,16 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Starts the writer and the pruner; they stop when every `Journal` handle is dropped.
-    pub fn start(store: Arc<Store>, retention: Duration, max_bytes: u64) -> Journal {
+    /// Starts the writer and the pruner; they stop when every `Journal` handle is dropped. Await
+    /// the returned handle before closing the store: the writer then has written everything.
+    pub fn start(
+        store: Arc<Store>,
+        retention: Duration,
+        max_bytes: u64,
+    ) -> (Journal, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(JournalEntry, JournalBodies)>(4096);
         let writer = Arc::clone(&store);
-        tokio::spawn(async move {
+        let written = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 4096).await > 0 {
                 // Gather for up to 10 ms, so that one write and one fsync serve every exchange of
@@ -138,7 +143,7 @@ impl Journal {
                 }
             }
         });
-        Journal { tx }
+        (Journal { tx }, written)
     }
 
     /// Records an exchange. Waits only if the writer is far behind (4,096 records).

@@ -459,34 +459,31 @@ impl Station {
         let id = entity.fiscal_code.to_string();
         let primary = receipt.fiscal_code == id;
         let nav = receipt.notice_number.parse::<Nav>().ok();
-        let mut payment = None;
-        if primary && let Some(nav) = &nav {
-            let cf = entity.fiscal_code.clone();
-            let lookup = nav.clone();
-            if let Some((pid, _)) = self
-                .blocking(&id, move |store| store.by_nav(&cf, &lookup))
-                .await?
-            {
+        // Only the primary entity's copy pays its position; the store finds the notice.
+        let payment = match (&nav, primary) {
+            (Some(nav), true) => {
                 let paid_at = receipt
                     .payment_date_time
                     .as_deref()
                     .and_then(rome_instant)
                     .unwrap_or_else(Timestamp::now);
-                let event = Event::new(
-                    Timestamp::now(),
-                    Actor::Node,
-                    Change::PaidViaPagoPa {
-                        nav: nav.clone(),
-                        receipt_id: receipt.receipt_id.clone(),
-                        amount: receipt.payment_amount,
-                        psp: receipt.id_psp.clone(),
-                        paid_at,
-                    },
+                Some(
+                    Event::new(
+                        Timestamp::now(),
+                        Actor::Node,
+                        Change::PaidViaPagoPa {
+                            nav: nav.clone(),
+                            receipt_id: receipt.receipt_id.clone(),
+                            amount: receipt.payment_amount,
+                            psp: receipt.id_psp.clone(),
+                            paid_at,
+                        },
+                    )
+                    .with_reason(format!("receipt {}", receipt.receipt_id)),
                 )
-                .with_reason(format!("receipt {}", receipt.receipt_id));
-                payment = Some((pid, event));
             }
-        }
+            _ => None,
+        };
         let record = ReceiptRecord {
             entity: entity.fiscal_code.clone(),
             receipt_id: receipt.receipt_id.clone(),
@@ -575,6 +572,10 @@ impl Station {
                         .map(|p| (pid, p))
                         .ok_or_else(|| "position vanished".to_string())),
                     Err(crate::store::WriteError::Store(e)) => Err(e),
+                    // The same demand, arriving twice at once: the other one created it.
+                    Err(crate::store::WriteError::Conflict(e)) => {
+                        Ok(store.by_iupd(&cf, &iupd)?.ok_or(e))
+                    }
                     Err(e) => Ok(Err(e.to_string())),
                 }
             })
@@ -798,12 +799,23 @@ mod tests {
             stand_in: false,
         };
         let body = crate::simulator::requests::send_rt(&caller, true, &spec);
-        let handled = station
-            .handle(body.as_bytes(), Some("paSendRTV2"), None)
-            .await;
-        let answer = crate::simulator::requests::read_answer(&handled.response).expect("answer");
-        assert_eq!(answer.fault_code.as_deref(), Some("PAA_SYSTEM_ERROR"));
-        assert_eq!(handled.exchange.outcome(), "KO");
+        // The node retries: still not acknowledged, since nothing reached the disk.
+        for _ in 0..2 {
+            let handled = station
+                .handle(body.as_bytes(), Some("paSendRTV2"), None)
+                .await;
+            let answer =
+                crate::simulator::requests::read_answer(&handled.response).expect("answer");
+            assert_eq!(answer.fault_code.as_deref(), Some("PAA_SYSTEM_ERROR"));
+            assert_eq!(handled.exchange.outcome(), "KO");
+        }
+        assert!(
+            app.store
+                .receipt(&"00123456782".parse().expect("cf"), "r1")
+                .expect("read")
+                .is_none(),
+            "a refused receipt must not be stored"
+        );
     }
 
     #[test]

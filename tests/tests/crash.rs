@@ -59,11 +59,14 @@ fn acknowledged_receipts_survive_kill_9() {
     let per_cycle = notices.len() / cycles;
     assert!(per_cycle >= 20, "not enough notices for {cycles} cycles");
     let mut acknowledged: Vec<(String, String)> = Vec::new();
+    // Every receipt sent, acknowledged or not: (action, body, nav).
+    let mut sent: Vec<(String, String, String)> = Vec::new();
     let mut restarts = Vec::new();
     let mut rng = fastrand::Rng::with_seed(7);
     for cycle in 0..cycles {
         let batch = &notices[cycle * per_cycle..(cycle + 1) * per_cycle];
         let acked = Arc::new(Mutex::new(Vec::new()));
+        let tried = Arc::new(Mutex::new(Vec::new()));
         let station = daemon.station;
         let senders: Vec<_> = batch
             .chunks(batch.len().div_ceil(4))
@@ -71,12 +74,18 @@ fn acknowledged_receipts_survive_kill_9() {
             .map(|(w, chunk)| {
                 let chunk = chunk.to_vec();
                 let acked = Arc::clone(&acked);
+                let tried = Arc::clone(&tried);
                 std::thread::spawn(move || {
                     for (i, n) in chunk.iter().enumerate() {
                         let v2 = n["version"] == 2;
                         let (caller, spec) = receipt(n, format!("crash-{cycle}-{w}-{i}"));
                         let action = if v2 { "paSendRTV2" } else { "paSendRT" };
                         let body = requests::send_rt(&caller, v2, &spec);
+                        tried.lock().expect("lock").push((
+                            action.to_string(),
+                            body.clone(),
+                            spec.nav.clone(),
+                        ));
                         let Ok((200, response)) = http_post(
                             station,
                             STATION_PATH,
@@ -103,9 +112,26 @@ fn acknowledged_receipts_survive_kill_9() {
             s.join().expect("sender");
         }
         acknowledged.extend(acked.lock().expect("lock").drain(..));
+        sent.extend(tried.lock().expect("lock").drain(..));
         let started = Instant::now();
         daemon = Daemon::demo(&data, positions).ready();
         restarts.push(started.elapsed());
+    }
+    // The node retries every receipt it is unsure of: each is answered OK and none is applied
+    // a second time.
+    for (action, body, nav) in &sent {
+        let (status, response) = http_post(
+            daemon.station,
+            STATION_PATH,
+            &[("SOAPAction", action)],
+            body.as_bytes(),
+        )
+        .expect("resend");
+        let answer = read_answer(&String::from_utf8_lossy(&response));
+        assert!(
+            status == 200 && answer.is_some_and(|a| a.outcome == "OK"),
+            "resent receipt for {nav} not taken"
+        );
     }
     let state: std::collections::HashMap<String, Value> = daemon
         .notices(true)
@@ -119,7 +145,11 @@ fn acknowledged_receipts_survive_kill_9() {
             "acknowledged receipt {receipt_id} lost"
         );
         assert_eq!(n["receipt_id"], receipt_id.as_str());
-        assert_eq!(n["double_payments"], 0, "{receipt_id} applied twice");
+    }
+    for (_, _, nav) in &sent {
+        let n = &state[nav];
+        assert_eq!(n["status"], "Paid", "resent receipt for {nav} not applied");
+        assert_eq!(n["double_payments"], 0, "a receipt for {nav} applied twice");
     }
     restarts.sort();
     println!(

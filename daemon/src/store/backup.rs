@@ -369,8 +369,14 @@ pub fn restore(
     store_dir: &Path,
 ) -> Result<(BackupSummary, Option<PathBuf>), StoreError> {
     if store_dir.exists() {
-        // Opening takes sled's lock: it fails if a daemon is running on this store.
-        drop(Store::open(store_dir, &StoreOptions::default())?);
+        // Opening takes sled's lock: it fails if a daemon is running on this store. A store of a
+        // newer format was opened (and is not in use): restoring an older backup over it is the
+        // documented way back from an upgrade.
+        match Store::open(store_dir, &StoreOptions::default()) {
+            Ok(store) => drop(store),
+            Err(StoreError::TooNew { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     let parent = store_dir
         .parent()
@@ -405,8 +411,18 @@ pub fn restore(
     } else {
         None
     };
-    std::fs::rename(&built, store_dir)
-        .map_err(|e| err(format!("cannot put the restored store in place: {e}")))?;
+    if let Err(e) = std::fs::rename(&built, store_dir) {
+        // Never leave the daemon without a store: put the old one back.
+        if let Some(aside) = &kept {
+            let _ = std::fs::rename(aside, store_dir);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err(format!("cannot put the restored store in place: {e}")));
+    }
     let _ = std::fs::remove_dir(&staging);
+    // The renames are durable only once their folder is.
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(format!("cannot sync {}: {e}", parent.display())))?;
     Ok((summary, kept))
 }

@@ -150,6 +150,20 @@ impl GroupCommit {
         }
     }
 
+    /// Whether writes may still be applied: not after a failed flush, not once closing.
+    pub fn accepting(&self) -> Result<(), StoreError> {
+        let s = self.lock();
+        if let Some(f) = &s.failure {
+            return Err(StoreError::Unavailable(format!(
+                "flush failed earlier: {f}"
+            )));
+        }
+        if s.stop {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        Ok(())
+    }
+
     pub fn flushes(&self) -> u64 {
         self.lock().flushes
     }

@@ -231,18 +231,24 @@ impl Store {
     }
 
     /// Applies a batch built under the writer lock, then waits for it to be durable.
-    /// `updated` are the positions this batch changes, for the cache.
+    /// `updated` are the positions this batch changes, for the cache; `counters` updates the
+    /// writer's counters once the batch has applied.
     fn commit(
         &self,
         applying: durability::Applying<'_>,
         mut w: MutexGuard<'_, Writer>,
         mut batch: sled::Batch,
         updated: Vec<(PositionId, Position)>,
+        counters: impl FnOnce(&mut Writer),
     ) -> Result<(), StoreError> {
+        // After a failed flush (or once closing) nothing more may reach sled: a later flush
+        // would make durable a write whose caller was told it failed.
+        self.group.accepting()?;
         let commit = w.commit + 1;
         batch.insert(keys::META_COMMIT, &commit.to_be_bytes());
         self.data.apply_batch(batch)?;
         w.commit = commit;
+        counters(&mut w);
         self.cache.written(updated);
         drop(w);
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +272,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(key, &end.to_be_bytes());
         // The caller's positions carry these numbers only if this is durable first.
-        self.commit(applying, w, batch, Vec::new())?;
+        self.commit(applying, w, batch, Vec::new(), |_| {})?;
         Ok(start..end)
     }
 
@@ -278,12 +284,14 @@ impl Store {
         events: Vec<Event>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
         let applying = self.group.begin();
-        let mut w = self.writer();
+        let w = self.writer();
         let mut batch = sled::Batch::default();
         let mut results = Vec::with_capacity(events.len());
         // Keys taken by earlier items of this same batch.
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
         let commit = w.commit + 1;
+        // Counters move only once the batch has applied (see the end).
+        let (mut next_position, mut positions) = (w.next_position, w.positions);
         for event in events {
             let outcome = (|| {
                 let position = Position::load(entity.clone(), &event)?;
@@ -306,23 +314,29 @@ impl Store {
                         )));
                     }
                 }
-                let id = w.next_position;
-                w.next_position += 1;
-                w.positions += 1;
-                batch.insert(keys::META_NEXT_POSITION, &w.next_position.to_be_bytes());
-                batch.insert(keys::META_POSITIONS, &w.positions.to_be_bytes());
+                let id = next_position;
+                // Encode everything first: a failure must leave nothing of this item in the batch.
+                let stored = codec::encode(&StoredEvent { commit, event })?;
+                let snapshot = codec::encode(&position)?;
+                next_position += 1;
+                positions += 1;
+                batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
+                batch.insert(keys::META_POSITIONS, &positions.to_be_bytes());
                 taken.insert(iupd_key);
                 taken.extend(iuvs);
-                self.write_position(&mut batch, id, None, &position)?;
-                let stored = StoredEvent { commit, event };
-                batch.insert(&keys::ledger(id, 0), codec::encode(&stored)?);
+                self.index_position(&mut batch, id, None, &position);
+                batch.insert(&keys::position(id), snapshot);
+                batch.insert(&keys::ledger(id, 0), stored);
                 Ok(id)
             })();
             results.push(outcome);
         }
         // New positions do not go to the cache: a bulk load would only flush it.
         if results.iter().any(Result::is_ok) {
-            self.commit(applying, w, batch, Vec::new())?;
+            self.commit(applying, w, batch, Vec::new(), |w| {
+                w.next_position = next_position;
+                w.positions = positions;
+            })?;
         }
         Ok(results)
     }
@@ -361,7 +375,7 @@ impl Store {
             event,
         };
         batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
-        self.commit(applying, w, batch, vec![(id, after.clone())])?;
+        self.commit(applying, w, batch, vec![(id, after.clone())], |_| {})?;
         Ok(after)
     }
 
@@ -374,8 +388,20 @@ impl Store {
         before: Option<&Position>,
         after: &Position,
     ) -> Result<Vec<Nav>, StoreError> {
-        let value = keys::id_value(id);
         batch.insert(&keys::position(id), codec::encode(after)?);
+        Ok(self.index_position(batch, id, before, after))
+    }
+
+    /// The index entries that change from `before` to `after`; returns the NAVs new to this
+    /// position.
+    fn index_position(
+        &self,
+        batch: &mut sled::Batch,
+        id: PositionId,
+        before: Option<&Position>,
+        after: &Position,
+    ) -> Vec<Nav> {
+        let value = keys::id_value(id);
         let entity = &after.entity;
         let old_navs: BTreeSet<&Nav> = before
             .map(|b| b.instalments().map(|i| &i.terms.nav).collect())
@@ -408,7 +434,7 @@ impl Store {
                 batch.insert(key, &[]);
             }
         }
-        Ok(added)
+        added
     }
 
     pub fn position(&self, id: PositionId) -> Result<Option<Position>, StoreError> {

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 use mpay_common::ids::EntityFiscalCode;
-use mpay_common::ledger::Event;
+use mpay_common::ledger::{Change, Event};
 use mpay_common::money::Cents;
 use serde::{Deserialize, Serialize};
 
@@ -57,32 +57,56 @@ pub enum Recorded {
 }
 
 impl Store {
-    /// Stores a receipt and, if `payment` names a position, appends the payment to its ledger in
-    /// the same commit. Returns only once durable.
+    /// The position holding the paid notice of the receipt's entity.
+    fn paid_position(
+        &self,
+        record: &ReceiptRecord,
+        payment: &Event,
+    ) -> Result<Option<PositionId>, StoreError> {
+        let Change::PaidViaPagoPa { nav, .. } = &payment.change else {
+            return Ok(None);
+        };
+        Ok(self
+            .data
+            .get(keys::by_iuv(&record.entity, &nav.iuv()))?
+            .and_then(|v| keys::decode_id(&v)))
+    }
+
+    /// Stores a receipt and, if `payment` (a `PaidViaPagoPa` event) names a notice of one of the
+    /// entity's positions, appends it to that position's ledger in the same commit. The notice is
+    /// looked up under the writer lock, so a concurrent variation cannot turn a payment into an
+    /// orphan. Returns only once durable.
     pub fn record_receipt(
         &self,
         mut record: ReceiptRecord,
-        payment: Option<(PositionId, Event)>,
+        payment: Option<Event>,
     ) -> Result<Recorded, StoreError> {
         let key = keys::receipt(&record.entity, &record.receipt_id);
         // Warm the cache outside the writer lock (see `append`).
         self.data.get(&key)?;
-        if let Some((id, _)) = &payment {
-            self.data.get(keys::position(*id))?;
+        if let Some(event) = &payment
+            && let Some(id) = self.paid_position(&record, event)?
+        {
+            self.position(id)?;
         }
         let applying = self.group.begin();
         let w = self.writer();
         if let Some(existing) = self.data.get(&key)? {
             drop(w);
-            drop(applying);
+            // The first delivery may still be waiting for its fsync: OK only once it is on disk.
+            applying.wait_durable()?;
             return Ok(Recorded::Replay(codec::decode(&existing, "a receipt")?));
         }
         let commit = w.commit + 1;
         let mut batch = sled::Batch::default();
         let mut updated = Vec::new();
-        if let Some((id, event)) = payment {
-            match self.position(id)? {
-                Some(before) => {
+        if let Some(event) = payment {
+            let found = match self.paid_position(&record, &event)? {
+                Some(id) => self.position(id)?.map(|p| (id, p)),
+                None => None,
+            };
+            match found {
+                Some((id, before)) => {
                     let mut after = before.clone();
                     match after.apply(&event) {
                         Ok(()) => {
@@ -109,7 +133,7 @@ impl Store {
         }
         record.commit = commit;
         batch.insert(key, codec::encode(&record)?);
-        self.commit(applying, w, batch, updated)?;
+        self.commit(applying, w, batch, updated, |_| {})?;
         Ok(Recorded::New(record))
     }
 

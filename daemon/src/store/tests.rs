@@ -326,7 +326,10 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     let store = open(&dir.path().join("store"));
     let config = demo_config();
     let (entity, province) = (&config.entities[1], &config.entities[2]);
-    let data = positions(&store, entity, province, 50);
+    // Enough data that the backup's 1 MiB buffer reaches the sink while the ledger is still being
+    // scanned: the variation below then lands mid-scan, after the cut.
+    const N: u64 = 3000;
+    let data = positions(&store, entity, province, N);
     let ids: Vec<PositionId> = store
         .load_many(
             &entity.fiscal_code,
@@ -342,32 +345,64 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
             Event::new(Timestamp::now(), Actor::System, Change::Cancelled),
         )
         .expect("cancel");
-    let mut file = Vec::new();
-    let summary = store.backup(&mut file).expect("backup");
-    assert_eq!(summary.positions, 50);
-    // Written after the cut: not in the backup.
-    store
-        .append(
-            ids[4],
-            Event::new(Timestamp::now(), Actor::System, Change::Cancelled),
-        )
-        .expect("cancel after backup");
+    // A variation committed while the backup streams is after the cut: not in the backup.
+    struct WritesDuring<'a> {
+        file: Vec<u8>,
+        store: &'a Store,
+        id: PositionId,
+        done: bool,
+    }
+    impl std::io::Write for WritesDuring<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.done {
+                self.done = true;
+                self.store
+                    .append(
+                        self.id,
+                        Event::new(Timestamp::now(), Actor::System, Change::Cancelled),
+                    )
+                    .map_err(std::io::Error::other)?;
+            }
+            self.file.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = WritesDuring {
+        file: Vec::new(),
+        store: &store,
+        id: ids[N as usize - 1],
+        done: false,
+    };
+    let summary = store.backup(&mut sink).expect("backup");
+    assert!(sink.done, "the variation happened during the backup");
+    assert!(
+        store
+            .position(ids[N as usize - 1])
+            .expect("read")
+            .expect("there")
+            .cancelled
+    );
+    assert_eq!(summary.positions, N);
+    let file = sink.file;
     let path = dir.path().join("b.mpaybak");
     std::fs::write(&path, &file).expect("write");
 
     let target = dir.path().join("restored");
     let (restored, kept) = restore(&path, &target).expect("restore");
     assert!(kept.is_none());
-    assert_eq!(restored.positions, 50);
+    assert_eq!(restored.positions, N);
     let copy = open(&target);
-    assert_eq!(copy.stats().positions, 50);
+    assert_eq!(copy.stats().positions, N);
     assert_eq!(
         copy.position(ids[3]).expect("read"),
         store.position(ids[3]).expect("read")
     );
     assert!(
         !copy
-            .position(ids[4])
+            .position(ids[N as usize - 1])
             .expect("read")
             .expect("there")
             .cancelled
@@ -381,13 +416,13 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     );
     // Sequences survive: the next notice number is not one already used.
     let next = copy.reserve_sequence(&entity.fiscal_code, 1).expect("seq");
-    assert_eq!(next.start, 50);
+    assert_eq!(next.start, N);
     // New positions get new ids.
     let more = positions(&copy, entity, province, 1);
     let id = copy
         .load(&entity.fiscal_code, loaded(more[0].clone()))
         .expect("load");
-    assert_eq!(id, 50);
+    assert_eq!(id, N);
 }
 
 #[test]
@@ -486,17 +521,11 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let nav = first_nav(&data[0]);
 
     let first = store
-        .record_receipt(
-            receipt_record(entity, &nav, "r1"),
-            Some((ids[0], paid(&nav, "r1"))),
-        )
+        .record_receipt(receipt_record(entity, &nav, "r1"), Some(paid(&nav, "r1")))
         .expect("stored");
     assert!(matches!(&first, Recorded::New(r) if r.disposition == Disposition::Applied));
     let replay = store
-        .record_receipt(
-            receipt_record(entity, &nav, "r1"),
-            Some((ids[0], paid(&nav, "r1"))),
-        )
+        .record_receipt(receipt_record(entity, &nav, "r1"), Some(paid(&nav, "r1")))
         .expect("replayed");
     assert!(matches!(replay, Recorded::Replay(_)));
     assert_eq!(
@@ -505,10 +534,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
         "applied once"
     );
     let double = store
-        .record_receipt(
-            receipt_record(entity, &nav, "r2"),
-            Some((ids[0], paid(&nav, "r2"))),
-        )
+        .record_receipt(receipt_record(entity, &nav, "r2"), Some(paid(&nav, "r2")))
         .expect("stored");
     assert!(matches!(&double, Recorded::New(r) if r.disposition == Disposition::DoublePayment));
     let position = store.position(ids[0]).expect("read").expect("there");
@@ -524,7 +550,16 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
         .record_receipt(receipt_record(entity, &nav, "r3"), None)
         .expect("stored");
     assert!(matches!(&orphan, Recorded::New(r) if r.disposition == Disposition::Orphan));
-    assert_eq!(store.receipts().count(), 3);
+    // A payment for a notice no position has is kept as an orphan too.
+    let unknown = entity.iuv.notice(999_999).expect("nav");
+    let stray = store
+        .record_receipt(
+            receipt_record(entity, &unknown, "r4"),
+            Some(paid(&unknown, "r4")),
+        )
+        .expect("stored");
+    assert!(matches!(&stray, Recorded::New(r) if r.disposition == Disposition::Orphan));
+    assert_eq!(store.receipts().count(), 4);
 
     let mut file = Vec::new();
     store.backup(&mut file).expect("backup");
@@ -533,7 +568,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let target = dir.path().join("restored");
     restore(&path, &target).expect("restore");
     let copy = open(&target);
-    assert_eq!(copy.receipts().count(), 3);
+    assert_eq!(copy.receipts().count(), 4);
     let r1 = copy
         .receipt(&entity.fiscal_code, "r1")
         .expect("read")
