@@ -78,14 +78,16 @@ impl Station {
         remote: Option<SocketAddr>,
     ) -> Handled {
         let started = Instant::now();
-        let broker = self.app.config.broker.id.to_string();
+        let broker = self.app.config.broker.id.as_str();
+        // The request as text, once: the journal keeps it, and so does a receipt.
+        let text = String::from_utf8_lossy(body).into_owned();
         let mut exchange = Exchange::inbound(remote);
         let response = match soap::parse_request(body, soap_action) {
             Err(e) => {
                 let operation = e.operation.unwrap_or(Operation::VerifyPaymentNotice);
                 exchange.operation = operation.name().to_string();
                 exchange.entity = e.id_pa.clone();
-                let f = fault(e.code, e.id_pa.as_deref().unwrap_or(&broker), e.detail);
+                let f = fault(e.code, e.id_pa.as_deref().unwrap_or(broker), e.detail);
                 exchange.fault(&f);
                 soap::fault_response(operation, &f)
             }
@@ -94,16 +96,16 @@ impl Station {
                 exchange.operation = operation.name().to_string();
                 exchange.entity = Some(request.header().id_pa.clone());
                 exchange.station = Some(request.header().id_station.clone());
-                self.dispatch(request, body, &mut exchange).await
+                self.dispatch(request, &text, &mut exchange).await
             }
         };
         exchange.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        exchange.request = String::from_utf8_lossy(body).into_owned();
+        exchange.request = text;
         exchange.response_bytes = response.len();
         Handled { response, exchange }
     }
 
-    async fn dispatch(&self, request: Request, body: &[u8], exchange: &mut Exchange) -> String {
+    async fn dispatch(&self, request: Request, text: &str, exchange: &mut Exchange) -> String {
         match request {
             Request::Verify { header, qr } => {
                 exchange.nav = Some(qr.notice_number.clone());
@@ -133,7 +135,7 @@ impl Station {
             } => {
                 exchange.nav = Some(receipt.notice_number.clone());
                 exchange.iuv = Some(receipt.creditor_reference_id.clone());
-                let raw = String::from_utf8_lossy(body).into_owned();
+                let raw = text.to_string();
                 let result = self.send_rt(v2, &header, receipt, raw).await;
                 exchange.result(&result);
                 soap::send_rt_response(v2, &result)

@@ -2,9 +2,11 @@
 //! within seconds (verify, getPayment, perhaps again, then the receipt's append), and decoding a
 //! snapshot validates every identifier in it: the cache saves that work.
 //!
-//! Coherence: writers put the new state under the writer lock, after their batch applied, and
-//! bump an epoch. A reader that missed fills the cache only if no write happened while it read
-//! from sled, so a stale snapshot can never overwrite a newer one.
+//! Coherence: writers put the new state under the writer lock, after their batch applied. A
+//! reader that missed fills the cache only if that position was not written while it read from
+//! sled, so a stale snapshot can never overwrite a newer one. A write to the position puts it in
+//! the cache; if it is still absent and fewer than `capacity` insertions happened since the miss,
+//! it cannot have been written and evicted meanwhile.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -20,7 +22,8 @@ pub struct PositionCache {
 
 struct Inner {
     lru: LruCache<PositionId, Position>,
-    epoch: u64,
+    /// Insertions so far, writes and fills alike.
+    inserts: u64,
 }
 
 /// Returned by a miss: hand it back with what was read.
@@ -32,7 +35,7 @@ impl PositionCache {
             inner: NonZeroUsize::new(entries).map(|n| {
                 Mutex::new(Inner {
                     lru: LruCache::new(n),
-                    epoch: 0,
+                    inserts: 0,
                 })
             }),
         }
@@ -51,16 +54,19 @@ impl PositionCache {
         };
         match inner.lru.get(&id) {
             Some(p) => Ok(p.clone()),
-            None => Err(Miss(inner.epoch)),
+            None => Err(Miss(inner.inserts)),
         }
     }
 
-    /// Fills after a miss, unless a write happened since.
+    /// Fills after a miss, unless the position may have been written since.
     pub fn fill(&self, miss: Miss, id: PositionId, position: &Position) {
-        if let Some(mut inner) = self.lock()
-            && inner.epoch == miss.0
-        {
-            inner.lru.put(id, position.clone());
+        if let Some(mut inner) = self.lock() {
+            let since = inner.inserts.saturating_sub(miss.0);
+            let capacity = inner.lru.cap().get() as u64;
+            if since < capacity && !inner.lru.contains(&id) {
+                inner.inserts += 1;
+                inner.lru.put(id, position.clone());
+            }
         }
     }
 
@@ -70,10 +76,58 @@ impl PositionCache {
             return;
         }
         if let Some(mut inner) = self.lock() {
-            inner.epoch += 1;
             for (id, p) in updates {
+                inner.inserts += 1;
                 inner.lru.put(id, p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpay_common::ledger::{Actor, Change, Event};
+
+    fn position(description: &str) -> Position {
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let config = crate::demo::config(std::path::Path::new("/x"), any, any);
+        let e = &config.entities[0];
+        let nav = e.iuv.notice(1).expect("nav");
+        let mut builder = crate::demo::Builder::new(e, &config.entities[2], 1);
+        let mut data = builder
+            .position(1, crate::demo::Kind::Canteen, &mut std::iter::once(nav))
+            .expect("position");
+        data.description = description.into();
+        let event = Event::new(jiff::Timestamp::now(), Actor::System, Change::Loaded(data));
+        Position::load(e.fiscal_code.clone(), &event).expect("load")
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_never_overwrites_it() {
+        let cache = PositionCache::new(4);
+        let miss = cache.get(7).expect_err("empty");
+        // A writer commits a newer state while the reader is reading the old one from sled.
+        cache.written(vec![(7, position("new"))]);
+        cache.fill(miss, 7, &position("old"));
+        assert_eq!(cache.get(7).ok().map(|p| p.description), Some("new".into()));
+    }
+
+    #[test]
+    fn a_write_then_eviction_during_a_read_blocks_the_fill() {
+        let cache = PositionCache::new(2);
+        let miss = cache.get(7).expect_err("empty");
+        cache.written(vec![(7, position("new"))]);
+        cache.written(vec![(8, position("a")), (9, position("b"))]);
+        // 7 was written and evicted meanwhile: the reader's copy may be older, keep it out.
+        cache.fill(miss, 7, &position("old"));
+        assert!(cache.get(7).is_err());
+        // A quiet miss fills.
+        let miss = cache.get(7).expect_err("absent");
+        cache.fill(miss, 7, &position("fresh"));
+        assert_eq!(
+            cache.get(7).ok().map(|p| p.description),
+            Some("fresh".into())
+        );
     }
 }

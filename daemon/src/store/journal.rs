@@ -51,11 +51,9 @@ const BODY_BYTES: &[u8] = b"body-bytes";
 
 impl Store {
     pub(super) fn journal_trees(&self) -> Result<(sled::Tree, sled::Tree, sled::Tree), StoreError> {
-        Ok((
-            self.db.open_tree("journal")?,
-            self.db.open_tree("journal_bodies")?,
-            self.db.open_tree("journal_meta")?,
-        ))
+        // Tree handles are reference-counted: cloning them is cheap.
+        let [journal, bodies, meta] = &self.journal;
+        Ok((journal.clone(), bodies.clone(), meta.clone()))
     }
 
     /// The next journal sequence number, from the last stored record.

@@ -10,7 +10,7 @@
 
 mod backup;
 mod cache;
-mod codec;
+pub mod codec;
 mod durability;
 mod journal;
 pub mod keys;
@@ -134,7 +134,6 @@ struct Writer {
 }
 
 pub struct Store {
-    path: PathBuf,
     db: sled::Db,
     data: sled::Tree,
     writer: Mutex<Writer>,
@@ -142,6 +141,8 @@ pub struct Store {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     commits: AtomicU64,
     journal_seq: AtomicU64,
+    /// The journal's summaries, bodies and counters.
+    journal: [sled::Tree; 3],
     cache: cache::PositionCache,
 }
 
@@ -207,10 +208,15 @@ impl Store {
         };
         let (group, flusher) = GroupCommit::start(db.clone());
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
+        let journal = [
+            db.open_tree("journal")?,
+            db.open_tree("journal_bodies")?,
+            db.open_tree("journal_meta")?,
+        ];
         Ok(Store {
             journal_seq,
+            journal,
             cache: cache::PositionCache::new(options.position_cache),
-            path: dir.to_path_buf(),
             commits: AtomicU64::new(writer.commit),
             db,
             data,
@@ -218,10 +224,6 @@ impl Store {
             group,
             flusher: Mutex::new(Some(flusher)),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -350,9 +352,9 @@ impl Store {
 
     /// Appends one event to a position's ledger, if the position's rules accept it.
     pub fn append(&self, id: PositionId, event: Event) -> Result<Position, WriteError> {
-        // Bring the snapshot into sled's cache before taking the writer lock, so that no disk
-        // read happens while other committers wait; the read under the lock is then a cache hit.
-        self.data.get(keys::position(id))?;
+        // Bring the snapshot into the caches before taking the writer lock, so that no disk read
+        // or decoding happens while other committers wait.
+        self.position(id)?;
         let applying = self.group.begin();
         let w = self.writer();
         let before = self.position(id)?.ok_or(WriteError::NotFound)?;
