@@ -28,6 +28,10 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub stations: Vec<StationConfig>,
     pub entities: Vec<EntityConfig>,
+    /// Keys of the intermediary's own citizen portal: they read the cross-entity citizen
+    /// statement (`/api/v1/statements/{debtor}`) and nothing else.
+    #[serde(default)]
+    pub portal_keys: Vec<ApiKeyConfig>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +324,46 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Names (1 to 64 characters, unique in the list) and digests (64 hex characters, unique across
+/// every key configured, entities' and portal's alike) of one list of API keys.
+fn check_keys(
+    parent: &str,
+    list: &str,
+    keys: &[ApiKeyConfig],
+    digests: &mut HashSet<[u8; 32]>,
+) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for (j, k) in keys.iter().enumerate() {
+        let key = if parent.is_empty() {
+            format!("{list}[{j}]")
+        } else {
+            format!("{parent}.{list}[{j}]")
+        };
+        if k.name.trim().is_empty() || k.name.chars().count() > 64 {
+            return Err(invalid(format!("{key}.name"), "1 to 64 characters"));
+        }
+        if !names.insert(k.name.as_str()) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{:?} appears twice in {list}", k.name),
+            ));
+        }
+        let digest = k.digest().ok_or_else(|| {
+            invalid(
+                format!("{key}.sha256"),
+                "must be the 64 hex characters of the key's SHA-256 (mpayd hash-key)",
+            )
+        })?;
+        if !digests.insert(digest) {
+            return Err(invalid(
+                format!("{key}.sha256"),
+                "the same key is configured twice",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -479,31 +523,7 @@ impl Config {
                     return Err(invalid(key, "description and category must not be empty"));
                 }
             }
-            let mut names = HashSet::new();
-            for (j, k) in e.api_keys.iter().enumerate() {
-                let key = format!("{key}.api_keys[{j}]");
-                if k.name.trim().is_empty() || k.name.chars().count() > 64 {
-                    return Err(invalid(format!("{key}.name"), "1 to 64 characters"));
-                }
-                if !names.insert(k.name.as_str()) {
-                    return Err(invalid(
-                        format!("{key}.name"),
-                        format!("{:?} appears twice in this entity", k.name),
-                    ));
-                }
-                let digest = k.digest().ok_or_else(|| {
-                    invalid(
-                        format!("{key}.sha256"),
-                        "must be the 64 hex characters of the key's SHA-256 (mpayd hash-key)",
-                    )
-                })?;
-                if !digests.insert(digest) {
-                    return Err(invalid(
-                        format!("{key}.sha256"),
-                        "the same key is configured twice",
-                    ));
-                }
-            }
+            check_keys(&key, "api_keys", &e.api_keys, &mut digests)?;
             for (j, iban) in e.postal_accounts.iter().enumerate() {
                 if !iban.is_postal() {
                     return Err(invalid(
@@ -513,6 +533,7 @@ impl Config {
                 }
             }
         }
+        check_keys("", "portal_keys", &self.portal_keys, &mut digests)?;
         Ok(())
     }
 
@@ -526,5 +547,49 @@ impl Config {
 
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Config {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        crate::demo::config(Path::new("/tmp/mpay-config-test"), any, any)
+    }
+
+    fn refused(config: &Config) -> String {
+        match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn portal_keys_are_checked_like_entity_keys() {
+        let config = demo();
+        config.validate().expect("the demo configuration is valid");
+        // It survives the TOML round trip the demo writes.
+        let again = Config::parse(&config.to_toml()).expect("round trip");
+        assert_eq!(again.portal_keys.len(), 1);
+
+        let mut bad = config.clone();
+        bad.portal_keys[0].sha256 = "xyz".into();
+        assert_eq!(refused(&bad), "portal_keys[0].sha256");
+
+        let mut same_as_entity = config.clone();
+        same_as_entity.portal_keys[0].sha256 = config.entities[0].api_keys[0].sha256.clone();
+        assert_eq!(refused(&same_as_entity), "portal_keys[0].sha256");
+
+        let mut twice = config.clone();
+        let mut other = twice.portal_keys[0].clone();
+        other.sha256 = hex(&key_digest("another-portal-key"));
+        twice.portal_keys.push(other);
+        assert_eq!(refused(&twice), "portal_keys[1].name");
+
+        let mut unnamed = config;
+        unnamed.portal_keys[0].name = " ".into();
+        assert_eq!(refused(&unnamed), "portal_keys[0].name");
     }
 }

@@ -33,6 +33,9 @@ pub const API_KEYS: [(&str, &str, &str); 3] = [
     ("80001234568", "tributi", "demo-valleverde-key"),
 ];
 
+/// The demo's citizen-portal key (key name, key): the cross-entity citizen statement.
+pub const PORTAL_KEY: (&str, &str) = ("portale", "demo-portal-key");
+
 fn demo_keys(cf: &str) -> Vec<ApiKeyConfig> {
     API_KEYS
         .iter()
@@ -132,6 +135,10 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
                 "IT52O0760113400000055512345",
             ),
         ],
+        portal_keys: vec![ApiKeyConfig {
+            name: PORTAL_KEY.0.into(),
+            sha256: crate::config::hex(&crate::config::key_digest(PORTAL_KEY.1)),
+        }],
     }
 }
 

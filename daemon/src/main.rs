@@ -323,6 +323,11 @@ fn demo_run(
         for (entity, name, key) in demo::API_KEYS {
             println!("  api key        {entity} {name}: Authorization: Bearer {key}");
         }
+        println!(
+            "  portal key     {}: Authorization: Bearer {} (GET /api/v1/statements/{{debtor}})",
+            demo::PORTAL_KEY.0,
+            demo::PORTAL_KEY.1
+        );
         if traffic > 0.0 {
             println!("  simulator      {traffic} payments/s against the station");
             tokio::spawn(demo_traffic(

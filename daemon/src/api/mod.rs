@@ -26,6 +26,7 @@ use crate::store::{StoreError, WriteError};
 
 pub mod dto;
 mod positions;
+mod statements;
 
 /// The OpenAPI 3.1 description the repository keeps and the daemon serves.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -39,10 +40,18 @@ pub struct Api {
 }
 
 struct Key {
-    /// Index in `config.entities`.
-    entity: usize,
+    scope: Scope,
     name: String,
     digest: [u8; 32],
+}
+
+/// What a key opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// One entity's positions and statements (index in `config.entities`).
+    Entity(usize),
+    /// The intermediary's citizen portal: statements of every entity, no position endpoint.
+    Portal,
 }
 
 /// Every route: (method, path, handler). The OpenAPI test walks this same list.
@@ -68,25 +77,44 @@ fn routes() -> Vec<(&'static str, String, MethodRouter<Arc<Api>>)> {
             post(positions::pay_offline),
         ),
         ("post", p("/{iupd}/reschedule"), post(positions::reschedule)),
+        (
+            "get",
+            "/api/v1/entities/{cf}/statements/{debtor}".into(),
+            get(statements::for_entity),
+        ),
+        (
+            "get",
+            "/api/v1/statements/{debtor}".into(),
+            get(statements::across_entities),
+        ),
     ]
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    // `Config::validate` refused malformed digests before we got here.
+    let key = |scope: Scope, k: &crate::config::ApiKeyConfig| {
+        Some(Key {
+            scope,
+            name: k.name.clone(),
+            digest: k.digest()?,
+        })
+    };
     let keys = app
         .config
         .entities
         .iter()
         .enumerate()
         .flat_map(|(entity, e)| {
-            e.api_keys.iter().filter_map(move |k| {
-                // `Config::validate` refused malformed digests before we got here.
-                Some(Key {
-                    entity,
-                    name: k.name.clone(),
-                    digest: k.digest()?,
-                })
-            })
+            e.api_keys
+                .iter()
+                .filter_map(move |k| key(Scope::Entity(entity), k))
         })
+        .chain(
+            app.config
+                .portal_keys
+                .iter()
+                .filter_map(|k| key(Scope::Portal, k)),
+        )
         .collect();
     let limit = app.config.api.max_body_bytes;
     let api = Arc::new(Api { app, keys });
@@ -248,44 +276,111 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The configured key the request presents (401 if none or unknown) and the path parameters.
+async fn identify<'a>(
+    parts: &mut Parts,
+    api: &'a Arc<Api>,
+) -> Result<(&'a Key, HashMap<String, String>), ApiError> {
+    let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why, None);
+    let key = presented_key(&parts.headers)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            unauthorized("missing API key: send \"Authorization: Bearer <key>\" or \"X-Api-Key\"")
+        })?;
+    let digest = key_digest(key);
+    // Every configured key is compared, so timing does not say how many matched early.
+    let mut found = None;
+    for k in &api.keys {
+        if same_digest(&k.digest, &digest) && found.is_none() {
+            found = Some(k);
+        }
+    }
+    let key = found.ok_or_else(|| unauthorized("unknown API key"))?;
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, api)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+    Ok((key, params))
+}
+
+fn not_for_entity(cf: &str) -> ApiError {
+    let shown: String = cf.chars().take(16).collect();
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("this key is not allowed for entity {shown}"),
+        None,
+    )
+}
+
 impl FromRequestParts<Arc<Api>> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why, None);
-        let key = presented_key(&parts.headers)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                unauthorized(
-                    "missing API key: send \"Authorization: Bearer <key>\" or \"X-Api-Key\"",
-                )
-            })?;
-        let digest = key_digest(key);
-        // Every configured key is compared, so timing does not say how many matched early.
-        let mut found = None;
-        for k in &api.keys {
-            if same_digest(&k.digest, &digest) && found.is_none() {
-                found = Some(k);
-            }
-        }
-        let key = found.ok_or_else(|| unauthorized("unknown API key"))?;
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, api)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+        let (key, params) = identify(parts, api).await?;
         let cf = params.get("cf").map_or("", String::as_str);
-        if api.app.config.entities[key.entity].fiscal_code.as_str() != cf {
-            let shown: String = cf.chars().take(16).collect();
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("this key is not allowed for entity {shown}"),
-                None,
-            ));
-        }
+        let entity = match key.scope {
+            Scope::Entity(e) if api.app.config.entities[e].fiscal_code.as_str() == cf => e,
+            Scope::Entity(_) => return Err(not_for_entity(cf)),
+            Scope::Portal => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the citizen-portal key reads statements only",
+                    None,
+                ));
+            }
+        };
         Ok(Authorized {
-            entity: key.entity,
+            entity,
             actor: Actor::ApiKey(key.name.clone()),
             params,
         })
+    }
+}
+
+/// A caller allowed to read citizen statements: an entity's key on its own entity's path, or the
+/// citizen-portal key on any entity's path and on the cross-entity path.
+pub struct StatementReader {
+    /// The entity the statement is limited to (index in `config.entities`); `None`: every entity.
+    entity: Option<usize>,
+    params: HashMap<String, String>,
+}
+
+impl StatementReader {
+    pub fn entity<'a>(&self, app: &'a App) -> Option<&'a EntityConfig> {
+        self.entity.map(|e| &app.config.entities[e])
+    }
+
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map_or("", String::as_str)
+    }
+}
+
+impl FromRequestParts<Arc<Api>> for StatementReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let (key, params) = identify(parts, api).await?;
+        let entities = &api.app.config.entities;
+        let entity = match (params.get("cf"), key.scope) {
+            (Some(cf), Scope::Entity(e)) if entities[e].fiscal_code.as_str() == cf => Some(e),
+            (Some(cf), Scope::Entity(_)) => return Err(not_for_entity(cf)),
+            (Some(cf), Scope::Portal) => {
+                let found = entities.iter().position(|e| e.fiscal_code.as_str() == cf);
+                Some(found.ok_or_else(|| {
+                    let shown: String = cf.chars().take(16).collect();
+                    ApiError::not_found(format!("no entity {shown} is served here"))
+                })?)
+            }
+            (None, Scope::Portal) => None,
+            (None, Scope::Entity(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the cross-entity statement needs the citizen-portal key; an entity's key \
+                     reads /api/v1/entities/{cf}/statements/{debtor}",
+                    None,
+                ));
+            }
+        };
+        Ok(StatementReader { entity, params })
     }
 }
 
