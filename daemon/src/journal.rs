@@ -72,6 +72,7 @@ impl Exchange {
             remote: self.remote,
             request_bytes: len(self.request.len()),
             response_bytes: len(self.response_bytes),
+            body: None,
         };
         let bodies = JournalBodies {
             at,
@@ -137,7 +138,7 @@ impl Journal {
                 .await;
                 match pruned {
                     Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!(bodies = n, "journal bodies pruned"),
+                    Ok(Ok(n)) => tracing::info!(days = n, "journal bodies pruned"),
                     Ok(Err(e)) => tracing::error!("journal pruning: {e}"),
                     Err(e) => tracing::error!("journal pruning: {e}"),
                 }

@@ -1,9 +1,15 @@
 //! The traffic journal (giornale degli eventi): one summary record per exchange with the node,
-//! kept for good, and the message bodies, kept within a retention budget and pruned oldest first.
+//! kept for good in the `journal` tree, and the message bodies, kept within a retention budget.
 //!
-//! Journal writes come from a background writer in batches; they do not hold up the answer to
-//! the node, and ride on the next group-commit flush.
+//! Bodies are most of the journal's bytes and are only ever appended, read rarely and dropped by
+//! age: they go to append-only files, one per UTC day (`journal-bodies/YYYYMMDD.log` in the
+//! store's folder), not into sled. A summary points into its day's file; pruning deletes whole
+//! days, oldest first, never today's. Writes come from a background writer in batches: the file
+//! is synced, then the summaries commit like any other write.
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
@@ -37,6 +43,18 @@ pub struct JournalEntry {
     pub remote: Option<String>,
     pub request_bytes: u32,
     pub response_bytes: u32,
+    /// Where the bodies are (set by the store).
+    pub body: Option<BodyRef>,
+}
+
+/// The place of an exchange's bodies: request then response, at `offset` in the day's file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyRef {
+    /// The file's day, YYYYMMDD (UTC).
+    pub day: u32,
+    pub offset: u64,
+    pub request_len: u32,
+    pub response_len: u32,
 }
 
 /// Request and response as they crossed the wire.
@@ -47,15 +65,40 @@ pub struct JournalBodies {
     pub response: String,
 }
 
-const BODY_BYTES: &[u8] = b"body-bytes";
+/// The folder of body files, beside sled's files in the store folder.
+pub(super) fn bodies_dir(store_dir: &Path) -> PathBuf {
+    store_dir.join("journal-bodies")
+}
+
+fn day_of(at: Timestamp) -> u32 {
+    let date = at.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    u32::try_from(date.year()).unwrap_or(0) * 10_000
+        + u32::try_from(date.month()).unwrap_or(0) * 100
+        + u32::try_from(date.day()).unwrap_or(0)
+}
+
+fn day_file(dir: &Path, day: u32) -> PathBuf {
+    dir.join(format!("{day:08}.log"))
+}
+
+/// Body files present, oldest first: (day, path, size).
+fn body_files(dir: &Path) -> Vec<(u32, PathBuf, u64)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let day: u32 = name.strip_suffix(".log")?.parse().ok()?;
+            let size = e.metadata().ok()?.len();
+            Some((day, e.path(), size))
+        })
+        .collect();
+    files.sort_by_key(|(day, _, _)| *day);
+    files
+}
 
 impl Store {
-    pub(super) fn journal_trees(&self) -> Result<(sled::Tree, sled::Tree, sled::Tree), StoreError> {
-        // Tree handles are reference-counted: cloning them is cheap.
-        let [journal, bodies, meta] = &self.journal;
-        Ok((journal.clone(), bodies.clone(), meta.clone()))
-    }
-
     /// The next journal sequence number, from the last stored record.
     pub(super) fn journal_next_seq(db: &sled::Db) -> Result<u64, StoreError> {
         let tree = db.open_tree("journal")?;
@@ -65,39 +108,68 @@ impl Store {
         })
     }
 
-    /// Appends records (with their bodies) and waits until they are durable.
+    /// Appends records with their bodies and waits until both are durable.
     pub fn append_journal(
         &self,
         records: Vec<(JournalEntry, JournalBodies)>,
     ) -> Result<Vec<u64>, StoreError> {
-        let (journal, bodies, meta) = self.journal_trees()?;
-        let applying = self.group.begin();
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::Unavailable(format!("journal bodies: {what}: {e}"))
+        };
+        // One writer at a time appends to the files.
+        let _files = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open: Option<(u32, File, u64)> = None;
         let mut summaries = sled::Batch::default();
-        let mut contents = sled::Batch::default();
-        let mut added = 0u64;
         let mut seqs = Vec::with_capacity(records.len());
+        let mut pending = Vec::new();
         for (mut entry, body) in records {
+            let day = day_of(body.at);
+            if open.as_ref().is_none_or(|(d, _, _)| *d != day) {
+                if let Some((_, mut file, _)) = open.take() {
+                    file.write_all(&pending).map_err(|e| io("write", e))?;
+                    file.sync_data().map_err(|e| io("sync", e))?;
+                    pending.clear();
+                }
+                let path = day_file(&self.bodies_dir, day);
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io(&path.display().to_string(), e))?;
+                let len = file.metadata().map_err(|e| io("size", e))?.len();
+                open = Some((day, file, len));
+            }
+            let Some((_, _, end)) = open.as_mut() else {
+                continue;
+            };
+            let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
+            entry.body = Some(BodyRef {
+                day,
+                offset: *end + pending.len() as u64,
+                request_len: len(&body.request),
+                response_len: len(&body.response),
+            });
+            pending.extend_from_slice(body.request.as_bytes());
+            pending.extend_from_slice(body.response.as_bytes());
             let seq = self.journal_seq.fetch_add(1, Ordering::Relaxed);
             entry.seq = seq;
-            added += (body.request.len() + body.response.len()) as u64;
             summaries.insert(&seq.to_be_bytes(), codec::encode(&entry)?);
-            contents.insert(&seq.to_be_bytes(), codec::encode(&body)?);
             seqs.push(seq);
         }
-        journal.apply_batch(summaries)?;
-        bodies.apply_batch(contents)?;
-        meta.update_and_fetch(BODY_BYTES, |old| {
-            let old = old.and_then(super::keys::decode_u64).unwrap_or(0);
-            Some((old + added).to_be_bytes().to_vec())
-        })?;
+        if let Some((_, mut file, _)) = open.take() {
+            file.write_all(&pending).map_err(|e| io("write", e))?;
+            file.sync_data().map_err(|e| io("sync", e))?;
+        }
+        let applying = self.group.begin();
+        self.group.accepting()?;
+        self.journal.apply_batch(summaries)?;
         applying.wait_durable()?;
         Ok(seqs)
     }
 
     /// Journal records from `from` on, at most `limit`.
     pub fn journal(&self, from: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
-        let (journal, _, _) = self.journal_trees()?;
-        journal
+        self.journal
             .range(from.to_be_bytes()..)
             .take(limit)
             .map(|e| {
@@ -109,8 +181,7 @@ impl Store {
 
     /// The last `limit` journal records, newest first.
     pub fn journal_tail(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
-        let (journal, _, _) = self.journal_trees()?;
-        journal
+        self.journal
             .iter()
             .rev()
             .take(limit)
@@ -121,56 +192,74 @@ impl Store {
             .collect()
     }
 
+    /// An exchange's bodies, unless its day was pruned (or it had none).
     pub fn journal_bodies(&self, seq: u64) -> Result<Option<JournalBodies>, StoreError> {
-        let (_, bodies, _) = self.journal_trees()?;
-        bodies
-            .get(seq.to_be_bytes())?
-            .map(|v| codec::decode(&v, "journal bodies"))
-            .transpose()
+        let Some(v) = self.journal.get(seq.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let entry: JournalEntry = codec::decode(&v, "a journal record")?;
+        let Some(r) = entry.body else {
+            return Ok(None);
+        };
+        let Ok(mut file) = File::open(day_file(&self.bodies_dir, r.day)) else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0u8; r.request_len as usize + r.response_len as usize];
+        let read = file
+            .seek(SeekFrom::Start(r.offset))
+            .and_then(|_| file.read_exact(&mut bytes));
+        if read.is_err() {
+            return Err(StoreError::Corrupt(format!(
+                "journal bodies of exchange {seq} are cut short in day {}",
+                r.day
+            )));
+        }
+        let response = bytes.split_off(r.request_len as usize);
+        Ok(Some(JournalBodies {
+            at: entry.at,
+            request: String::from_utf8_lossy(&bytes).into_owned(),
+            response: String::from_utf8_lossy(&response).into_owned(),
+        }))
     }
 
-    /// Drops the oldest bodies until none is older than `max_age` and they total at most
-    /// `max_bytes`. Summary records stay. Returns how many bodies were dropped.
+    /// Deletes whole days of bodies, oldest first, until none is older than `max_age` and they
+    /// total at most `max_bytes`; today's file always stays. Summary records stay. Returns how
+    /// many days were deleted.
     pub fn prune_journal_bodies(
         &self,
         max_age: std::time::Duration,
         max_bytes: u64,
     ) -> Result<u64, StoreError> {
-        let (_, bodies, meta) = self.journal_trees()?;
-        let mut total = meta
-            .get(BODY_BYTES)?
-            .and_then(|v| super::keys::decode_u64(&v))
-            .unwrap_or(0);
-        let cutoff = Timestamp::now()
-            .checked_sub(
+        let _files = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Timestamp::now();
+        let cutoff = day_of(
+            now.checked_sub(
                 jiff::SignedDuration::try_from(max_age).unwrap_or(jiff::SignedDuration::MAX),
             )
-            .unwrap_or(Timestamp::MIN);
-        let mut dropped = 0u64;
-        let mut batch = sled::Batch::default();
-        for entry in bodies.iter() {
-            let (k, v) = entry?;
-            let body: JournalBodies = codec::decode(&v, "journal bodies")?;
-            if body.at >= cutoff && total <= max_bytes {
+            .unwrap_or(Timestamp::MIN),
+        );
+        let today = day_of(now);
+        let files = body_files(&self.bodies_dir);
+        let mut total: u64 = files.iter().map(|(_, _, size)| size).sum();
+        let mut deleted = 0u64;
+        for (day, path, size) in files {
+            if day >= today || (day >= cutoff && total <= max_bytes) {
                 break;
             }
-            total = total.saturating_sub((body.request.len() + body.response.len()) as u64);
-            batch.remove(k);
-            dropped += 1;
-            if dropped.is_multiple_of(10_000) {
-                bodies.apply_batch(std::mem::take(&mut batch))?;
-            }
+            std::fs::remove_file(&path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot prune {}: {e}", path.display()))
+            })?;
+            total = total.saturating_sub(size);
+            deleted += 1;
         }
-        bodies.apply_batch(batch)?;
-        meta.insert(BODY_BYTES, &total.to_be_bytes())?;
-        Ok(dropped)
+        Ok(deleted)
     }
 
+    /// Bytes of bodies on disk.
     pub fn journal_body_bytes(&self) -> u64 {
-        self.journal_trees()
-            .ok()
-            .and_then(|(_, _, meta)| meta.get(BODY_BYTES).ok().flatten())
-            .and_then(|v| super::keys::decode_u64(&v))
-            .unwrap_or(0)
+        body_files(&self.bodies_dir)
+            .iter()
+            .map(|(_, _, size)| size)
+            .sum()
     }
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupSummary, restore, verify};
 use durability::GroupCommit;
-pub use journal::{Direction, JournalBodies, JournalEntry};
+pub use journal::{BodyRef, Direction, JournalBodies, JournalEntry};
 pub use keys::PositionId;
 pub use receipts::{Disposition, ReceiptRecord, Recorded};
 
@@ -40,15 +40,7 @@ pub const STORE_FORMAT: u32 = 1;
 
 /// Trees kept apart from `data` because they never need to commit atomically with a position.
 /// A backup numbers them by position in this list: add new trees at the end.
-pub const TREES: [&str; 7] = [
-    "journal",
-    "flows",
-    "treasury",
-    "reconciliation",
-    "audit",
-    "journal_bodies",
-    "journal_meta",
-];
+pub const TREES: [&str; 5] = ["journal", "flows", "treasury", "reconciliation", "audit"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -141,8 +133,11 @@ pub struct Store {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     commits: AtomicU64,
     journal_seq: AtomicU64,
-    /// The journal's summaries, bodies and counters.
-    journal: [sled::Tree; 3],
+    /// The journal's summary records.
+    journal: sled::Tree,
+    /// The journal's body files, and the lock their writer and pruner share.
+    bodies_dir: std::path::PathBuf,
+    journal_files: Mutex<()>,
     cache: cache::PositionCache,
 }
 
@@ -208,14 +203,16 @@ impl Store {
         };
         let (group, flusher) = GroupCommit::start(db.clone());
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
-        let journal = [
-            db.open_tree("journal")?,
-            db.open_tree("journal_bodies")?,
-            db.open_tree("journal_meta")?,
-        ];
+        let journal = db.open_tree("journal")?;
+        let bodies_dir = journal::bodies_dir(dir);
+        std::fs::create_dir_all(&bodies_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
+        })?;
         Ok(Store {
             journal_seq,
             journal,
+            bodies_dir,
+            journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),
             commits: AtomicU64::new(writer.commit),
             db,

@@ -578,7 +578,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
 }
 
 #[test]
-fn the_journal_keeps_summaries_and_prunes_bodies_oldest_first() {
+fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let record = |n: u64, at: Timestamp| {
@@ -598,37 +598,56 @@ fn the_journal_keeps_summaries_and_prunes_bodies_oldest_first() {
                 remote: None,
                 request_bytes: 100,
                 response_bytes: 100,
+                body: None,
             },
             JournalBodies {
                 at,
-                request: "q".repeat(100),
+                request: format!("<request {n}/>"),
                 response: "r".repeat(100),
             },
         )
     };
-    let old = Timestamp::now() - jiff::SignedDuration::from_hours(24 * 100);
+    let day = jiff::SignedDuration::from_hours(24);
+    let now = Timestamp::now();
+    let (old, older) = (now - day * 100, now - day * 120);
+    // 2 exchanges 120 days ago, 3 exchanges 100 days ago, 5 today.
+    let at = |n: u64| match n {
+        0..2 => older,
+        2..5 => old,
+        _ => now,
+    };
     let seqs = store
-        .append_journal(
-            (0..10)
-                .map(|n| record(n, if n < 3 { old } else { Timestamp::now() }))
-                .collect(),
-        )
+        .append_journal((0..10).map(|n| record(n, at(n))).collect())
         .expect("append");
     assert_eq!(seqs, (0..10).collect::<Vec<_>>());
-    assert_eq!(store.journal_body_bytes(), 2000);
-    // Older than 90 days: the first three bodies go.
-    let dropped = store
-        .prune_journal_bodies(std::time::Duration::from_secs(90 * 86_400), 1 << 30)
+    let size = |n: u64| (format!("<request {n}/>").len() + 100) as u64;
+    assert_eq!(store.journal_body_bytes(), (0..10).map(size).sum::<u64>());
+    let bodies = store.journal_bodies(4).expect("read").expect("kept");
+    assert_eq!(bodies.request, "<request 4/>");
+    assert_eq!(bodies.response.len(), 100);
+
+    // Within 110 days: only the oldest day goes.
+    let days = store
+        .prune_journal_bodies(std::time::Duration::from_secs(110 * 86_400), 1 << 30)
         .expect("prune");
-    assert_eq!(dropped, 3);
-    assert!(store.journal_bodies(2).expect("read").is_none());
-    assert!(store.journal_bodies(3).expect("read").is_some());
-    // Over the byte budget: oldest first until it fits.
-    let dropped = store
-        .prune_journal_bodies(std::time::Duration::from_secs(90 * 86_400), 1000)
+    assert_eq!(days, 1);
+    assert!(store.journal_bodies(1).expect("read").is_none());
+    assert!(store.journal_bodies(2).expect("read").is_some());
+    // Over the byte budget: older days go first, today's file always stays.
+    let days = store
+        .prune_journal_bodies(std::time::Duration::from_secs(110 * 86_400), 1)
         .expect("prune");
-    assert_eq!(dropped, 2);
-    assert_eq!(store.journal_body_bytes(), 1000);
+    assert_eq!(days, 1);
+    assert!(store.journal_bodies(4).expect("read").is_none());
+    assert_eq!(
+        store
+            .journal_bodies(9)
+            .expect("read")
+            .expect("today's")
+            .request,
+        "<request 9/>"
+    );
+    assert_eq!(store.journal_body_bytes(), (5..10).map(size).sum::<u64>());
     // Summaries stay, all of them, and sequence numbers go on after a reopen.
     assert_eq!(store.journal(0, 100).expect("journal").len(), 10);
     assert_eq!(store.journal_tail(1).expect("tail")[0].seq, 9);
@@ -638,4 +657,20 @@ fn the_journal_keeps_summaries_and_prunes_bodies_oldest_first() {
         .append_journal(vec![record(10, Timestamp::now())])
         .expect("append");
     assert_eq!(seqs, vec![10]);
+    assert_eq!(
+        store
+            .journal_bodies(10)
+            .expect("read")
+            .expect("kept")
+            .request,
+        "<request 10/>"
+    );
+    assert_eq!(
+        store
+            .journal_bodies(9)
+            .expect("read")
+            .expect("kept")
+            .request,
+        "<request 9/>"
+    );
 }
