@@ -521,3 +521,38 @@ fn variations_agree_with_the_station() {
     );
     assert_eq!(status, 403);
 }
+
+/// The IUV sequence number inside one of the demo's NAVs (aux digit 3, segregation code: the
+/// 13 digits after it).
+fn sequence_of(nav: &str) -> u64 {
+    nav[3..16].parse().expect("sequence")
+}
+
+#[test]
+fn a_refused_body_does_not_take_notice_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let first = create(&d, "SEQ-1", &tari());
+    // Refused: the transfers do not add up, and the plan replaces a notice the position lacks.
+    let mut bad = tari();
+    bad["options"][0]["instalments"][0]["transfers"][0]["amount"] = json!(9000);
+    let (status, err) = api(&d, "PUT", &positions("/SEQ-BAD"), Some(&bad));
+    assert_eq!(status, 400, "{err}");
+    let plan = json!({
+        "replaced": ["301999999999999900"],
+        "instalments": [{"amount": "100.00", "due": "2031-01-31", "description": "Rata unica",
+            "transfers": [{"amount": 10000, "remittance": "TARI", "category": "9/0101101IM/"}]}],
+        "reason": "rateizzazione"
+    });
+    let (status, err) = api(&d, "POST", &positions("/SEQ-1/reschedule"), Some(&plan));
+    assert!(status == 400 || status == 409, "{status} {err}");
+    // The next position gets the very next number: nothing was used up by the refusals.
+    let second = create(&d, "SEQ-2", &tari());
+    assert_eq!(
+        sequence_of(&first_nav(&second)),
+        sequence_of(&first_nav(&first)) + 1,
+        "{} then {}",
+        first_nav(&first),
+        first_nav(&second)
+    );
+}

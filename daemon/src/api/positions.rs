@@ -242,6 +242,7 @@ impl Resolver<'_> {
         field: &dyn Fn(usize) -> String,
         instalments: &[&InstalmentIn],
         previous: &[Option<Nav>],
+        reserve: bool,
     ) -> Result<Vec<Nav>, ApiError> {
         let settings = &self.entity.iuv;
         let mut navs: Vec<Option<Nav>> = Vec::with_capacity(instalments.len());
@@ -272,12 +273,15 @@ impl Resolver<'_> {
             navs.push(nav);
         }
         let missing = navs.iter().filter(|n| n.is_none()).count() as u64;
-        let mut fresh = if missing > 0 {
-            self.app
+        let mut fresh = match (missing, reserve) {
+            (0, _) => 0..0,
+            // A draft to validate the body with: numbers from the top of the sequence, which the
+            // entity never reaches and which are never stored.
+            (n, false) => PROVISIONAL - n..PROVISIONAL,
+            (n, true) => self
+                .app
                 .store
-                .reserve_sequence(&self.entity.fiscal_code, missing)?
-        } else {
-            0..0
+                .reserve_sequence(&self.entity.fiscal_code, n)?,
         };
         navs.into_iter()
             .map(|n| match n {
@@ -376,11 +380,31 @@ impl Resolver<'_> {
     }
 
     /// The position's data, validated by the model.
+    /// The position described by `body`, validated. New notice numbers are taken from the
+    /// entity's sequence only once the whole body has passed validation with provisional ones:
+    /// a refused body changes nothing, not even the sequence.
     fn position(
         &self,
         iupd: Iupd,
         body: PositionIn,
         previous: Option<&PositionData>,
+    ) -> Result<PositionData, ApiError> {
+        let draft = self.build(iupd.clone(), body.clone(), previous, false)?;
+        let provisional = draft
+            .instalments()
+            .any(|i| is_provisional(&self.entity.iuv, &i.nav));
+        if !provisional {
+            return Ok(draft);
+        }
+        self.build(iupd, body, previous, true)
+    }
+
+    fn build(
+        &self,
+        iupd: Iupd,
+        body: PositionIn,
+        previous: Option<&PositionData>,
+        reserve: bool,
     ) -> Result<PositionData, ApiError> {
         let slots: Vec<(usize, usize)> = body
             .options
@@ -402,7 +426,9 @@ impl Resolver<'_> {
             })
             .collect();
         let all: Vec<&InstalmentIn> = body.options.iter().flat_map(|o| &o.instalments).collect();
-        let mut navs = self.navs(&field, &all, &previous_navs)?.into_iter();
+        let mut navs = self
+            .navs(&field, &all, &previous_navs, reserve)?
+            .into_iter();
         let mut options = Vec::with_capacity(body.options.len());
         for (o, opt) in body.options.into_iter().enumerate() {
             let mut instalments = Vec::with_capacity(opt.instalments.len());
@@ -433,6 +459,16 @@ impl Resolver<'_> {
         data.validate(&self.entity.fiscal_code)?;
         Ok(data)
     }
+}
+
+/// Provisional notice numbers come from just below this sequence number.
+const PROVISIONAL: u64 = 9_999_999_999_999;
+
+/// Whether `nav` is one of the provisional numbers of a draft.
+fn is_provisional(settings: &mpay_common::ids::IuvSettings, nav: &Nav) -> bool {
+    settings
+        .notice(PROVISIONAL - 1000)
+        .is_ok_and(|floor| nav >= &floor)
 }
 
 /// The data of the last load or replacement in the ledger: what a repeated PUT compares with.
@@ -658,29 +694,44 @@ pub async fn reschedule(
         let resolver = Resolver { app, entity };
         let field = |i: usize| format!("instalments[{i}]");
         let wanted: Vec<&InstalmentIn> = body.instalments.iter().collect();
-        let navs = resolver.navs(&field, &wanted, &[])?;
-        let instalments = body
-            .instalments
-            .into_iter()
-            .zip(navs)
-            .enumerate()
-            .map(|(i, (inst, nav))| resolver.instalment(&field(i), nav, inst))
-            .collect::<Result<Vec<_>, _>>()?;
-        let plan = PaymentOption {
-            kind: OptionKind::Plan,
-            instalments,
+        let plan = |reserve: bool| -> Result<PaymentOption, ApiError> {
+            let navs = resolver.navs(&field, &wanted, &[], reserve)?;
+            let instalments = body
+                .instalments
+                .iter()
+                .cloned()
+                .zip(navs)
+                .enumerate()
+                .map(|(i, (inst, nav))| resolver.instalment(&field(i), nav, inst))
+                .collect::<Result<Vec<_>, _>>()?;
+            let plan = PaymentOption {
+                kind: OptionKind::Plan,
+                instalments,
+            };
+            // Field paths of the plan as the request names them.
+            plan.validate("plan", &p.entity).map_err(|e| {
+                ApiError::field(
+                    e.field.replacen("plan.instalments", "instalments", 1),
+                    e.reason,
+                )
+            })?;
+            Ok(plan)
         };
-        // Field paths of the plan as the request names them.
-        plan.validate("plan", &p.entity).map_err(|e| {
-            ApiError::field(
-                e.field.replacen("plan.instalments", "instalments", 1),
-                e.reason,
-            )
-        })?;
-        let change = Change::Rescheduled {
-            replaced: body.replaced,
+        let rescheduled = |plan| Change::Rescheduled {
+            replaced: body.replaced.clone(),
             plan,
         };
+        // Try the plan with provisional notice numbers first: a refused plan must not take
+        // numbers from the entity's sequence.
+        let mut trial = p.clone();
+        trial
+            .apply(&Event::new(
+                Timestamp::now(),
+                actor.clone(),
+                rescheduled(plan(false)?),
+            ))
+            .map_err(|e| ApiError::write(e.into(), Some("replaced")))?;
+        let change = rescheduled(plan(true)?);
         Ok(Event::new(Timestamp::now(), actor, change).with_reason(body.reason))
     })
     .await
