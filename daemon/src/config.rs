@@ -109,6 +109,13 @@ pub struct ApiConfig {
     /// Request bodies larger than this are refused with 413.
     #[serde(default = "default_api_body_limit")]
     pub max_body_bytes: usize,
+    /// Bulk files (`POST .../bulk`) larger than this are refused with 413.
+    #[serde(default = "default_bulk_limit")]
+    pub max_bulk_bytes: usize,
+}
+
+fn default_bulk_limit() -> usize {
+    64 << 20
 }
 
 fn default_api_listen() -> SocketAddr {
@@ -124,6 +131,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_api_listen(),
             max_body_bytes: default_api_body_limit(),
+            max_bulk_bytes: default_bulk_limit(),
         }
     }
 }

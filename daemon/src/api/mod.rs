@@ -24,6 +24,7 @@ use crate::App;
 use crate::config::{EntityConfig, key_digest};
 use crate::store::{StoreError, WriteError};
 
+mod bulk;
 pub mod dto;
 mod positions;
 mod statements;
@@ -37,6 +38,7 @@ const POSITIONS: &str = "/api/v1/entities/{cf}/positions";
 pub struct Api {
     app: Arc<App>,
     keys: Vec<Key>,
+    jobs: bulk::Jobs,
 }
 
 struct Key {
@@ -55,7 +57,7 @@ enum Scope {
 }
 
 /// Every route: (method, path, handler). The OpenAPI test walks this same list.
-fn routes() -> Vec<(&'static str, String, MethodRouter<Arc<Api>>)> {
+fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>>)> {
     let p = |rest: &str| format!("{POSITIONS}{rest}");
     vec![
         ("get", "/api/v1/openapi.json".into(), get(openapi)),
@@ -77,6 +79,21 @@ fn routes() -> Vec<(&'static str, String, MethodRouter<Arc<Api>>)> {
             post(positions::pay_offline),
         ),
         ("post", p("/{iupd}/reschedule"), post(positions::reschedule)),
+        (
+            "post",
+            "/api/v1/entities/{cf}/bulk".into(),
+            post(bulk::upload).layer(DefaultBodyLimit::max(bulk_limit)),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/bulk/{job}".into(),
+            get(bulk::status),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/bulk/{job}/rejects".into(),
+            get(bulk::rejects),
+        ),
         (
             "get",
             "/api/v1/entities/{cf}/statements/{debtor}".into(),
@@ -117,9 +134,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .collect();
     let limit = app.config.api.max_body_bytes;
-    let api = Arc::new(Api { app, keys });
+    let bulk_limit = app.config.api.max_bulk_bytes;
+    let api = Arc::new(Api {
+        app,
+        keys,
+        jobs: bulk::Jobs::default(),
+    });
     let mut router = Router::new();
-    for (_, path, handler) in routes() {
+    for (_, path, handler) in routes(bulk_limit) {
         // Routes on the same path merge their methods.
         router = router.route(&path, handler);
     }
@@ -445,7 +467,7 @@ mod tests {
     fn every_route_is_in_the_openapi_document() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
         assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
-        for (method, path, _) in routes() {
+        for (method, path, _) in routes(1) {
             assert!(
                 doc["paths"][&path][method].is_object(),
                 "{method} {path} is not described in daemon/openapi.json"

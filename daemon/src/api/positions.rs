@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use mpay_common::ids::{DebtorCode, Iupd, Nav};
-use mpay_common::ledger::{Change, Event, Position, PositionStatus};
+use mpay_common::ledger::{Actor, Change, Event, Position, PositionStatus};
 use mpay_common::model::{
     Debtor, Instalment, MAX_TEXT, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
 };
@@ -484,6 +484,49 @@ fn loaded_data(app: &App, id: PositionId) -> Result<Option<PositionData>, ApiErr
         }))
 }
 
+/// What `upsert` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upserted {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+/// Creates or replaces the position `iupd` of `entity` with `body`; the same body again changes
+/// nothing. The one path of every load: the API's PUT and the bulk files.
+pub(crate) fn upsert(
+    app: &App,
+    entity: &EntityConfig,
+    actor: &Actor,
+    iupd: Iupd,
+    body: PositionIn,
+) -> Result<(Upserted, Position), ApiError> {
+    let resolver = Resolver { app, entity };
+    let event = |change| Event::new(Timestamp::now(), actor.clone(), change);
+    match app.store.by_iupd(&entity.fiscal_code, &iupd)? {
+        None => {
+            let data = resolver.position(iupd, body, None)?;
+            let id = app
+                .store
+                .load(&entity.fiscal_code, event(Change::Loaded(data)))?;
+            let p = app
+                .store
+                .position(id)?
+                .ok_or_else(|| ApiError::not_found("position vanished after loading"))?;
+            Ok((Upserted::Created, p))
+        }
+        Some((id, current)) => {
+            let previous = loaded_data(app, id)?;
+            let data = resolver.position(iupd, body, previous.as_ref())?;
+            if previous.as_ref() == Some(&data) {
+                return Ok((Upserted::Unchanged, current));
+            }
+            let after = app.store.append(id, event(Change::Updated(data)))?;
+            Ok((Upserted::Replaced, after))
+        }
+    }
+}
+
 /// Create (201) or replace (200) a position; the same body again changes nothing (200).
 pub async fn put(
     State(api): State<Arc<Api>>,
@@ -493,31 +536,13 @@ pub async fn put(
     let iupd = iupd_of(&auth)?;
     blocking(move || {
         let app = &api.app;
-        let entity = auth.entity(app);
-        let resolver = Resolver { app, entity };
-        match app.store.by_iupd(&entity.fiscal_code, &iupd)? {
-            None => {
-                let data = resolver.position(iupd, body, None)?;
-                let event = event(&auth, Change::Loaded(data), None);
-                let id = app.store.load(&entity.fiscal_code, event)?;
-                let p = app
-                    .store
-                    .position(id)?
-                    .ok_or_else(|| ApiError::not_found("position vanished after loading"))?;
-                Ok(position_answer(StatusCode::CREATED, &p))
-            }
-            Some((id, current)) => {
-                let previous = loaded_data(app, id)?;
-                let data = resolver.position(iupd, body, previous.as_ref())?;
-                if previous.as_ref() == Some(&data) {
-                    return Ok(position_answer(StatusCode::OK, &current));
-                }
-                let after = app
-                    .store
-                    .append(id, event(&auth, Change::Updated(data), None))?;
-                Ok(position_answer(StatusCode::OK, &after))
-            }
-        }
+        let (done, p) = upsert(app, auth.entity(app), &auth.actor, iupd, body)?;
+        let status = if done == Upserted::Created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(position_answer(status, &p))
     })
     .await
 }

@@ -1,0 +1,510 @@
+//! Bulk loads: a CSV file of positions, one row per instalment, processed in the background as a
+//! job with progress and a reject report. Every position goes through `positions::upsert`, the
+//! API's own load path, so loading the same file twice changes nothing the second time and a bad
+//! row never stops the others.
+//!
+//! Layout v1 (header row required, `;` or `,` separated, UTF-8 with or without BOM; column
+//! names are case-insensitive, unknown columns are refused):
+//! `action` (create|update|cancel, default create; create and update both create-or-replace),
+//! `iupd`, `kind`, `debtor_code`, `debtor_name`, `debtor_email`, `debtor_street`,
+//! `debtor_postal_code`, `debtor_city`, `debtor_province`, `debtor_country`, `description`,
+//! `validity`, `expiry`, `option` (single|plan, default single), `nav` (optional: generated),
+//! `due`, `amount`, `instalment_description`, and for k = 1..5 `t{k}_beneficiary`, `t{k}_iban`,
+//! `t{k}_amount` (t1 defaults to what the other transfers leave of the instalment's amount),
+//! `t{k}_remittance`, `t{k}_category`.
+//! The rows of one position are consecutive; its position columns are read from its first row.
+//!
+//! Jobs live in memory: after a restart, loading the file again finishes it (the rows already
+//! loaded are unchanged).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mpay_common::ids::Iupd;
+use mpay_common::ledger::{Actor, Change, Event};
+use mpay_common::money::Cents;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::dto::PositionIn;
+use super::positions::{Upserted, upsert};
+use super::{Api, ApiError, Authorized};
+use crate::App;
+use crate::config::EntityConfig;
+
+const POSITION_COLUMNS: [&str; 14] = [
+    "action",
+    "iupd",
+    "kind",
+    "debtor_code",
+    "debtor_name",
+    "debtor_email",
+    "debtor_street",
+    "debtor_postal_code",
+    "debtor_city",
+    "debtor_province",
+    "debtor_country",
+    "description",
+    "validity",
+    "expiry",
+];
+const INSTALMENT_COLUMNS: [&str; 5] = ["option", "nav", "due", "amount", "instalment_description"];
+const TRANSFER_COLUMNS: [&str; 5] = ["beneficiary", "iban", "amount", "remittance", "category"];
+const REQUIRED: [&str; 8] = [
+    "iupd",
+    "kind",
+    "debtor_code",
+    "debtor_name",
+    "description",
+    "due",
+    "amount",
+    "t1_category",
+];
+
+/// One refused row, as the reject report lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reject {
+    /// Line number in the file (the header is line 1; 0 for the file as a whole).
+    pub row: u64,
+    pub field: String,
+    pub reason: String,
+    pub original: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Job {
+    pub id: u64,
+    pub entity: String,
+    /// "running" or "done".
+    pub status: &'static str,
+    pub rows_total: u64,
+    pub rows_done: u64,
+    pub created: u64,
+    pub replaced: u64,
+    pub unchanged: u64,
+    pub cancelled: u64,
+    pub rejected_rows: u64,
+    #[serde(skip)]
+    pub rejects: Vec<Reject>,
+}
+
+/// The jobs of this daemon's life.
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    jobs: Mutex<HashMap<u64, Arc<Mutex<Job>>>>,
+}
+
+impl Jobs {
+    fn get(&self, entity: &str, id: u64) -> Option<Arc<Mutex<Job>>> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&id)
+            .filter(|j| j.lock().unwrap_or_else(|p| p.into_inner()).entity == entity)
+            .cloned()
+    }
+}
+
+fn lock(job: &Mutex<Job>) -> std::sync::MutexGuard<'_, Job> {
+    job.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One data row: its line number, its non-empty values by column, and the line as written.
+type Row = (u64, HashMap<String, String>, String);
+
+/// A position's rows.
+struct Group {
+    rows: Vec<Row>,
+}
+
+/// Splits the file into header-checked rows, or says why the file as a whole is refused.
+fn read_rows(bytes: &[u8]) -> Result<Vec<Row>, Reject> {
+    let whole = |field: &str, reason: String| Reject {
+        row: 0,
+        field: field.into(),
+        reason,
+        original: String::new(),
+    };
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        whole(
+            "",
+            format!(
+                "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
+            ),
+        )
+    })?;
+    let header = text.lines().next().unwrap_or("");
+    let delimiter = if header.contains(';') { b';' } else { b',' };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(|e| whole("", format!("unreadable header: {e}")))?
+        .iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let known = |c: &str| {
+        POSITION_COLUMNS.contains(&c)
+            || INSTALMENT_COLUMNS.contains(&c)
+            || (1..=5).any(|k| TRANSFER_COLUMNS.iter().any(|t| c == format!("t{k}_{t}")))
+    };
+    if let Some(c) = columns.iter().find(|c| !known(c)) {
+        return Err(whole(c, format!("unknown column {c:?} (layout v1)")));
+    }
+    if let Some(c) = REQUIRED.iter().find(|c| !columns.iter().any(|h| h == *c)) {
+        return Err(whole(c, format!("missing column {c:?}")));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            whole("", format!("line {line}: {e}"))
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let original = lines
+            .get(usize::try_from(line).unwrap_or(0).saturating_sub(1))
+            .map_or_else(String::new, |l| (*l).to_string());
+        let values = columns
+            .iter()
+            .cloned()
+            .zip(record.iter().map(str::to_string))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        rows.push((line, values, original));
+    }
+    Ok(rows)
+}
+
+/// One position's JSON body, as the PUT endpoint takes it, from its rows.
+fn body_of(group: &Group) -> Result<(String, Value), (u64, String, String)> {
+    let (first_line, first, _) = &group.rows[0];
+    let get = |row: &HashMap<String, String>, c: &str| row.get(c).cloned();
+    let mut debtor = Map::new();
+    for (column, key) in [
+        ("debtor_code", "code"),
+        ("debtor_name", "name"),
+        ("debtor_email", "email"),
+        ("debtor_street", "street"),
+        ("debtor_postal_code", "postal_code"),
+        ("debtor_city", "city"),
+        ("debtor_province", "province"),
+        ("debtor_country", "country"),
+    ] {
+        if let Some(v) = get(first, column) {
+            debtor.insert(key.into(), Value::String(v));
+        }
+    }
+    let mut single = Vec::new();
+    let mut plan = Vec::new();
+    for (line, row, _) in &group.rows {
+        let amount = get(row, "amount");
+        // Transfer 1 takes what the others leave of the instalment's amount.
+        let others = (2..=5)
+            .filter_map(|k| get(row, &format!("t{k}_amount")))
+            .map(|a| Cents::parse_api(&a).ok())
+            .collect::<Option<Vec<Cents>>>()
+            .and_then(Cents::sum);
+        let first_share = match (amount.as_deref().map(Cents::parse_api), others) {
+            (Some(Ok(total)), Some(others)) => total
+                .checked_sub(others)
+                .filter(|c| *c > Cents::ZERO)
+                .map(|c| c.to_string())
+                .or_else(|| amount.clone()),
+            _ => amount.clone(),
+        };
+        let mut transfers = Vec::new();
+        for k in 1..=5 {
+            let t = |f: &str| get(row, &format!("t{k}_{f}"));
+            if k > 1 && t("amount").is_none() {
+                continue;
+            }
+            let mut transfer = Map::new();
+            let amount = t("amount").or_else(|| first_share.clone());
+            for (key, value) in [
+                ("beneficiary", t("beneficiary")),
+                ("amount", amount),
+                (
+                    "remittance",
+                    t("remittance").or_else(|| get(first, "description")),
+                ),
+                ("category", t("category")),
+            ] {
+                if let Some(v) = value {
+                    transfer.insert(key.into(), Value::String(v));
+                }
+            }
+            if let Some(iban) = t("iban") {
+                transfer.insert("target".into(), json!({ "Bank": iban }));
+            }
+            transfers.push(Value::Object(transfer));
+        }
+        let mut instalment = Map::new();
+        for (key, value) in [
+            ("nav", get(row, "nav")),
+            ("amount", get(row, "amount")),
+            ("due", get(row, "due")),
+            (
+                "description",
+                get(row, "instalment_description").or_else(|| get(first, "description")),
+            ),
+        ] {
+            if let Some(v) = value {
+                instalment.insert(key.into(), Value::String(v));
+            }
+        }
+        instalment.insert("transfers".into(), Value::Array(transfers));
+        match get(row, "option")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("single") => single.push((*line, Value::Object(instalment))),
+            Some("plan") => plan.push((*line, Value::Object(instalment))),
+            Some(other) => {
+                return Err((*line, "option".into(), format!("{other:?}: single or plan")));
+            }
+        }
+    }
+    let mut options = Vec::new();
+    for (kind, rows) in [("Single", single), ("Plan", plan)] {
+        if !rows.is_empty() {
+            let instalments: Vec<Value> = rows.into_iter().map(|(_, v)| v).collect();
+            options.push(json!({ "kind": kind, "instalments": instalments }));
+        }
+    }
+    let mut body = Map::new();
+    body.insert("kind".into(), json!(get(first, "kind")));
+    body.insert("debtor".into(), Value::Object(debtor));
+    body.insert("description".into(), json!(get(first, "description")));
+    for key in ["validity", "expiry"] {
+        if let Some(v) = get(first, key) {
+            body.insert(key.into(), Value::String(v));
+        }
+    }
+    body.insert("options".into(), Value::Array(options));
+    let iupd = get(first, "iupd").ok_or((*first_line, "iupd".into(), "missing".into()))?;
+    Ok((iupd, Value::Object(body)))
+}
+
+/// What a row group did.
+enum Done {
+    Loaded(Upserted),
+    Cancelled,
+}
+
+/// Loads one position; returns what happened or (line, field, reason).
+fn load_group(
+    app: &App,
+    entity: &EntityConfig,
+    actor: &Actor,
+    group: &Group,
+) -> Result<Done, (u64, String, String)> {
+    let first_line = group.rows[0].0;
+    let action = group.rows[0]
+        .1
+        .get("action")
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_else(|| "create".into());
+    let (iupd_text, body) = body_of(group)?;
+    let iupd: Iupd = iupd_text
+        .parse()
+        .map_err(|e: mpay_common::ids::IdError| (first_line, "iupd".into(), e.to_string()))?;
+    let api_error = |e: ApiError| (first_line, e.field.unwrap_or_default(), e.error);
+    match action.as_str() {
+        "create" | "update" => {
+            let body: PositionIn = serde_path_to_error::deserialize(body)
+                .map_err(|e| (first_line, e.path().to_string(), e.inner().to_string()))?;
+            upsert(app, entity, actor, iupd, body)
+                .map(|(done, _)| Done::Loaded(done))
+                .map_err(api_error)
+        }
+        "cancel" => {
+            let (id, position) = app
+                .store
+                .by_iupd(&entity.fiscal_code, &iupd)
+                .map_err(|e| api_error(e.into()))?
+                .ok_or((first_line, "iupd".into(), format!("no position {iupd}")))?;
+            if position.cancelled {
+                return Ok(Done::Loaded(Upserted::Unchanged));
+            }
+            let event = Event::new(jiff::Timestamp::now(), actor.clone(), Change::Cancelled)
+                .with_reason("bulk file");
+            app.store
+                .append(id, event)
+                .map_err(|e| api_error(ApiError::write(e, None)))?;
+            Ok(Done::Cancelled)
+        }
+        other => Err((
+            first_line,
+            "action".into(),
+            format!("{other:?}: create, update or cancel"),
+        )),
+    }
+}
+
+/// Runs a job to the end (blocking: called on the blocking pool).
+fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mutex<Job>) {
+    let rows = match read_rows(bytes) {
+        Ok(rows) => rows,
+        Err(reject) => {
+            let mut j = lock(job);
+            j.rejects.push(reject);
+            j.status = "done";
+            return;
+        }
+    };
+    lock(job).rows_total = rows.len() as u64;
+    // Consecutive rows of one iupd make a position; an iupd seen again later is a duplicate.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut duplicates = Vec::new();
+    for row in rows {
+        let iupd = row.1.get("iupd").cloned().unwrap_or_default();
+        let same = groups
+            .last()
+            .is_some_and(|g| g.rows[0].1.get("iupd") == Some(&iupd));
+        if same {
+            if let Some(g) = groups.last_mut() {
+                g.rows.push(row);
+            }
+            continue;
+        }
+        if let Some(first) = seen.get(&iupd) {
+            duplicates.push((
+                row.0,
+                format!("iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"),
+                row.2.clone(),
+            ));
+            continue;
+        }
+        seen.insert(iupd, row.0);
+        groups.push(Group { rows: vec![row] });
+    }
+    {
+        let mut j = lock(job);
+        for (row, reason, original) in duplicates {
+            j.rejects.push(Reject {
+                row,
+                field: "iupd".into(),
+                reason,
+                original,
+            });
+            j.rejected_rows += 1;
+            j.rows_done += 1;
+        }
+    }
+    for group in &groups {
+        let outcome = load_group(app, entity, actor, group);
+        let mut j = lock(job);
+        j.rows_done += group.rows.len() as u64;
+        match outcome {
+            Ok(Done::Loaded(Upserted::Created)) => j.created += 1,
+            Ok(Done::Loaded(Upserted::Replaced)) => j.replaced += 1,
+            Ok(Done::Loaded(Upserted::Unchanged)) => j.unchanged += 1,
+            Ok(Done::Cancelled) => j.cancelled += 1,
+            Err((row, field, reason)) => {
+                j.rejected_rows += group.rows.len() as u64;
+                for (line, _, original) in &group.rows {
+                    j.rejects.push(Reject {
+                        row: *line,
+                        field: field.clone(),
+                        reason: if *line == row {
+                            reason.clone()
+                        } else {
+                            format!("position refused at line {row}: {reason}")
+                        },
+                        original: original.clone(),
+                    });
+                }
+            }
+        }
+    }
+    lock(job).status = "done";
+}
+
+fn job_answer(status: StatusCode, job: &Job) -> Response {
+    let mut value = serde_json::to_value(job).unwrap_or_default();
+    value["rejects"] = json!(format!(
+        "/api/v1/entities/{}/bulk/{}/rejects",
+        job.entity, job.id
+    ));
+    (status, axum::Json(value)).into_response()
+}
+
+/// `POST /entities/{cf}/bulk`: starts a job; 202 with its id.
+pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) -> Response {
+    let entity = auth.entity(&api.app).clone();
+    let id = api.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let job = Arc::new(Mutex::new(Job {
+        id,
+        entity: entity.fiscal_code.to_string(),
+        status: "running",
+        ..Job::default()
+    }));
+    api.jobs
+        .jobs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, Arc::clone(&job));
+    let answer = job_answer(StatusCode::ACCEPTED, &lock(&job));
+    let app = Arc::clone(&api.app);
+    let actor = auth.actor.clone();
+    tokio::task::spawn_blocking(move || run(&app, &entity, &actor, &body, &job));
+    answer
+}
+
+fn find(api: &Api, auth: &Authorized) -> Result<Arc<Mutex<Job>>, ApiError> {
+    let id: u64 = auth
+        .param("job")
+        .parse()
+        .map_err(|_| ApiError::not_found("no such job"))?;
+    api.jobs
+        .get(auth.entity(&api.app).fiscal_code.as_str(), id)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id} for this entity")))
+}
+
+/// `GET /entities/{cf}/bulk/{job}`: progress and counters.
+pub async fn status(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
+    match find(&api, &auth) {
+        Ok(job) => job_answer(StatusCode::OK, &lock(&job)),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /entities/{cf}/bulk/{job}/rejects`: the reject report, CSV (`;`), one line per row.
+pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
+    let job = match find(&api, &auth) {
+        Ok(job) => job,
+        Err(e) => return e.into_response(),
+    };
+    let rejects = lock(&job).rejects.clone();
+    let write = || -> Result<Vec<u8>, csv::Error> {
+        let mut writer = csv::WriterBuilder::new()
+            .delimiter(b';')
+            .from_writer(Vec::new());
+        writer.write_record(["row", "field", "reason", "original"])?;
+        for r in &rejects {
+            writer.write_record([&r.row.to_string(), &r.field, &r.reason, &r.original])?;
+        }
+        writer.into_inner().map_err(|e| e.into_error().into())
+    };
+    match write() {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
+        Err(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None).into_response()
+        }
+    }
+}

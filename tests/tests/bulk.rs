@@ -1,0 +1,168 @@
+//! Bulk CSV loads as an authority's back office sends them: a job, its progress, the reject
+//! report; a bad row never stops the others, and the same file twice changes nothing.
+
+use std::time::{Duration, Instant};
+
+use mpay_tests::{Daemon, http_request};
+use serde_json::Value;
+
+const ENTITY: &str = "00123456782";
+const KEY: &str = "demo-castelverde-key";
+
+fn upload(d: &Daemon, csv: &[u8]) -> Value {
+    let addr = d.api.expect("api address");
+    let (status, body) = http_request(
+        addr,
+        "POST",
+        &format!("/api/v1/entities/{ENTITY}/bulk"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "text/csv"),
+        ],
+        csv,
+    )
+    .expect("upload");
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("job json")
+}
+
+/// Polls the job until it is done.
+fn finished(d: &Daemon, job: &Value) -> Value {
+    let path = format!("/api/v1/entities/{ENTITY}/bulk/{}", job["id"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, j) = d.api_call("GET", &path, Some(KEY), None);
+        assert_eq!(status, 200, "{j}");
+        if j["status"] == "done" {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job not done: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rejects(d: &Daemon, job: &Value) -> Vec<Vec<String>> {
+    let addr = d.api.expect("api address");
+    let path = format!("/api/v1/entities/{ENTITY}/bulk/{}/rejects", job["id"]);
+    let (status, body) = http_request(
+        addr,
+        "GET",
+        &path,
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        b"",
+    )
+    .expect("rejects");
+    assert_eq!(status, 200);
+    csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_reader(body.as_slice())
+        .records()
+        .map(|r| r.expect("report row").iter().map(str::to_string).collect())
+        .collect()
+}
+
+const FILE: &str = "\u{feff}iupd;kind;debtor_code;debtor_name;description;option;due;amount;t1_category;t2_beneficiary;t2_amount;t2_remittance;t2_category
+B-1;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa scolastica;single;2031-01-31;45,00;9/0201102SE/;;;;
+B-2;TARI;BNCGLI80A41H501C;Giulia Bianchi;TARI 2030;single;2031-03-31;300.00;9/0101101IM/;80001234568;15.00;TEFA;9/0101102IM/
+B-2;TARI;BNCGLI80A41H501C;Giulia Bianchi;TARI 2030;plan;2031-03-31;150.00;9/0101101IM/;80001234568;7.50;TEFA;9/0101102IM/
+B-2;TARI;BNCGLI80A41H501C;Giulia Bianchi;TARI 2030;plan;2031-06-30;150.00;9/0101101IM/;80001234568;7.50;TEFA;9/0101102IM/
+B-3;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa scolastica;single;2031-01-31;12.345;9/0201102SE/;;;;
+B-4;MENSA;NOTACODE;Mario Rossi;Mensa scolastica;single;2031-01-31;20.00;9/0201102SE/;;;;
+B-1;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa scolastica;single;2031-02-28;45.00;9/0201102SE/;;;;
+";
+
+#[test]
+fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 30).ready();
+    let job = finished(&d, &upload(&d, FILE.as_bytes()));
+    assert_eq!(job["rows_total"], 7, "{job}");
+    assert_eq!(job["rows_done"], 7, "{job}");
+    assert_eq!(job["created"], 2, "{job}");
+    assert_eq!(job["rejected_rows"], 3, "{job}");
+
+    let report = rejects(&d, &job);
+    assert_eq!(report.len(), 3, "{report:?}");
+    let line = |n: &str| {
+        report
+            .iter()
+            .find(|r| r[0] == n)
+            .unwrap_or_else(|| panic!("no reject for line {n}: {report:?}"))
+    };
+    assert!(line("6")[1].contains("amount"), "{report:?}");
+    assert!(line("6")[2].contains("two decimals"), "{report:?}");
+    assert!(line("7")[1].contains("debtor"), "{report:?}");
+    assert!(line("8")[2].contains("consecutive"), "{report:?}");
+    assert!(line("8")[3].starts_with("B-1;"), "{report:?}");
+
+    // The positions are there, with the plan and the province's share.
+    let (status, p) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/B-2"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["options"].as_array().map(Vec::len), Some(2), "{p}");
+    let (_, ledger) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/B-2/ledger"),
+        Some(KEY),
+        None,
+    );
+    let events = ledger["events"].as_array().map(Vec::len);
+
+    // The same file again: nothing new.
+    let again = finished(&d, &upload(&d, FILE.as_bytes()));
+    assert_eq!(again["created"], 0, "{again}");
+    assert_eq!(again["unchanged"], 2, "{again}");
+    assert_eq!(again["rejected_rows"], 3, "{again}");
+    let (_, ledger) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/B-2/ledger"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(ledger["events"].as_array().map(Vec::len), events);
+
+    // A cancellation row.
+    let cancel = "action,iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n\
+                  cancel,B-1,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa scolastica,2031-01-31,45.00,x\n";
+    let job = finished(&d, &upload(&d, cancel.as_bytes()));
+    assert_eq!(job["cancelled"], 1, "{job}");
+    let (_, p) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/B-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(p["status"], "Cancelled", "{p}");
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_refused_whole_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let cases: [(&[u8], &str); 3] = [
+        (b"iupd;kind\nX;Y\n", "missing column"),
+        (
+            b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category;colour\n",
+            "unknown column \"colour\"",
+        ),
+        (
+            b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\nB;K;ANONIMO;Citt\xe0;D;2031-01-01;1.00;c\n",
+            "not UTF-8",
+        ),
+    ];
+    for (file, reason) in cases {
+        let job = finished(&d, &upload(&d, file));
+        assert_eq!(job["created"], 0, "{job}");
+        let report = rejects(&d, &job);
+        assert_eq!(report.len(), 1, "{report:?}");
+        assert_eq!(report[0][0], "0", "{report:?}");
+        assert!(
+            report[0][2].contains(reason),
+            "expected {reason:?} in {report:?}"
+        );
+    }
+}
