@@ -166,3 +166,38 @@ fn a_file_that_cannot_be_read_is_refused_whole_with_the_reason() {
         );
     }
 }
+
+#[test]
+fn files_dropped_in_the_inbox_are_loaded_and_moved_to_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let inbox = d.data_dir.join("inbox").join(ENTITY);
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let file = "iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n\
+                IN-1,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa,2031-01-31,30.00,9/0201102SE/\n\
+                IN-2,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa,2031-01-31,0.00,9/0201102SE/\n";
+    // Written under another name first, as a careful back office does.
+    std::fs::write(inbox.join(".mensa.part"), file).expect("write");
+    std::fs::rename(inbox.join(".mensa.part"), inbox.join("mensa.csv")).expect("rename");
+    let done = inbox.join("done").join("mensa.csv");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done.exists() {
+        assert!(Instant::now() < deadline, "the inbox file was not loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!inbox.join("mensa.csv").exists());
+    let report = std::fs::read_to_string(inbox.join("done").join("mensa.csv.rejects.csv"))
+        .expect("reject report beside the file");
+    assert!(report.contains("IN-2"), "{report}");
+    let (status, p) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/IN-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{p}");
+    // Uploads go through the inbox too, and end in done/.
+    let job = finished(&d, &upload(&d, FILE.as_bytes()));
+    let name = job["file"].as_str().expect("file name");
+    assert!(inbox.join("done").join(name).exists(), "{job}");
+}

@@ -14,10 +14,16 @@
 //! `t{k}_remittance`, `t{k}_category`.
 //! The rows of one position are consecutive; its position columns are read from its first row.
 //!
-//! Jobs live in memory: after a restart, loading the file again finishes it (the rows already
-//! loaded are unchanged).
+//! Uploaded files are first written durably into the entity's inbox folder
+//! (`DATA_DIR/inbox/CF/`), where a back office may also drop them; a file leaves the inbox for
+//! `done/` (with its reject report) only once loaded, so a file interrupted by a crash is loaded
+//! again at the next start, and the rows already loaded are unchanged. Job records live in
+//! memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -80,8 +86,11 @@ pub struct Reject {
 pub struct Job {
     pub id: u64,
     pub entity: String,
-    /// "running" or "done".
+    /// "running", "done", or "interrupted" (the store stopped: the file stays in the inbox and is
+    /// loaded again at the next start).
     pub status: &'static str,
+    /// The file's name in the entity's inbox.
+    pub file: String,
     pub rows_total: u64,
     pub rows_done: u64,
     pub created: u64,
@@ -93,11 +102,12 @@ pub struct Job {
     pub rejects: Vec<Reject>,
 }
 
-/// The jobs of this daemon's life.
+/// The jobs of this daemon's life, and the inbox files being loaded.
 #[derive(Default)]
 pub struct Jobs {
     next: AtomicU64,
     jobs: Mutex<HashMap<u64, Arc<Mutex<Job>>>>,
+    files: Mutex<HashSet<PathBuf>>,
 }
 
 impl Jobs {
@@ -305,13 +315,26 @@ enum Done {
     Cancelled,
 }
 
-/// Loads one position; returns what happened or (line, field, reason).
+/// Why a row group was not loaded: its rows are refused (line, field, reason), or the store is
+/// unavailable and the job must stop.
+enum Refusal {
+    Row(u64, String, String),
+    Interrupted(String),
+}
+
+impl From<(u64, String, String)> for Refusal {
+    fn from((line, field, reason): (u64, String, String)) -> Self {
+        Refusal::Row(line, field, reason)
+    }
+}
+
+/// Loads one position.
 fn load_group(
     app: &App,
     entity: &EntityConfig,
     actor: &Actor,
     group: &Group,
-) -> Result<Done, (u64, String, String)> {
+) -> Result<Done, Refusal> {
     let first_line = group.rows[0].0;
     let action = group.rows[0]
         .1
@@ -319,14 +342,21 @@ fn load_group(
         .map(|a| a.to_ascii_lowercase())
         .unwrap_or_else(|| "create".into());
     let (iupd_text, body) = body_of(group)?;
-    let iupd: Iupd = iupd_text
-        .parse()
-        .map_err(|e: mpay_common::ids::IdError| (first_line, "iupd".into(), e.to_string()))?;
-    let api_error = |e: ApiError| (first_line, e.field.unwrap_or_default(), e.error);
+    let iupd: Iupd = iupd_text.parse().map_err(|e: mpay_common::ids::IdError| {
+        Refusal::Row(first_line, "iupd".into(), e.to_string())
+    })?;
+    let api_error = |e: ApiError| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            Refusal::Interrupted(e.error)
+        } else {
+            Refusal::Row(first_line, e.field.unwrap_or_default(), e.error)
+        }
+    };
     match action.as_str() {
         "create" | "update" => {
-            let body: PositionIn = serde_path_to_error::deserialize(body)
-                .map_err(|e| (first_line, e.path().to_string(), e.inner().to_string()))?;
+            let body: PositionIn = serde_path_to_error::deserialize(body).map_err(|e| {
+                Refusal::Row(first_line, e.path().to_string(), e.inner().to_string())
+            })?;
             upsert(app, entity, actor, iupd, body)
                 .map(|(done, _)| Done::Loaded(done))
                 .map_err(api_error)
@@ -336,7 +366,9 @@ fn load_group(
                 .store
                 .by_iupd(&entity.fiscal_code, &iupd)
                 .map_err(|e| api_error(e.into()))?
-                .ok_or((first_line, "iupd".into(), format!("no position {iupd}")))?;
+                .ok_or_else(|| {
+                    Refusal::Row(first_line, "iupd".into(), format!("no position {iupd}"))
+                })?;
             if position.cancelled {
                 return Ok(Done::Loaded(Upserted::Unchanged));
             }
@@ -347,7 +379,7 @@ fn load_group(
                 .map_err(|e| api_error(ApiError::write(e, None)))?;
             Ok(Done::Cancelled)
         }
-        other => Err((
+        other => Err(Refusal::Row(
             first_line,
             "action".into(),
             format!("{other:?}: create, update or cancel"),
@@ -355,15 +387,14 @@ fn load_group(
     }
 }
 
-/// Runs a job to the end (blocking: called on the blocking pool).
-fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mutex<Job>) {
+/// Loads a file's rows (blocking: called on the blocking pool). False if the store stopped it
+/// half-way; the caller marks the job done.
+fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mutex<Job>) -> bool {
     let rows = match read_rows(bytes) {
         Ok(rows) => rows,
         Err(reject) => {
-            let mut j = lock(job);
-            j.rejects.push(reject);
-            j.status = "done";
-            return;
+            lock(job).rejects.push(reject);
+            return true;
         }
     };
     lock(job).rows_total = rows.len() as u64;
@@ -415,7 +446,13 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mute
             Ok(Done::Loaded(Upserted::Replaced)) => j.replaced += 1,
             Ok(Done::Loaded(Upserted::Unchanged)) => j.unchanged += 1,
             Ok(Done::Cancelled) => j.cancelled += 1,
-            Err((row, field, reason)) => {
+            Err(Refusal::Interrupted(reason)) => {
+                tracing::warn!(job = j.id, file = %j.file, "bulk job interrupted: {reason}");
+                j.rows_done -= group.rows.len() as u64;
+                j.status = "interrupted";
+                return false;
+            }
+            Err(Refusal::Row(row, field, reason)) => {
                 j.rejected_rows += group.rows.len() as u64;
                 for (line, _, original) in &group.rows {
                     j.rejects.push(Reject {
@@ -432,7 +469,7 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mute
             }
         }
     }
-    lock(job).status = "done";
+    true
 }
 
 fn job_answer(status: StatusCode, job: &Job) -> Response {
@@ -444,14 +481,65 @@ fn job_answer(status: StatusCode, job: &Job) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-/// `POST /entities/{cf}/bulk`: starts a job; 202 with its id.
-pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) -> Response {
-    let entity = auth.entity(&api.app).clone();
+/// An entity's inbox: CSV files dropped (or uploaded) there are loaded, then moved to `done/`
+/// with their reject report beside them. A file stays in the inbox until its load has finished,
+/// so after a crash it is loaded again at the next start: the rows already loaded are unchanged.
+pub fn inbox(app: &App, entity: &EntityConfig) -> PathBuf {
+    app.config
+        .data_dir
+        .join("inbox")
+        .join(entity.fiscal_code.as_str())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Moves a loaded file to `done/`, with its reject report if any.
+fn archive(path: &Path, job: &Job) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let done = dir.join("done");
+    std::fs::create_dir_all(&done)?;
+    if !job.rejects.is_empty() {
+        let mut report = name.to_os_string();
+        report.push(".rejects.csv");
+        std::fs::write(
+            done.join(report),
+            rejects_csv(&job.rejects).map_err(std::io::Error::other)?,
+        )?;
+    }
+    std::fs::rename(path, done.join(name))?;
+    sync_dir(&done)?;
+    sync_dir(dir)
+}
+
+/// Claims a file of an inbox for one job; false if a job has it already.
+fn claim(api: &Api, path: &Path) -> bool {
+    api.jobs
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.to_path_buf())
+}
+
+/// Starts a job for a file of an entity's inbox that the caller has claimed.
+fn start_file(
+    api: &Arc<Api>,
+    entity: EntityConfig,
+    path: PathBuf,
+    actor: Actor,
+) -> Arc<Mutex<Job>> {
     let id = api.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
     let job = Arc::new(Mutex::new(Job {
         id,
         entity: entity.fiscal_code.to_string(),
         status: "running",
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         ..Job::default()
     }));
     api.jobs
@@ -459,11 +547,113 @@ pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, Arc::clone(&job));
-    let answer = job_answer(StatusCode::ACCEPTED, &lock(&job));
-    let app = Arc::clone(&api.app);
-    let actor = auth.actor.clone();
-    tokio::task::spawn_blocking(move || run(&app, &entity, &actor, &body, &job));
-    answer
+    let api = Arc::clone(api);
+    let running = Arc::clone(&job);
+    tokio::task::spawn_blocking(move || {
+        let finished = match std::fs::read(&path) {
+            Ok(bytes) => run(&api.app, &entity, &actor, &bytes, &running),
+            Err(e) => {
+                let mut j = lock(&running);
+                j.rejects.push(Reject {
+                    row: 0,
+                    field: String::new(),
+                    reason: format!("cannot read the file: {e}"),
+                    original: String::new(),
+                });
+                true
+            }
+        };
+        if finished {
+            if let Err(e) = archive(&path, &lock(&running)) {
+                tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
+            }
+            // Done once the file has left the inbox.
+            lock(&running).status = "done";
+        }
+        api.jobs
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&path);
+    });
+    job
+}
+
+/// Loads what the inboxes hold now and every few seconds from now on, with `Actor::System`.
+pub fn watch(api: Arc<Api>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            for entity in &api.app.config.entities {
+                let dir = inbox(&api.app, entity);
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.filter_map(Result::ok) {
+                    let path = entry.path();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if path.is_file()
+                        && !name.starts_with('.')
+                        && name.ends_with(".csv")
+                        && claim(&api, &path)
+                    {
+                        start_file(&api, entity.clone(), path, Actor::System);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `POST /entities/{cf}/bulk`: the file is written durably into the entity's inbox, then loaded
+/// as a job; 202 with its id.
+pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) -> Response {
+    let entity = auth.entity(&api.app).clone();
+    let dir = inbox(&api.app, &entity);
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%S%.6fZ")
+        .to_string();
+    let path = dir.join(format!("upload-{stamp}.csv"));
+    let partial = dir.join(format!(".upload-{stamp}.part"));
+    // Claimed before it appears, so that the inbox watcher leaves it to this job.
+    if !claim(&api, &path) {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "an upload with this name is running",
+            None,
+        )
+        .into_response();
+    }
+    let written = super::blocking({
+        let (path, partial) = (path.clone(), partial.clone());
+        move || {
+            let io = |e: std::io::Error| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot store the file: {e}"),
+                    None,
+                )
+            };
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let mut file = File::create(&partial).map_err(io)?;
+            file.write_all(&body).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            std::fs::rename(&partial, &path).map_err(io)?;
+            sync_dir(&dir).map_err(io)
+        }
+    })
+    .await;
+    if let Err(e) = written {
+        api.jobs
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&path);
+        return e.into_response();
+    }
+    let job = start_file(&api, entity, path, auth.actor.clone());
+    job_answer(StatusCode::ACCEPTED, &lock(&job))
 }
 
 fn find(api: &Api, auth: &Authorized) -> Result<Arc<Mutex<Job>>, ApiError> {
@@ -484,6 +674,18 @@ pub async fn status(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
     }
 }
 
+/// The reject report: CSV (`;`), a header, then one line per refused row.
+fn rejects_csv(rejects: &[Reject]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(b';')
+        .from_writer(Vec::new());
+    writer.write_record(["row", "field", "reason", "original"])?;
+    for r in rejects {
+        writer.write_record([&r.row.to_string(), &r.field, &r.reason, &r.original])?;
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
+}
+
 /// `GET /entities/{cf}/bulk/{job}/rejects`: the reject report, CSV (`;`), one line per row.
 pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
     let job = match find(&api, &auth) {
@@ -491,16 +693,7 @@ pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response 
         Err(e) => return e.into_response(),
     };
     let rejects = lock(&job).rejects.clone();
-    let write = || -> Result<Vec<u8>, csv::Error> {
-        let mut writer = csv::WriterBuilder::new()
-            .delimiter(b';')
-            .from_writer(Vec::new());
-        writer.write_record(["row", "field", "reason", "original"])?;
-        for r in &rejects {
-            writer.write_record([&r.row.to_string(), &r.field, &r.reason, &r.original])?;
-        }
-        writer.into_inner().map_err(|e| e.into_error().into())
-    };
+    let write = || rejects_csv(&rejects);
     match write() {
         Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
         Err(e) => {

@@ -140,6 +140,7 @@ pub fn router(app: Arc<App>) -> Router {
         keys,
         jobs: bulk::Jobs::default(),
     });
+    bulk::watch(Arc::clone(&api));
     let mut router = Router::new();
     for (_, path, handler) in routes(bulk_limit) {
         // Routes on the same path merge their methods.
