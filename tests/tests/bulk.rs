@@ -201,3 +201,49 @@ fn files_dropped_in_the_inbox_are_loaded_and_moved_to_done() {
     let name = job["file"].as_str().expect("file name");
     assert!(inbox.join("done").join(name).exists(), "{job}");
 }
+
+#[test]
+fn a_json_file_loads_each_position_through_the_same_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let position = |iupd: &str, amount: &str| {
+        serde_json::json!({
+            "iupd": iupd,
+            "kind": "MENSA",
+            "debtor": {"code": "RSSMRA80A01H501U", "name": "Mario Rossi"},
+            "description": "Mensa scolastica",
+            "options": [{"kind": "Single", "instalments": [{
+                "amount": amount, "due": "2031-01-31", "description": "Mensa gennaio",
+                "transfers": [{"amount": amount, "remittance": "Mensa", "category": "9/0201102SE/"}]
+            }]}]
+        })
+    };
+    let file = serde_json::json!([
+        position("J-1", "30.00"),
+        position("J-2", "1.234"),
+        position("J-1", "31.00"),
+        {"iupd": "J-3", "action": "cancel"}
+    ]);
+    let bytes = serde_json::to_vec(&file).expect("json");
+    let job = finished(&d, &upload(&d, &bytes));
+    assert_eq!(job["rows_total"], 4, "{job}");
+    assert_eq!(job["created"], 1, "{job}");
+    assert_eq!(job["rejected_rows"], 3, "{job}");
+    let report = rejects(&d, &job);
+    let reason = |row: &str| {
+        report
+            .iter()
+            .find(|r| r[0] == row)
+            .map(|r| format!("{} {}", r[1], r[2]))
+            .unwrap_or_default()
+    };
+    assert!(reason("2").contains("amount"), "{report:?}");
+    assert!(reason("3").contains("twice"), "{report:?}");
+    assert!(reason("4").contains("no position J-3"), "{report:?}");
+    assert!(
+        job["file"].as_str().is_some_and(|f| f.ends_with(".json")),
+        "{job}"
+    );
+    let again = finished(&d, &upload(&d, &bytes));
+    assert_eq!(again["unchanged"], 1, "{again}");
+}

@@ -1,4 +1,5 @@
-//! Bulk loads: a CSV file of positions, one row per instalment, processed in the background as a
+//! Bulk loads: a CSV file of positions, one row per instalment (or a JSON array of positions,
+//! each the PUT's body plus `iupd` and an optional `action`), processed in the background as a
 //! job with progress and a reject report. Every position goes through `positions::upsert`, the
 //! API's own load path, so loading the same file twice changes nothing the second time and a bad
 //! row never stops the others.
@@ -126,9 +127,10 @@ fn lock(job: &Mutex<Job>) -> std::sync::MutexGuard<'_, Job> {
 /// One data row: its line number, its non-empty values by column, and the line as written.
 type Row = (u64, HashMap<String, String>, String);
 
-/// A position's rows.
+/// A position's rows; for a JSON file, one row and the position's body as the PUT takes it.
 struct Group {
     rows: Vec<Row>,
+    json: Option<Value>,
 }
 
 /// Splits the file into header-checked rows, or says why the file as a whole is refused.
@@ -196,6 +198,47 @@ fn read_rows(bytes: &[u8]) -> Result<Vec<Row>, Reject> {
         rows.push((line, values, original));
     }
     Ok(rows)
+}
+
+fn is_json(bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// A JSON file: an array of positions, each the PUT's body plus `iupd` and an optional
+/// `action`. An element's "row" is its number in the array, from 1.
+fn read_json(bytes: &[u8]) -> Result<Vec<Group>, Reject> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let items: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| Reject {
+        row: 0,
+        field: String::new(),
+        reason: format!("not a JSON array of positions: {e}"),
+        original: String::new(),
+    })?;
+    let mut seen = HashSet::new();
+    let mut groups = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let row = i as u64 + 1;
+        let original: String = item.to_string().chars().take(500).collect();
+        let mut values = HashMap::new();
+        let mut body = item;
+        if let Some(object) = body.as_object_mut() {
+            for key in ["iupd", "action"] {
+                if let Some(Value::String(v)) = object.remove(key) {
+                    values.insert(key.to_string(), v);
+                }
+            }
+        }
+        let iupd = values.get("iupd").cloned().unwrap_or_default();
+        if !iupd.is_empty() && !seen.insert(iupd.clone()) {
+            values.insert("duplicate".into(), iupd);
+        }
+        groups.push(Group {
+            rows: vec![(row, values, original)],
+            json: Some(body),
+        });
+    }
+    Ok(groups)
 }
 
 /// One position's JSON body, as the PUT endpoint takes it, from its rows.
@@ -341,7 +384,20 @@ fn load_group(
         .get("action")
         .map(|a| a.to_ascii_lowercase())
         .unwrap_or_else(|| "create".into());
-    let (iupd_text, body) = body_of(group)?;
+    if let Some(iupd) = group.rows[0].1.get("duplicate") {
+        return Err(Refusal::Row(
+            first_line,
+            "iupd".into(),
+            format!("iupd {iupd} appears twice in the file"),
+        ));
+    }
+    let (iupd_text, body) = match &group.json {
+        Some(body) => (
+            group.rows[0].1.get("iupd").cloned().unwrap_or_default(),
+            body.clone(),
+        ),
+        None => body_of(group)?,
+    };
     let iupd: Iupd = iupd_text.parse().map_err(|e: mpay_common::ids::IdError| {
         Refusal::Row(first_line, "iupd".into(), e.to_string())
     })?;
@@ -390,6 +446,18 @@ fn load_group(
 /// Loads a file's rows (blocking: called on the blocking pool). False if the store stopped it
 /// half-way; the caller marks the job done.
 fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mutex<Job>) -> bool {
+    if is_json(bytes) {
+        return match read_json(bytes) {
+            Ok(groups) => {
+                lock(job).rows_total = groups.len() as u64;
+                load_groups(app, entity, actor, &groups, job)
+            }
+            Err(reject) => {
+                lock(job).rejects.push(reject);
+                true
+            }
+        };
+    }
     let rows = match read_rows(bytes) {
         Ok(rows) => rows,
         Err(reject) => {
@@ -422,7 +490,10 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mute
             continue;
         }
         seen.insert(iupd, row.0);
-        groups.push(Group { rows: vec![row] });
+        groups.push(Group {
+            rows: vec![row],
+            json: None,
+        });
     }
     {
         let mut j = lock(job);
@@ -437,7 +508,18 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mute
             j.rows_done += 1;
         }
     }
-    for group in &groups {
+    load_groups(app, entity, actor, &groups, job)
+}
+
+/// Loads each position in turn, counting and reporting; false if the store stopped the job.
+fn load_groups(
+    app: &App,
+    entity: &EntityConfig,
+    actor: &Actor,
+    groups: &[Group],
+    job: &Mutex<Job>,
+) -> bool {
+    for group in groups {
         let outcome = load_group(app, entity, actor, group);
         let mut j = lock(job);
         j.rows_done += group.rows.len() as u64;
@@ -595,7 +677,7 @@ pub fn watch(api: Arc<Api>) {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if path.is_file()
                         && !name.starts_with('.')
-                        && name.ends_with(".csv")
+                        && (name.ends_with(".csv") || name.ends_with(".json"))
                         && claim(&api, &path)
                     {
                         start_file(&api, entity.clone(), path, Actor::System);
@@ -614,7 +696,8 @@ pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) 
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%S%.6fZ")
         .to_string();
-    let path = dir.join(format!("upload-{stamp}.csv"));
+    let extension = if is_json(&body) { "json" } else { "csv" };
+    let path = dir.join(format!("upload-{stamp}.{extension}"));
     let partial = dir.join(format!(".upload-{stamp}.part"));
     // Claimed before it appears, so that the inbox watcher leaves it to this job.
     if !claim(&api, &path) {
