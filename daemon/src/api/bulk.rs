@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::dto::PositionIn;
-use super::positions::{Upserted, upsert};
+use super::positions::{Upserted, prepare_new, upsert};
 use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
@@ -519,35 +519,127 @@ fn load_groups(
     groups: &[Group],
     job: &Mutex<Job>,
 ) -> bool {
-    for group in groups {
-        let outcome = load_group(app, entity, actor, group);
-        let mut j = lock(job);
-        j.rows_done += group.rows.len() as u64;
-        match outcome {
-            Ok(Done::Loaded(Upserted::Created)) => j.created += 1,
-            Ok(Done::Loaded(Upserted::Replaced)) => j.replaced += 1,
-            Ok(Done::Loaded(Upserted::Unchanged)) => j.unchanged += 1,
-            Ok(Done::Cancelled) => j.cancelled += 1,
-            Err(Refusal::Interrupted(reason)) => {
-                tracing::warn!(job = j.id, file = %j.file, "bulk job interrupted: {reason}");
-                j.rows_done -= group.rows.len() as u64;
-                j.status = "interrupted";
+    // New positions are loaded a batch at a time: one reservation of notice numbers and one
+    // durable commit for the batch. Everything else goes one by one through `load_group`.
+    for chunk in groups.chunks(BATCH) {
+        let mut outcomes: Vec<Option<Result<Done, Refusal>>> = Vec::with_capacity(chunk.len());
+        let mut fresh: Vec<(usize, Iupd, PositionIn)> = Vec::new();
+        for (k, group) in chunk.iter().enumerate() {
+            match new_position(app, entity, group) {
+                Some((iupd, body)) => {
+                    fresh.push((k, iupd, body));
+                    outcomes.push(None);
+                }
+                None => outcomes.push(Some(load_group(app, entity, actor, group))),
+            }
+        }
+        if !fresh.is_empty() {
+            let (slots, items): (Vec<usize>, Vec<(Iupd, PositionIn)>) =
+                fresh.into_iter().map(|(k, i, b)| (k, (i, b))).unzip();
+            let refused = |k: usize, e: ApiError| -> Result<Done, Refusal> {
+                let line = chunk[k].rows[0].0;
+                if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                    Err(Refusal::Interrupted(e.error))
+                } else {
+                    Err(Refusal::Row(line, e.field.unwrap_or_default(), e.error))
+                }
+            };
+            let mut loading = Vec::new();
+            let mut events = Vec::new();
+            for (k, data) in slots.into_iter().zip(prepare_new(app, entity, items)) {
+                match data {
+                    Ok(data) => {
+                        loading.push(k);
+                        events.push(Event::new(
+                            jiff::Timestamp::now(),
+                            actor.clone(),
+                            Change::Loaded(data),
+                        ));
+                    }
+                    Err(e) => outcomes[k] = Some(refused(k, e)),
+                }
+            }
+            match app.store.load_many(&entity.fiscal_code, events) {
+                Ok(results) => {
+                    for (k, r) in loading.into_iter().zip(results) {
+                        outcomes[k] = Some(match r {
+                            Ok(_) => Ok(Done::Loaded(Upserted::Created)),
+                            Err(e) => refused(k, ApiError::write(e, None)),
+                        });
+                    }
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    for k in loading {
+                        let copy = ApiError::new(e.status, e.error.clone(), None);
+                        outcomes[k] = Some(refused(k, copy));
+                    }
+                }
+            }
+        }
+        for (group, outcome) in chunk.iter().zip(outcomes) {
+            let Some(outcome) = outcome else { continue };
+            if !tally(job, group, outcome) {
                 return false;
             }
-            Err(Refusal::Row(row, field, reason)) => {
-                j.rejected_rows += group.rows.len() as u64;
-                for (line, _, original) in &group.rows {
-                    j.rejects.push(Reject {
-                        row: *line,
-                        field: field.clone(),
-                        reason: if *line == row {
-                            reason.clone()
-                        } else {
-                            format!("position refused at line {row}: {reason}")
-                        },
-                        original: original.clone(),
-                    });
-                }
+        }
+    }
+    true
+}
+
+/// Positions per batch of new positions.
+const BATCH: usize = 500;
+
+/// The body of a group that creates a position the entity does not have yet; `None` for
+/// everything else (replacements, cancellations, rows in error), which `load_group` handles.
+fn new_position(app: &App, entity: &EntityConfig, group: &Group) -> Option<(Iupd, PositionIn)> {
+    let row = &group.rows[0].1;
+    let action = row.get("action").map(|a| a.to_ascii_lowercase());
+    if !matches!(action.as_deref(), None | Some("create") | Some("update"))
+        || row.contains_key("duplicate")
+    {
+        return None;
+    }
+    let (iupd, body) = match &group.json {
+        Some(body) => (row.get("iupd").cloned()?, body.clone()),
+        None => body_of(group).ok()?,
+    };
+    let iupd: Iupd = iupd.parse().ok()?;
+    if !matches!(app.store.by_iupd(&entity.fiscal_code, &iupd), Ok(None)) {
+        return None;
+    }
+    let body: PositionIn = serde_path_to_error::deserialize(body).ok()?;
+    Some((iupd, body))
+}
+
+/// Counts a group's outcome in the job; false if the job must stop.
+fn tally(job: &Mutex<Job>, group: &Group, outcome: Result<Done, Refusal>) -> bool {
+    let mut j = lock(job);
+    j.rows_done += group.rows.len() as u64;
+    match outcome {
+        Ok(Done::Loaded(Upserted::Created)) => j.created += 1,
+        Ok(Done::Loaded(Upserted::Replaced)) => j.replaced += 1,
+        Ok(Done::Loaded(Upserted::Unchanged)) => j.unchanged += 1,
+        Ok(Done::Cancelled) => j.cancelled += 1,
+        Err(Refusal::Interrupted(reason)) => {
+            tracing::warn!(job = j.id, file = %j.file, "bulk job interrupted: {reason}");
+            j.rows_done -= group.rows.len() as u64;
+            j.status = "interrupted";
+            return false;
+        }
+        Err(Refusal::Row(row, field, reason)) => {
+            j.rejected_rows += group.rows.len() as u64;
+            for (line, _, original) in &group.rows {
+                j.rejects.push(Reject {
+                    row: *line,
+                    field: field.clone(),
+                    reason: if *line == row {
+                        reason.clone()
+                    } else {
+                        format!("position refused at line {row}: {reason}")
+                    },
+                    original: original.clone(),
+                });
             }
         }
     }

@@ -242,7 +242,7 @@ impl Resolver<'_> {
         field: &dyn Fn(usize) -> String,
         instalments: &[&InstalmentIn],
         previous: &[Option<Nav>],
-        reserve: bool,
+        numbers: &mut Numbers<'_>,
     ) -> Result<Vec<Nav>, ApiError> {
         let settings = &self.entity.iuv;
         let mut navs: Vec<Option<Nav>> = Vec::with_capacity(instalments.len());
@@ -273,15 +273,24 @@ impl Resolver<'_> {
             navs.push(nav);
         }
         let missing = navs.iter().filter(|n| n.is_none()).count() as u64;
-        let mut fresh = match (missing, reserve) {
+        let mut fresh = match (missing, numbers) {
             (0, _) => 0..0,
             // A draft to validate the body with: numbers from the top of the sequence, which the
             // entity never reaches and which are never stored.
-            (n, false) => PROVISIONAL - n..PROVISIONAL,
-            (n, true) => self
+            (n, Numbers::Provisional) => PROVISIONAL - n..PROVISIONAL,
+            (n, Numbers::Reserve) => self
                 .app
                 .store
                 .reserve_sequence(&self.entity.fiscal_code, n)?,
+            (n, Numbers::From(range)) => {
+                let start = range.start;
+                let end = start
+                    .checked_add(n)
+                    .filter(|end| *end <= range.end)
+                    .ok_or_else(|| ApiError::field("options", "notice numbering failed"))?;
+                range.start = end;
+                start..end
+            }
         };
         navs.into_iter()
             .map(|n| match n {
@@ -389,14 +398,19 @@ impl Resolver<'_> {
         body: PositionIn,
         previous: Option<&PositionData>,
     ) -> Result<PositionData, ApiError> {
-        let draft = self.build(iupd.clone(), body.clone(), previous, false)?;
+        let draft = self.build(
+            iupd.clone(),
+            body.clone(),
+            previous,
+            &mut Numbers::Provisional,
+        )?;
         let provisional = draft
             .instalments()
             .any(|i| is_provisional(&self.entity.iuv, &i.nav));
         if !provisional {
             return Ok(draft);
         }
-        self.build(iupd, body, previous, true)
+        self.build(iupd, body, previous, &mut Numbers::Reserve)
     }
 
     fn build(
@@ -404,7 +418,7 @@ impl Resolver<'_> {
         iupd: Iupd,
         body: PositionIn,
         previous: Option<&PositionData>,
-        reserve: bool,
+        numbers: &mut Numbers<'_>,
     ) -> Result<PositionData, ApiError> {
         let slots: Vec<(usize, usize)> = body
             .options
@@ -427,7 +441,7 @@ impl Resolver<'_> {
             .collect();
         let all: Vec<&InstalmentIn> = body.options.iter().flat_map(|o| &o.instalments).collect();
         let mut navs = self
-            .navs(&field, &all, &previous_navs, reserve)?
+            .navs(&field, &all, &previous_navs, numbers)?
             .into_iter();
         let mut options = Vec::with_capacity(body.options.len());
         for (o, opt) in body.options.into_iter().enumerate() {
@@ -459,6 +473,61 @@ impl Resolver<'_> {
         data.validate(&self.entity.fiscal_code)?;
         Ok(data)
     }
+}
+
+/// Where new notice numbers come from.
+pub(crate) enum Numbers<'a> {
+    /// Provisional ones, to validate a draft with; never stored.
+    Provisional,
+    /// Reserved now from the entity's sequence.
+    Reserve,
+    /// Taken from a range reserved beforehand for a whole batch.
+    From(&'a mut std::ops::Range<u64>),
+}
+
+/// New positions for a batch: each body validated with provisional notice numbers, then one
+/// range of the entity's sequence reserved for all the valid ones, and their final data built
+/// from it. One durable reservation for the batch instead of one per position.
+pub(crate) fn prepare_new(
+    app: &App,
+    entity: &EntityConfig,
+    items: Vec<(Iupd, PositionIn)>,
+) -> Vec<Result<PositionData, ApiError>> {
+    let resolver = Resolver { app, entity };
+    let drafts: Vec<Result<(Iupd, PositionIn, u64), ApiError>> = items
+        .into_iter()
+        .map(|(iupd, body)| {
+            let draft =
+                resolver.build(iupd.clone(), body.clone(), None, &mut Numbers::Provisional)?;
+            let missing = draft
+                .instalments()
+                .filter(|i| is_provisional(&entity.iuv, &i.nav))
+                .count() as u64;
+            Ok((iupd, body, missing))
+        })
+        .collect();
+    let total: u64 = drafts.iter().flatten().map(|(_, _, n)| n).sum();
+    let mut range = match total {
+        0 => 0..0,
+        n => match app.store.reserve_sequence(&entity.fiscal_code, n) {
+            Ok(range) => range,
+            Err(e) => {
+                let e = ApiError::from(e);
+                return drafts
+                    .into_iter()
+                    .map(|_| Err(ApiError::new(e.status, e.error.clone(), None)))
+                    .collect();
+            }
+        },
+    };
+    drafts
+        .into_iter()
+        .map(|d| {
+            d.and_then(|(iupd, body, _)| {
+                resolver.build(iupd, body, None, &mut Numbers::From(&mut range))
+            })
+        })
+        .collect()
 }
 
 /// Provisional notice numbers come from just below this sequence number.
@@ -719,8 +788,8 @@ pub async fn reschedule(
         let resolver = Resolver { app, entity };
         let field = |i: usize| format!("instalments[{i}]");
         let wanted: Vec<&InstalmentIn> = body.instalments.iter().collect();
-        let plan = |reserve: bool| -> Result<PaymentOption, ApiError> {
-            let navs = resolver.navs(&field, &wanted, &[], reserve)?;
+        let plan = |mut numbers: Numbers<'_>| -> Result<PaymentOption, ApiError> {
+            let navs = resolver.navs(&field, &wanted, &[], &mut numbers)?;
             let instalments = body
                 .instalments
                 .iter()
@@ -753,10 +822,10 @@ pub async fn reschedule(
             .apply(&Event::new(
                 Timestamp::now(),
                 actor.clone(),
-                rescheduled(plan(false)?),
+                rescheduled(plan(Numbers::Provisional)?),
             ))
             .map_err(|e| ApiError::write(e.into(), Some("replaced")))?;
-        let change = rescheduled(plan(true)?);
+        let change = rescheduled(plan(Numbers::Reserve)?);
         Ok(Event::new(Timestamp::now(), actor, change).with_reason(body.reason))
     })
     .await
