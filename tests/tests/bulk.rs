@@ -140,26 +140,29 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
 }
 
 #[test]
-fn a_file_that_cannot_be_read_is_refused_whole_with_the_reason() {
+fn a_file_that_cannot_be_read_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
-    let cases: [(&[u8], &str); 3] = [
-        (b"iupd;kind\nX;Y\n", "missing column"),
+    let cases: [(&[u8], &str, &str); 3] = [
+        (b"iupd;kind\nX;Y\n", "0", "missing column"),
         (
             b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category;colour\n",
+            "0",
             "unknown column \"colour\"",
         ),
+        // A Latin-1 line is refused alone, with its line number; the others would load.
         (
             b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\nB;K;ANONIMO;Citt\xe0;D;2031-01-01;1.00;c\n",
-            "not UTF-8",
+            "2",
+            "line 2 is not UTF-8",
         ),
     ];
-    for (file, reason) in cases {
+    for (file, row, reason) in cases {
         let job = finished(&d, &upload(&d, file));
         assert_eq!(job["created"], 0, "{job}");
         let report = rejects(&d, &job);
         assert_eq!(report.len(), 1, "{report:?}");
-        assert_eq!(report[0][0], "0", "{report:?}");
+        assert_eq!(report[0][0], row, "{report:?}");
         assert!(
             report[0][2].contains(reason),
             "expected {reason:?} in {report:?}"

@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,71 +133,159 @@ struct Group {
     json: Option<Value>,
 }
 
-/// Splits the file into header-checked rows, or says why the file as a whole is refused.
-fn read_rows(bytes: &[u8]) -> Result<Vec<Row>, Reject> {
-    let whole = |field: &str, reason: String| Reject {
+fn whole(field: &str, reason: String) -> Reject {
+    Reject {
         row: 0,
         field: field.into(),
         reason,
         original: String::new(),
+    }
+}
+
+/// Loads a CSV file as it reads it, a batch of positions at a time, so that memory stays flat
+/// whatever the file's size. The header is checked first: a file with unknown or missing
+/// columns is refused whole; a line that is not UTF-8 or not CSV is refused alone.
+fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex<Job>) -> bool {
+    let refuse = |reject: Reject| {
+        lock(job).rejects.push(reject);
+        true
     };
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1;
-        whole(
+    let open = || File::open(path).map_err(|e| whole("", format!("cannot read the file: {e}")));
+    // A first pass counts the lines, for the progress figures.
+    let lines = match open() {
+        Ok(file) => BufReader::new(file)
+            .split(b'\n')
+            .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
+            .count() as u64,
+        Err(reject) => return refuse(reject),
+    };
+    lock(job).rows_total = lines.saturating_sub(1);
+    let mut input = match open() {
+        Ok(file) => BufReader::new(file),
+        Err(reject) => return refuse(reject),
+    };
+    let mut header = Vec::new();
+    if let Err(e) = input.read_until(b'\n', &mut header) {
+        return refuse(whole("", format!("cannot read the file: {e}")));
+    }
+    let header = header
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(&header)
+        .to_vec();
+    let Ok(header_text) = std::str::from_utf8(&header) else {
+        return refuse(whole(
             "",
-            format!(
-                "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
-            ),
-        )
-    })?;
-    let header = text.lines().next().unwrap_or("");
-    let delimiter = if header.contains(';') { b';' } else { b',' };
+            "line 1 is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)".into(),
+        ));
+    };
+    let delimiter = if header_text.contains(';') {
+        b';'
+    } else {
+        b','
+    };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let columns: Vec<String> = reader
-        .headers()
-        .map_err(|e| whole("", format!("unreadable header: {e}")))?
-        .iter()
-        .map(str::to_ascii_lowercase)
-        .collect();
+        .from_reader(std::io::Cursor::new(header.clone()).chain(input));
+    let columns: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(str::to_ascii_lowercase).collect(),
+        Err(e) => return refuse(whole("", format!("unreadable header: {e}"))),
+    };
     let known = |c: &str| {
         POSITION_COLUMNS.contains(&c)
             || INSTALMENT_COLUMNS.contains(&c)
             || (1..=5).any(|k| TRANSFER_COLUMNS.iter().any(|t| c == format!("t{k}_{t}")))
     };
     if let Some(c) = columns.iter().find(|c| !known(c)) {
-        return Err(whole(c, format!("unknown column {c:?} (layout v1)")));
+        return refuse(whole(c, format!("unknown column {c:?} (layout v1)")));
     }
     if let Some(c) = REQUIRED.iter().find(|c| !columns.iter().any(|h| h == *c)) {
-        return Err(whole(c, format!("missing column {c:?}")));
+        return refuse(whole(c, format!("missing column {c:?}")));
     }
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            whole("", format!("line {line}: {e}"))
-        })?;
+    let separator = char::from(delimiter).to_string();
+    // Consecutive rows of one iupd make a position; an iupd seen again later is a duplicate.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut batch: Vec<Group> = Vec::new();
+    let mut current: Option<Group> = None;
+    let refused_row = |line: u64, field: &str, reason: String, original: String| {
+        let mut j = lock(job);
+        j.rejects.push(Reject {
+            row: line,
+            field: field.into(),
+            reason,
+            original,
+        });
+        j.rejected_rows += 1;
+        j.rows_done += 1;
+    };
+    for record in reader.byte_records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                refused_row(line, "", format!("not CSV: {e}"), String::new());
+                continue;
+            }
+        };
         let line = record.position().map_or(0, |p| p.line());
-        let original = lines
-            .get(usize::try_from(line).unwrap_or(0).saturating_sub(1))
-            .map_or_else(String::new, |l| (*l).to_string());
-        let values = columns
+        let original = record
+            .iter()
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(&separator);
+        let Ok(fields) = record
+            .iter()
+            .map(|f| std::str::from_utf8(f).map(str::to_string))
+            .collect::<Result<Vec<String>, _>>()
+        else {
+            refused_row(
+                line,
+                "",
+                format!(
+                    "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
+                ),
+                original,
+            );
+            continue;
+        };
+        let values: HashMap<String, String> = columns
             .iter()
             .cloned()
-            .zip(record.iter().map(str::to_string))
+            .zip(fields)
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        rows.push((line, values, original));
+        let iupd = values.get("iupd").cloned().unwrap_or_default();
+        if let Some(group) = current.as_mut()
+            && group.rows[0].1.get("iupd") == Some(&iupd)
+        {
+            group.rows.push((line, values, original));
+            continue;
+        }
+        if let Some(first) = seen.get(&iupd) {
+            refused_row(
+                line,
+                "iupd",
+                format!(
+                    "iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"
+                ),
+                original,
+            );
+            continue;
+        }
+        seen.insert(iupd, line);
+        batch.extend(current.replace(Group {
+            rows: vec![(line, values, original)],
+            json: None,
+        }));
+        if batch.len() >= BATCH {
+            if !load_groups(app, entity, actor, &batch, job) {
+                return false;
+            }
+            batch.clear();
+        }
     }
-    Ok(rows)
+    batch.extend(current);
+    load_groups(app, entity, actor, &batch, job)
 }
 
 fn is_json(bytes: &[u8]) -> bool {
@@ -443,11 +531,16 @@ fn load_group(
     }
 }
 
-/// Loads a file's rows (blocking: called on the blocking pool). False if the store stopped it
-/// half-way; the caller marks the job done.
-fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mutex<Job>) -> bool {
-    if is_json(bytes) {
-        return match read_json(bytes) {
+/// Loads a file (blocking: called on the blocking pool). False if the store stopped it
+/// half-way; the caller marks the job done. JSON files are read whole, CSV files as a stream.
+fn run(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex<Job>) -> bool {
+    let mut start = [0u8; 64];
+    let head = File::open(path).and_then(|mut f| f.read(&mut start));
+    if head.is_ok_and(|n| is_json(&start[..n])) {
+        return match std::fs::read(path)
+            .map_err(|e| whole("", format!("cannot read the file: {e}")))
+            .and_then(|bytes| read_json(&bytes))
+        {
             Ok(groups) => {
                 lock(job).rows_total = groups.len() as u64;
                 load_groups(app, entity, actor, &groups, job)
@@ -458,57 +551,7 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, bytes: &[u8], job: &Mute
             }
         };
     }
-    let rows = match read_rows(bytes) {
-        Ok(rows) => rows,
-        Err(reject) => {
-            lock(job).rejects.push(reject);
-            return true;
-        }
-    };
-    lock(job).rows_total = rows.len() as u64;
-    // Consecutive rows of one iupd make a position; an iupd seen again later is a duplicate.
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    let mut duplicates = Vec::new();
-    for row in rows {
-        let iupd = row.1.get("iupd").cloned().unwrap_or_default();
-        let same = groups
-            .last()
-            .is_some_and(|g| g.rows[0].1.get("iupd") == Some(&iupd));
-        if same {
-            if let Some(g) = groups.last_mut() {
-                g.rows.push(row);
-            }
-            continue;
-        }
-        if let Some(first) = seen.get(&iupd) {
-            duplicates.push((
-                row.0,
-                format!("iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"),
-                row.2.clone(),
-            ));
-            continue;
-        }
-        seen.insert(iupd, row.0);
-        groups.push(Group {
-            rows: vec![row],
-            json: None,
-        });
-    }
-    {
-        let mut j = lock(job);
-        for (row, reason, original) in duplicates {
-            j.rejects.push(Reject {
-                row,
-                field: "iupd".into(),
-                reason,
-                original,
-            });
-            j.rejected_rows += 1;
-            j.rows_done += 1;
-        }
-    }
-    load_groups(app, entity, actor, &groups, job)
+    run_csv(app, entity, actor, path, job)
 }
 
 /// Loads each position in turn, counting and reporting; false if the store stopped the job.
@@ -724,19 +767,7 @@ fn start_file(
     let api = Arc::clone(api);
     let running = Arc::clone(&job);
     tokio::task::spawn_blocking(move || {
-        let finished = match std::fs::read(&path) {
-            Ok(bytes) => run(&api.app, &entity, &actor, &bytes, &running),
-            Err(e) => {
-                let mut j = lock(&running);
-                j.rejects.push(Reject {
-                    row: 0,
-                    field: String::new(),
-                    reason: format!("cannot read the file: {e}"),
-                    original: String::new(),
-                });
-                true
-            }
-        };
+        let finished = run(&api.app, &entity, &actor, &path, &running);
         if finished {
             if let Err(e) = archive(&path, &lock(&running)) {
                 tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
