@@ -48,64 +48,68 @@ impl Metrics {
             "mpayd build information",
             Info::new(vec![("version", mpay_common::VERSION)]),
         );
-        let m = Metrics {
-            positions: Gauge::default(),
-            commits: Gauge::default(),
-            flushes: Gauge::default(),
-            disk_bytes: Gauge::default(),
-            healthy: Gauge::default(),
-            rss: Gauge::default(),
-            journal_body_bytes: Gauge::default(),
-            station_requests: Family::default(),
-            station_latency: Family::new_with_constructor(latency_histogram),
-            registry: Registry::default(),
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
         };
-        registry.register(
-            "positions",
-            "Debt positions in the store",
-            m.positions.clone(),
-        );
-        registry.register(
+        let positions = gauge(&mut registry, "positions", "Debt positions in the store");
+        let commits = gauge(
+            &mut registry,
             "store_commits",
             "Durable commits since start",
-            m.commits.clone(),
         );
-        registry.register(
+        let flushes = gauge(
+            &mut registry,
             "store_flushes",
             "fsyncs since start; commits/flushes is the group-commit factor",
-            m.flushes.clone(),
         );
-        registry.register(
+        let disk_bytes = gauge(
+            &mut registry,
             "store_disk_bytes",
             "Size of the store on disk",
-            m.disk_bytes.clone(),
         );
-        registry.register(
+        let healthy = gauge(
+            &mut registry,
             "store_healthy",
             "1 while no flush has failed",
-            m.healthy.clone(),
         );
-        registry.register(
+        let rss = gauge(
+            &mut registry,
             "resident_memory_bytes",
             "Resident memory of mpayd",
-            m.rss.clone(),
         );
-        registry.register(
+        let journal_body_bytes = gauge(
+            &mut registry,
             "journal_body_bytes",
             "Bytes of message bodies kept in the traffic journal",
-            m.journal_body_bytes.clone(),
         );
+        let station_requests = Family::<Labels, Counter>::default();
         registry.register(
             "station_requests",
             "Exchanges with the node by operation, outcome and fault code",
-            m.station_requests.clone(),
+            station_requests.clone(),
+        );
+        let station_latency = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
         );
         registry.register(
             "station_latency_seconds",
             "Time to answer the node, by operation",
-            m.station_latency.clone(),
+            station_latency.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            positions,
+            commits,
+            flushes,
+            disk_bytes,
+            healthy,
+            rss,
+            journal_body_bytes,
+            station_requests,
+            station_latency,
+        }
     }
 
     pub fn observe(&self, exchange: &crate::journal::Exchange) {
