@@ -574,10 +574,37 @@ pub(crate) fn upsert(
     let event = |change| Event::new(Timestamp::now(), actor.clone(), change);
     match app.store.by_iupd(&entity.fiscal_code, &iupd)? {
         None => {
-            let data = resolver.position(iupd, body, None)?;
-            let id = app
+            // Validated with provisional numbers first, so that a refused body consumes none;
+            // the final numbers are reserved in the commit that loads the position.
+            let draft =
+                resolver.build(iupd.clone(), body.clone(), None, &mut Numbers::Provisional)?;
+            let missing = draft
+                .instalments()
+                .filter(|i| is_provisional(&entity.iuv, &i.nav))
+                .count() as u64;
+            let mut refused = None;
+            let loaded = app
                 .store
-                .load(&entity.fiscal_code, event(Change::Loaded(data)))?;
+                .load_numbered(&entity.fiscal_code, missing, |mut range| {
+                    let data = match missing {
+                        0 => Ok(draft),
+                        _ => resolver.build(iupd, body, None, &mut Numbers::From(&mut range)),
+                    };
+                    match data {
+                        Ok(data) => vec![event(Change::Loaded(data))],
+                        Err(e) => {
+                            refused = Some(e);
+                            Vec::new()
+                        }
+                    }
+                })?;
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            let id = loaded
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::not_found("position not loaded"))??;
             let p = app
                 .store
                 .position(id)?

@@ -282,9 +282,34 @@ impl Store {
         entity: &EntityFiscalCode,
         events: Vec<Event>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        self.load_numbered(entity, 0, |_| events)
+    }
+
+    /// Loads new positions whose notice numbers come from the entity's sequence: `build` gets
+    /// `count` numbers, reserved in the same commit as the positions, so one durable write does
+    /// both, and numbers are consumed only if something is loaded. `build` runs under the writer
+    /// lock: keep it to building the events.
+    pub fn load_numbered(
+        &self,
+        entity: &EntityFiscalCode,
+        count: u64,
+        build: impl FnOnce(Range<u64>) -> Vec<Event>,
+    ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
         let applying = self.group.begin();
         let w = self.writer();
         let mut batch = sled::Batch::default();
+        let events = match count {
+            0 => build(0..0),
+            n => {
+                let key = keys::meta_sequence(entity);
+                let start = u64_meta(&self.data, &key)?;
+                let end = start
+                    .checked_add(n)
+                    .ok_or_else(|| StoreError::Unavailable("sequence exhausted".into()))?;
+                batch.insert(key, &end.to_be_bytes());
+                build(start..end)
+            }
+        };
         let mut results = Vec::with_capacity(events.len());
         // Keys taken by earlier items of this same batch.
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
