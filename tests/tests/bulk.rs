@@ -250,3 +250,83 @@ fn a_json_file_loads_each_position_through_the_same_path() {
     let again = finished(&d, &upload(&d, &bytes));
     assert_eq!(again["unchanged"], 1, "{again}");
 }
+
+/// Positions of one instalment each; every 500th row has an amount with three decimals.
+fn big_file(rows: u64) -> String {
+    let mut f =
+        String::from("iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\n");
+    for n in 1..=rows {
+        let amount = if n % 500 == 0 { "1.001" } else { "25.00" };
+        f.push_str(&format!(
+            "K-{n};MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa {n};2031-01-31;{amount};9/0201102SE/\n"
+        ));
+    }
+    f
+}
+
+fn stored_positions(d: &Daemon) -> u64 {
+    let (status, body) = mpay_tests::http_get(d.admin, "/healthz").expect("healthz");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_slice(&body).expect("healthz json");
+    health["store"]["positions"].as_u64().expect("positions")
+}
+
+#[test]
+fn a_load_killed_half_way_resumes_under_its_job_id_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let d = Daemon::demo(&data, 10).ready();
+    let before = stored_positions(&d);
+    let rows = 6_000;
+    let job = upload(&d, big_file(rows).as_bytes());
+    let id = job["id"].clone();
+    // Killed once some positions are in and others are not.
+    let path = format!("/api/v1/entities/{ENTITY}/bulk/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, j) = d.api_call("GET", &path, Some(KEY), None);
+        let done = j["rows_done"].as_u64().unwrap_or(0);
+        assert!(done < rows, "the load finished before the kill: {j}");
+        if done > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the load did not start: {j}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill9();
+    let d = Daemon::demo(&data, 10).ready();
+    let partly = stored_positions(&d) - before;
+    assert!(
+        partly > 0 && partly < rows,
+        "{partly} positions in after the kill"
+    );
+
+    // The file is loaded again at start, under the job id the authority was given.
+    let job = finished(&d, &serde_json::json!({ "id": id }));
+    let rejected = rows / 500;
+    assert_eq!(job["rows_done"], rows, "{job}");
+    assert_eq!(job["rejected_rows"], rejected, "{job}");
+    assert_eq!(
+        job["created"].as_u64().unwrap_or(0) + job["unchanged"].as_u64().unwrap_or(0),
+        rows - rejected,
+        "{job}"
+    );
+    assert_eq!(
+        stored_positions(&d) - before,
+        rows - rejected,
+        "each position once"
+    );
+    let report = rejects(&d, &job);
+    assert_eq!(report.len() as u64, rejected, "{report:?}");
+    assert!(report.iter().all(|r| r[1].contains("amount")), "{report:?}");
+
+    // A finished job still answers after a restart, with its report; new jobs get new ids.
+    d.stop();
+    let d = Daemon::demo(&data, 10).ready();
+    let (status, again) = d.api_call("GET", &path, Some(KEY), None);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, job);
+    assert_eq!(rejects(&d, &job).len() as u64, rejected);
+    let next = finished(&d, &upload(&d, FILE.as_bytes()));
+    assert!(next["id"].as_u64() > id.as_u64(), "{next} after {id}");
+}

@@ -18,14 +18,15 @@
 //! Uploaded files are first written durably into the entity's inbox folder
 //! (`DATA_DIR/inbox/CF/`), where a back office may also drop them; a file leaves the inbox for
 //! `done/` (with its reject report) only once loaded, so a file interrupted by a crash is loaded
-//! again at the next start, and the rows already loaded are unchanged. Job records live in
-//! memory.
+//! again at the next start, under the same job id, and the rows already loaded are unchanged.
+//! Job records live in the store (`store::BulkJob`), so a job id answers the same after a
+//! restart; the reject report is written as the rows are read (`.NAME.rejects.part` in the
+//! inbox), never held in memory, and moves to `done/NAME.rejects.csv` with the file.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -43,6 +44,7 @@ use super::positions::{Upserted, prepare_new, upsert};
 use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
+use crate::store::BulkJob;
 
 const POSITION_COLUMNS: [&str; 14] = [
     "action",
@@ -83,39 +85,70 @@ pub struct Reject {
     pub original: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+/// A running job: its record, and its reject report as it is written.
 pub struct Job {
-    pub id: u64,
-    pub entity: String,
-    /// "running", "done", or "interrupted" (the store stopped: the file stays in the inbox and is
-    /// loaded again at the next start).
-    pub status: &'static str,
-    /// The file's name in the entity's inbox.
-    pub file: String,
-    pub rows_total: u64,
-    pub rows_done: u64,
-    pub created: u64,
-    pub replaced: u64,
-    pub unchanged: u64,
-    pub cancelled: u64,
-    pub rejected_rows: u64,
-    #[serde(skip)]
-    pub rejects: Vec<Reject>,
+    pub record: BulkJob,
+    report: RejectReport,
 }
 
-/// The jobs of this daemon's life, and the inbox files being loaded.
+impl Job {
+    fn reject(&mut self, reject: Reject) {
+        if let Err(e) = self.report.push(&reject) {
+            tracing::error!(job = self.record.id, "cannot write the reject report: {e}");
+        }
+    }
+}
+
+/// A job's reject report, written to its working file as rows are refused.
+struct RejectReport {
+    path: PathBuf,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl RejectReport {
+    fn push(&mut self, r: &Reject) -> std::io::Result<()> {
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let mut w = report_writer(File::create(&self.path)?);
+                w.write_record(REPORT_HEADER)?;
+                self.writer.insert(w)
+            }
+        };
+        writer.write_record([&r.row.to_string(), &r.field, &r.reason, &r.original])?;
+        Ok(())
+    }
+
+    /// Makes what was written readable by others (and, with `sync`, durable).
+    fn flush(&mut self, sync: bool) -> std::io::Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+            if sync {
+                w.get_ref().sync_all()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const REPORT_HEADER: [&str; 4] = ["row", "field", "reason", "original"];
+
+fn report_writer<W: Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new().delimiter(b';').from_writer(out)
+}
+
+/// The running jobs of this daemon, and the inbox files being loaded.
 #[derive(Default)]
 pub struct Jobs {
-    next: AtomicU64,
-    jobs: Mutex<HashMap<u64, Arc<Mutex<Job>>>>,
+    running: Mutex<HashMap<u64, Arc<Mutex<Job>>>>,
     files: Mutex<HashSet<PathBuf>>,
 }
 
 impl Jobs {
-    fn get(&self, entity: &str, id: u64) -> Option<Arc<Mutex<Job>>> {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    fn running(&self, entity: &str, id: u64) -> Option<Arc<Mutex<Job>>> {
+        let jobs = self.running.lock().unwrap_or_else(|p| p.into_inner());
         jobs.get(&id)
-            .filter(|j| j.lock().unwrap_or_else(|p| p.into_inner()).entity == entity)
+            .filter(|j| j.lock().unwrap_or_else(|p| p.into_inner()).record.entity == entity)
             .cloned()
     }
 }
@@ -147,7 +180,7 @@ fn whole(field: &str, reason: String) -> Reject {
 /// columns is refused whole; a line that is not UTF-8 or not CSV is refused alone.
 fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex<Job>) -> bool {
     let refuse = |reject: Reject| {
-        lock(job).rejects.push(reject);
+        lock(job).reject(reject);
         true
     };
     let open = || File::open(path).map_err(|e| whole("", format!("cannot read the file: {e}")));
@@ -159,7 +192,7 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
             .count() as u64,
         Err(reject) => return refuse(reject),
     };
-    lock(job).rows_total = lines.saturating_sub(1);
+    lock(job).record.rows_total = lines.saturating_sub(1);
     let mut input = match open() {
         Ok(file) => BufReader::new(file),
         Err(reject) => return refuse(reject),
@@ -209,14 +242,14 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
     let mut current: Option<Group> = None;
     let refused_row = |line: u64, field: &str, reason: String, original: String| {
         let mut j = lock(job);
-        j.rejects.push(Reject {
+        j.reject(Reject {
             row: line,
             field: field.into(),
             reason,
             original,
         });
-        j.rejected_rows += 1;
-        j.rows_done += 1;
+        j.record.rejected_rows += 1;
+        j.record.rows_done += 1;
     };
     for record in reader.byte_records() {
         let record = match record {
@@ -542,11 +575,11 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex
             .and_then(|bytes| read_json(&bytes))
         {
             Ok(groups) => {
-                lock(job).rows_total = groups.len() as u64;
+                lock(job).record.rows_total = groups.len() as u64;
                 load_groups(app, entity, actor, &groups, job)
             }
             Err(reject) => {
-                lock(job).rejects.push(reject);
+                lock(job).reject(reject);
                 true
             }
         };
@@ -626,6 +659,11 @@ fn load_groups(
                 return false;
             }
         }
+        // Progress rides on the next flush: after a crash the load starts over anyway.
+        let record = lock(job).record.clone();
+        if let Err(e) = app.store.save_job(&record, false) {
+            tracing::warn!(job = record.id, "cannot record the job's progress: {e}");
+        }
     }
     true
 }
@@ -658,22 +696,23 @@ fn new_position(app: &App, entity: &EntityConfig, group: &Group) -> Option<(Iupd
 /// Counts a group's outcome in the job; false if the job must stop.
 fn tally(job: &Mutex<Job>, group: &Group, outcome: Result<Done, Refusal>) -> bool {
     let mut j = lock(job);
-    j.rows_done += group.rows.len() as u64;
+    let r = &mut j.record;
+    r.rows_done += group.rows.len() as u64;
     match outcome {
-        Ok(Done::Loaded(Upserted::Created)) => j.created += 1,
-        Ok(Done::Loaded(Upserted::Replaced)) => j.replaced += 1,
-        Ok(Done::Loaded(Upserted::Unchanged)) => j.unchanged += 1,
-        Ok(Done::Cancelled) => j.cancelled += 1,
+        Ok(Done::Loaded(Upserted::Created)) => r.created += 1,
+        Ok(Done::Loaded(Upserted::Replaced)) => r.replaced += 1,
+        Ok(Done::Loaded(Upserted::Unchanged)) => r.unchanged += 1,
+        Ok(Done::Cancelled) => r.cancelled += 1,
         Err(Refusal::Interrupted(reason)) => {
-            tracing::warn!(job = j.id, file = %j.file, "bulk job interrupted: {reason}");
-            j.rows_done -= group.rows.len() as u64;
-            j.status = "interrupted";
+            tracing::warn!(job = r.id, file = %r.file, "bulk job interrupted: {reason}");
+            r.rows_done -= group.rows.len() as u64;
+            r.status = "interrupted".into();
             return false;
         }
         Err(Refusal::Row(row, field, reason)) => {
-            j.rejected_rows += group.rows.len() as u64;
+            r.rejected_rows += group.rows.len() as u64;
             for (line, _, original) in &group.rows {
-                j.rejects.push(Reject {
+                j.reject(Reject {
                     row: *line,
                     field: field.clone(),
                     reason: if *line == row {
@@ -689,7 +728,7 @@ fn tally(job: &Mutex<Job>, group: &Group, outcome: Result<Done, Refusal>) -> boo
     true
 }
 
-fn job_answer(status: StatusCode, job: &Job) -> Response {
+fn job_answer(status: StatusCode, job: &BulkJob) -> Response {
     let mut value = serde_json::to_value(job).unwrap_or_default();
     value["rejects"] = json!(format!(
         "/api/v1/entities/{}/bulk/{}/rejects",
@@ -708,24 +747,39 @@ pub fn inbox(app: &App, entity: &EntityConfig) -> PathBuf {
         .join(entity.fiscal_code.as_str())
 }
 
+fn inbox_of(app: &App, entity: &str) -> PathBuf {
+    app.config.data_dir.join("inbox").join(entity)
+}
+
+/// Where a job's reject report is: being written in the inbox while the job runs, in `done/`
+/// once it has finished.
+fn report_path(app: &App, job: &BulkJob) -> PathBuf {
+    let dir = inbox_of(app, &job.entity);
+    match job.status.as_str() {
+        "done" => dir.join("done").join(format!("{}.rejects.csv", job.file)),
+        _ => dir.join(format!(".{}.rejects.part", job.file)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Moves a loaded file to `done/`, with its reject report if any.
-fn archive(path: &Path, job: &Job) -> std::io::Result<()> {
+fn archive(path: &Path, report: &Path) -> std::io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(());
     };
     let done = dir.join("done");
     std::fs::create_dir_all(&done)?;
-    if !job.rejects.is_empty() {
-        let mut report = name.to_os_string();
-        report.push(".rejects.csv");
-        std::fs::write(
-            done.join(report),
-            rejects_csv(&job.rejects).map_err(std::io::Error::other)?,
-        )?;
+    let mut report_name = name.to_os_string();
+    report_name.push(".rejects.csv");
+    let archived_report = done.join(report_name);
+    if report.exists() {
+        std::fs::rename(report, &archived_report)?;
+    } else if archived_report.exists() {
+        // An earlier file of the same name left its report: it is not this one's.
+        std::fs::remove_file(&archived_report)?;
     }
     std::fs::rename(path, done.join(name))?;
     sync_dir(&done)?;
@@ -741,52 +795,118 @@ fn claim(api: &Api, path: &Path) -> bool {
         .insert(path.to_path_buf())
 }
 
-/// Starts a job for a file of an entity's inbox that the caller has claimed.
+fn release(api: &Api, path: &Path) {
+    api.jobs
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(path);
+}
+
+/// Starts the job for a file of an entity's inbox that the caller has claimed: a new job, or the
+/// one a crash interrupted. Blocking: its record is made durable first.
 fn start_file(
     api: &Arc<Api>,
     entity: EntityConfig,
     path: PathBuf,
     actor: Actor,
-) -> Arc<Mutex<Job>> {
-    let id = api.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
+) -> Result<BulkJob, ApiError> {
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let record = match api.app.store.start_job(entity.fiscal_code.as_str(), &file) {
+        Ok(record) => record,
+        Err(e) => {
+            release(api, &path);
+            return Err(e.into());
+        }
+    };
+    let report = report_path(&api.app, &record);
+    // A report left by an interrupted run is made again from the first row.
+    let _ = std::fs::remove_file(&report);
     let job = Arc::new(Mutex::new(Job {
-        id,
-        entity: entity.fiscal_code.to_string(),
-        status: "running",
-        file: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        ..Job::default()
+        record: record.clone(),
+        report: RejectReport {
+            path: report.clone(),
+            writer: None,
+        },
     }));
     api.jobs
-        .jobs
+        .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id, Arc::clone(&job));
+        .insert(record.id, Arc::clone(&job));
     let api = Arc::clone(api);
-    let running = Arc::clone(&job);
     tokio::task::spawn_blocking(move || {
-        let finished = run(&api.app, &entity, &actor, &path, &running);
-        if finished {
-            if let Err(e) = archive(&path, &lock(&running)) {
-                tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
-            }
-            // Done once the file has left the inbox.
-            lock(&running).status = "done";
+        let id = record.id;
+        if run(&api.app, &entity, &actor, &path, &job) {
+            finish(&api, &path, &report, &job);
         }
-        api.jobs
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&path);
+        // An interrupted job stays here to answer with its state until the daemon stops.
+        if lock(&job).record.status == "done" {
+            api.jobs
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        release(&api, &path);
     });
-    job
+    Ok(record)
+}
+
+/// A job that has read its whole file: its record says done (durably), then the file and its
+/// report leave the inbox. Until the file has left, the job still answers "running".
+fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) {
+    let mut record = {
+        let mut j = lock(job);
+        if let Err(e) = j.report.flush(true) {
+            tracing::error!(job = j.record.id, "cannot write the reject report: {e}");
+        }
+        j.report.writer = None;
+        j.record.clone()
+    };
+    record.status = "done".into();
+    if let Err(e) = api.app.store.save_job(&record, true) {
+        // The file stays in the inbox: it is loaded again at the next start.
+        tracing::error!(job = record.id, "cannot record the end of a bulk job: {e}");
+        lock(job).record.status = "interrupted".into();
+        return;
+    }
+    if let Err(e) = archive(path, report) {
+        tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
+    }
+    lock(job).record.status = "done".into();
+}
+
+/// Jobs recorded as running whose file is no longer in the inbox (removed while the daemon was
+/// down) will never finish: they are recorded as abandoned.
+fn abandon_orphans(api: &Api) {
+    let orphans = match api.app.store.running_jobs() {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::warn!("cannot list the bulk jobs: {e}");
+            return;
+        }
+    };
+    for mut job in orphans {
+        if inbox_of(&api.app, &job.entity).join(&job.file).exists() {
+            continue;
+        }
+        tracing::warn!(job = job.id, file = %job.file, "bulk job abandoned: its file left the inbox");
+        job.status = "abandoned".into();
+        if let Err(e) = api.app.store.save_job(&job, true) {
+            tracing::warn!(job = job.id, "cannot record an abandoned bulk job: {e}");
+        }
+    }
 }
 
 /// Loads what the inboxes hold now and every few seconds from now on, with `Actor::System`.
 pub fn watch(api: Arc<Api>) {
     tokio::spawn(async move {
+        let first = Arc::clone(&api);
+        let _ = tokio::task::spawn_blocking(move || abandon_orphans(&first)).await;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             tick.tick().await;
@@ -803,7 +923,12 @@ pub fn watch(api: Arc<Api>) {
                         && (name.ends_with(".csv") || name.ends_with(".json"))
                         && claim(&api, &path)
                     {
-                        start_file(&api, entity.clone(), path, Actor::System);
+                        let (api, entity) = (Arc::clone(&api), entity.clone());
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = start_file(&api, entity, path, Actor::System) {
+                                tracing::warn!("cannot start a bulk job: {}", e.error);
+                            }
+                        });
                     }
                 }
             }
@@ -831,8 +956,9 @@ pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) 
         )
         .into_response();
     }
-    let written = super::blocking({
-        let (path, partial) = (path.clone(), partial.clone());
+    let started = super::blocking({
+        let api = Arc::clone(&api);
+        let actor = auth.actor.clone();
         move || {
             let io = |e: std::io::Error| {
                 ApiError::new(
@@ -841,69 +967,86 @@ pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) 
                     None,
                 )
             };
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            let mut file = File::create(&partial).map_err(io)?;
-            file.write_all(&body).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            std::fs::rename(&partial, &path).map_err(io)?;
-            sync_dir(&dir).map_err(io)
+            let written = (|| {
+                std::fs::create_dir_all(&dir)?;
+                let mut file = File::create(&partial)?;
+                file.write_all(&body)?;
+                file.sync_all()?;
+                std::fs::rename(&partial, &path)?;
+                sync_dir(&dir)
+            })();
+            if let Err(e) = written {
+                release(&api, &path);
+                return Err(io(e));
+            }
+            start_file(&api, entity, path, actor)
         }
     })
     .await;
-    if let Err(e) = written {
-        api.jobs
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&path);
-        return e.into_response();
-    }
-    let job = start_file(&api, entity, path, auth.actor.clone());
-    job_answer(StatusCode::ACCEPTED, &lock(&job))
-}
-
-fn find(api: &Api, auth: &Authorized) -> Result<Arc<Mutex<Job>>, ApiError> {
-    let id: u64 = auth
-        .param("job")
-        .parse()
-        .map_err(|_| ApiError::not_found("no such job"))?;
-    api.jobs
-        .get(auth.entity(&api.app).fiscal_code.as_str(), id)
-        .ok_or_else(|| ApiError::not_found(format!("no job {id} for this entity")))
-}
-
-/// `GET /entities/{cf}/bulk/{job}`: progress and counters.
-pub async fn status(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
-    match find(&api, &auth) {
-        Ok(job) => job_answer(StatusCode::OK, &lock(&job)),
+    match started {
+        Ok(job) => job_answer(StatusCode::ACCEPTED, &job),
         Err(e) => e.into_response(),
     }
 }
 
-/// The reject report: CSV (`;`), a header, then one line per refused row.
-fn rejects_csv(rejects: &[Reject]) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(b';')
-        .from_writer(Vec::new());
-    writer.write_record(["row", "field", "reason", "original"])?;
-    for r in rejects {
-        writer.write_record([&r.row.to_string(), &r.field, &r.reason, &r.original])?;
+/// A job as it stands, and the running job if it runs in this daemon.
+type Found = (BulkJob, Option<Arc<Mutex<Job>>>);
+
+/// The job named in the path: from the running jobs, else from the store.
+fn find(api: &Api, auth: &Authorized) -> Result<Found, ApiError> {
+    let id: u64 = auth
+        .param("job")
+        .parse()
+        .map_err(|_| ApiError::not_found("no such job"))?;
+    let entity = auth.entity(&api.app).fiscal_code.as_str();
+    let missing = || ApiError::not_found(format!("no job {id} for this entity"));
+    if let Some(job) = api.jobs.running(entity, id) {
+        let record = lock(&job).record.clone();
+        return Ok((record, Some(job)));
     }
-    writer.into_inner().map_err(|e| e.into_error().into())
+    let record = api.app.store.job(id)?.filter(|j| j.entity == entity);
+    Ok((record.ok_or_else(missing)?, None))
 }
 
-/// `GET /entities/{cf}/bulk/{job}/rejects`: the reject report, CSV (`;`), one line per row.
+/// `GET /entities/{cf}/bulk/{job}`: progress and counters.
+pub async fn status(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
+    match super::blocking(move || find(&api, &auth)).await {
+        Ok((job, _)) => job_answer(StatusCode::OK, &job),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /entities/{cf}/bulk/{job}/rejects`: the reject report, CSV (`;`), a header then one line
+/// per refused row, as far as the job has got.
 pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
-    let job = match find(&api, &auth) {
-        Ok(job) => job,
-        Err(e) => return e.into_response(),
-    };
-    let rejects = lock(&job).rejects.clone();
-    let write = || rejects_csv(&rejects);
-    match write() {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
-        Err(e) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None).into_response()
+    let read = super::blocking(move || {
+        let (record, running) = find(&api, &auth)?;
+        if let Some(job) = running {
+            lock(&job).report.flush(false).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+            })?;
         }
+        match std::fs::read(report_path(&api.app, &record)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut w = report_writer(Vec::new());
+                w.write_record(REPORT_HEADER)
+                    .and_then(|()| w.flush().map_err(csv::Error::from))
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+                    })?;
+                Ok(w.into_inner().unwrap_or_default())
+            }
+            Err(e) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the reject report: {e}"),
+                None,
+            )),
+        }
+    })
+    .await;
+    match read {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
+        Err(e) => e.into_response(),
     }
 }

@@ -12,6 +12,7 @@ mod backup;
 mod cache;
 pub mod codec;
 mod durability;
+mod jobs;
 mod journal;
 pub mod keys;
 mod receipts;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupSummary, restore, verify};
 use durability::GroupCommit;
+pub use jobs::BulkJob;
 pub use journal::{BodyRef, Direction, JournalBodies, JournalEntry};
 pub use keys::PositionId;
 pub use receipts::{Disposition, ReceiptRecord, Recorded};
@@ -40,7 +42,14 @@ pub const STORE_FORMAT: u32 = 1;
 
 /// Trees kept apart from `data` because they never need to commit atomically with a position.
 /// A backup numbers them by position in this list: add new trees at the end.
-pub const TREES: [&str; 5] = ["journal", "flows", "treasury", "reconciliation", "audit"];
+pub const TREES: [&str; 6] = [
+    "journal",
+    "flows",
+    "treasury",
+    "reconciliation",
+    "audit",
+    "jobs",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

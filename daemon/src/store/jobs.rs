@@ -1,0 +1,135 @@
+//! Bulk-load jobs, in the `jobs` tree. A job's record outlives the daemon: its id answers the same
+//! after a restart and is never handed out twice, and a load that a crash interrupted carries on
+//! under the id its authority was given.
+//!
+//! Keys: `META_NEXT` → the last id handed out; `JOB id` → the record; `RUNNING entity/file` →
+//! the id of the job loading that inbox file, present only while it runs.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, codec, keys};
+
+const META_NEXT: &[u8] = b"\x00next";
+const JOB: u8 = b'j';
+const RUNNING: u8 = b'r';
+
+/// A bulk load of one inbox file, as its authority follows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BulkJob {
+    pub id: u64,
+    pub entity: String,
+    /// "running"; "done"; "interrupted" (the store stopped under it: the file stays in the inbox
+    /// and is loaded again at the next start, under this id); "abandoned" (the file left the
+    /// inbox before its load finished).
+    pub status: String,
+    /// The file's name in the entity's inbox.
+    pub file: String,
+    pub rows_total: u64,
+    pub rows_done: u64,
+    pub created: u64,
+    pub replaced: u64,
+    pub unchanged: u64,
+    pub cancelled: u64,
+    pub rejected_rows: u64,
+}
+
+fn job_key(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = JOB;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn running_key(entity: &str, file: &str) -> Vec<u8> {
+    let mut k = vec![RUNNING];
+    k.extend_from_slice(entity.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(file.as_bytes());
+    k
+}
+
+impl Store {
+    fn jobs(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree("jobs")?)
+    }
+
+    /// The job that loads `file` of `entity`'s inbox: the running one if a load of it was
+    /// interrupted, else a new one. Durable before it returns.
+    pub fn start_job(&self, entity: &str, file: &str) -> Result<BulkJob, StoreError> {
+        let jobs = self.jobs()?;
+        let running = running_key(entity, file);
+        if let Some(id) = jobs.get(&running)? {
+            let id =
+                keys::decode_id(&id).ok_or_else(|| StoreError::Corrupt("running job id".into()))?;
+            if let Some(job) = self.job(id)? {
+                // Counted again from the first row: the rows already loaded come out unchanged.
+                let job = BulkJob {
+                    id,
+                    entity: job.entity,
+                    status: "running".into(),
+                    file: job.file,
+                    ..BulkJob::default()
+                };
+                self.save_job(&job, true)?;
+                return Ok(job);
+            }
+        }
+        let next = jobs.update_and_fetch(META_NEXT, |old| {
+            let n = old.and_then(keys::decode_u64).unwrap_or(0) + 1;
+            Some(n.to_be_bytes().to_vec())
+        })?;
+        let id = next
+            .as_deref()
+            .and_then(keys::decode_u64)
+            .ok_or_else(|| StoreError::Corrupt("job counter".into()))?;
+        let job = BulkJob {
+            id,
+            entity: entity.to_string(),
+            status: "running".into(),
+            file: file.to_string(),
+            ..BulkJob::default()
+        };
+        self.save_job(&job, true)?;
+        Ok(job)
+    }
+
+    /// Records a job's state. Progress need not be `durable` (it rides on the next flush); a
+    /// job's end must be, before its file leaves the inbox.
+    pub fn save_job(&self, job: &BulkJob, durable: bool) -> Result<(), StoreError> {
+        let jobs = self.jobs()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(&job_key(job.id), codec::encode(job)?);
+        let running = running_key(&job.entity, &job.file);
+        if job.status == "running" {
+            batch.insert(running, &job.id.to_be_bytes());
+        } else {
+            batch.remove(running);
+        }
+        let applying = self.group.begin();
+        self.group.accepting()?;
+        jobs.apply_batch(batch)?;
+        if durable {
+            applying.wait_durable()?;
+        }
+        Ok(())
+    }
+
+    pub fn job(&self, id: u64) -> Result<Option<BulkJob>, StoreError> {
+        match self.jobs()?.get(job_key(id))? {
+            Some(v) => Ok(Some(codec::decode(&v, "a bulk job")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The jobs that were running when the daemon last stopped, or are running now.
+    pub fn running_jobs(&self) -> Result<Vec<BulkJob>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.jobs()?.scan_prefix([RUNNING]) {
+            let (_, id) = entry?;
+            let id =
+                keys::decode_id(&id).ok_or_else(|| StoreError::Corrupt("running job id".into()))?;
+            out.extend(self.job(id)?);
+        }
+        Ok(out)
+    }
+}
