@@ -44,7 +44,7 @@ use super::positions::{Upserted, prepare_new, upsert};
 use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
-use crate::store::BulkJob;
+use crate::store::{BulkJob, PreparedLoad, Store};
 
 const POSITION_COLUMNS: [&str; 14] = [
     "action",
@@ -251,74 +251,89 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
         j.record.rejected_rows += 1;
         j.record.rows_done += 1;
     };
-    for record in reader.byte_records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                refused_row(line, "", format!("not CSV: {e}"), String::new());
+    // This thread reads and prepares; a second one commits, one batch behind.
+    std::thread::scope(|scope| {
+        let (batches, ready) = std::sync::mpsc::sync_channel::<Prepared>(1);
+        let committer = scope.spawn(move || {
+            ready
+                .into_iter()
+                .all(|b| commit(app, entity, actor, b, job))
+        });
+        for record in reader.byte_records() {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    refused_row(line, "", format!("not CSV: {e}"), String::new());
+                    continue;
+                }
+            };
+            let line = record.position().map_or(0, |p| p.line());
+            let original = record
+                .iter()
+                .map(String::from_utf8_lossy)
+                .collect::<Vec<_>>()
+                .join(&separator);
+            let Ok(fields) = record
+                .iter()
+                .map(|f| std::str::from_utf8(f).map(str::to_string))
+                .collect::<Result<Vec<String>, _>>()
+            else {
+                refused_row(
+                    line,
+                    "",
+                    format!(
+                        "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
+                    ),
+                    original,
+                );
+                continue;
+            };
+            let values: HashMap<String, String> = columns
+                .iter()
+                .cloned()
+                .zip(fields)
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+            let iupd = values.get("iupd").cloned().unwrap_or_default();
+            if let Some(group) = current.as_mut()
+                && group.rows[0].1.get("iupd") == Some(&iupd)
+            {
+                group.rows.push((line, values, original));
                 continue;
             }
-        };
-        let line = record.position().map_or(0, |p| p.line());
-        let original = record
-            .iter()
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(&separator);
-        let Ok(fields) = record
-            .iter()
-            .map(|f| std::str::from_utf8(f).map(str::to_string))
-            .collect::<Result<Vec<String>, _>>()
-        else {
-            refused_row(
-                line,
-                "",
-                format!(
-                    "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
-                ),
-                original,
-            );
-            continue;
-        };
-        let values: HashMap<String, String> = columns
-            .iter()
-            .cloned()
-            .zip(fields)
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        let iupd = values.get("iupd").cloned().unwrap_or_default();
-        if let Some(group) = current.as_mut()
-            && group.rows[0].1.get("iupd") == Some(&iupd)
-        {
-            group.rows.push((line, values, original));
-            continue;
-        }
-        if let Some(first) = seen.get(&iupd) {
-            refused_row(
-                line,
-                "iupd",
-                format!(
-                    "iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"
-                ),
-                original,
-            );
-            continue;
-        }
-        seen.insert(iupd, line);
-        batch.extend(current.replace(Group {
-            rows: vec![(line, values, original)],
-            json: None,
-        }));
-        if batch.len() >= BATCH {
-            if !load_groups(app, entity, actor, &batch, job) {
-                return false;
+            if let Some(first) = seen.get(&iupd) {
+                refused_row(
+                    line,
+                    "iupd",
+                    format!(
+                        "iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"
+                    ),
+                    original,
+                );
+                continue;
             }
-            batch.clear();
+            seen.insert(iupd, line);
+            batch.extend(current.replace(Group {
+                rows: vec![(line, values, original)],
+                json: None,
+            }));
+            // A closed channel: the committer stopped, the store with it.
+            if batch.len() >= BATCH
+                && batches
+                    .send(prepare(app, entity, actor, std::mem::take(&mut batch)))
+                    .is_err()
+            {
+                break;
+            }
         }
-    }
-    batch.extend(current);
-    load_groups(app, entity, actor, &batch, job)
+        batch.extend(current);
+        if !batch.is_empty() {
+            let _ = batches.send(prepare(app, entity, actor, batch));
+        }
+        drop(batches);
+        committer.join().unwrap_or(false)
+    })
 }
 
 fn is_json(bytes: &[u8]) -> bool {
@@ -522,13 +537,7 @@ fn load_group(
     let iupd: Iupd = iupd_text.parse().map_err(|e: mpay_common::ids::IdError| {
         Refusal::Row(first_line, "iupd".into(), e.to_string())
     })?;
-    let api_error = |e: ApiError| {
-        if e.status == StatusCode::SERVICE_UNAVAILABLE {
-            Refusal::Interrupted(e.error)
-        } else {
-            Refusal::Row(first_line, e.field.unwrap_or_default(), e.error)
-        }
-    };
+    let api_error = |e: ApiError| refusal(first_line, e);
     match action.as_str() {
         "create" | "update" => {
             let body: PositionIn = serde_path_to_error::deserialize(body).map_err(|e| {
@@ -576,7 +585,7 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex
         {
             Ok(groups) => {
                 lock(job).record.rows_total = groups.len() as u64;
-                load_groups(app, entity, actor, &groups, job)
+                load_groups(app, entity, actor, groups, job)
             }
             Err(reject) => {
                 lock(job).reject(reject);
@@ -592,78 +601,125 @@ fn load_groups(
     app: &App,
     entity: &EntityConfig,
     actor: &Actor,
-    groups: &[Group],
+    mut groups: Vec<Group>,
     job: &Mutex<Job>,
 ) -> bool {
-    // New positions are loaded a batch at a time: one reservation of notice numbers and one
-    // durable commit for the batch. Everything else goes one by one through `load_group`.
-    for chunk in groups.chunks(BATCH) {
-        let mut outcomes: Vec<Option<Result<Done, Refusal>>> = Vec::with_capacity(chunk.len());
-        let mut fresh: Vec<(usize, Iupd, PositionIn)> = Vec::new();
-        for (k, group) in chunk.iter().enumerate() {
-            match new_position(app, entity, group) {
-                Some((iupd, body)) => {
-                    fresh.push((k, iupd, body));
-                    outcomes.push(None);
+    while !groups.is_empty() {
+        let rest = groups.split_off(groups.len().min(BATCH));
+        let batch = prepare(app, entity, actor, groups);
+        if !commit(app, entity, actor, batch, job) {
+            return false;
+        }
+        groups = rest;
+    }
+    true
+}
+
+/// What is to be done with one position of a batch.
+enum Step {
+    /// Decided while preparing: a refusal.
+    Decided(Result<Done, Refusal>),
+    /// A new position, ready to commit with the others of its batch.
+    New(Box<PreparedLoad>),
+    /// Anything else (a replacement, a cancellation): through `load_group`, when it commits.
+    OneByOne,
+}
+
+/// A row's refusal; the store's unavailability stops the job instead.
+fn refusal(line: u64, e: ApiError) -> Refusal {
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        Refusal::Interrupted(e.error)
+    } else {
+        Refusal::Row(line, e.field.unwrap_or_default(), e.error)
+    }
+}
+
+/// A batch of positions, prepared off the store's writer lock.
+struct Prepared {
+    groups: Vec<Group>,
+    steps: Vec<Step>,
+}
+
+/// Prepares a batch: new positions are validated, given notice numbers (one reservation for the
+/// batch), folded and encoded, so that committing them is only writing. A CSV load prepares the
+/// next batch on one core while the store commits this one on the other.
+fn prepare(app: &App, entity: &EntityConfig, actor: &Actor, groups: Vec<Group>) -> Prepared {
+    let mut steps: Vec<Step> = Vec::with_capacity(groups.len());
+    let mut fresh: Vec<(usize, Iupd, PositionIn)> = Vec::new();
+    for (k, group) in groups.iter().enumerate() {
+        if let Some((iupd, body)) = new_position(app, entity, group) {
+            fresh.push((k, iupd, body));
+        }
+        steps.push(Step::OneByOne);
+    }
+    let (slots, items): (Vec<usize>, Vec<(Iupd, PositionIn)>) =
+        fresh.into_iter().map(|(k, i, b)| (k, (i, b))).unzip();
+    for (k, data) in slots.into_iter().zip(prepare_new(app, entity, items)) {
+        let event = |data| Event::new(jiff::Timestamp::now(), actor.clone(), Change::Loaded(data));
+        steps[k] = match data.and_then(|d| {
+            Store::prepare_load(&entity.fiscal_code, &event(d))
+                .map_err(|e| ApiError::write(e, None))
+        }) {
+            Ok(load) => Step::New(Box::new(load)),
+            Err(e) => Step::Decided(Err(refusal(groups[k].rows[0].0, e))),
+        };
+    }
+    Prepared { groups, steps }
+}
+
+/// Commits a prepared batch (its new positions in one commit, the rest one by one) and counts
+/// each outcome; false if the store stopped the job.
+fn commit(
+    app: &App,
+    entity: &EntityConfig,
+    actor: &Actor,
+    batch: Prepared,
+    job: &Mutex<Job>,
+) -> bool {
+    let Prepared { groups, steps } = batch;
+    let mut outcomes: Vec<Option<Result<Done, Refusal>>> = Vec::with_capacity(groups.len());
+    let mut loading = Vec::new();
+    let mut loads = Vec::new();
+    for (k, step) in steps.into_iter().enumerate() {
+        outcomes.push(match step {
+            Step::Decided(outcome) => Some(outcome),
+            Step::New(load) => {
+                loading.push(k);
+                loads.push(*load);
+                None
+            }
+            Step::OneByOne => Some(load_group(app, entity, actor, &groups[k])),
+        });
+    }
+    let line = |k: usize| groups[k].rows[0].0;
+    if !loads.is_empty() {
+        match app.store.load_prepared(loads) {
+            Ok(results) => {
+                for (k, r) in loading.into_iter().zip(results) {
+                    outcomes[k] = Some(match r {
+                        Ok(_) => Ok(Done::Loaded(Upserted::Created)),
+                        Err(e) => Err(refusal(line(k), ApiError::write(e, None))),
+                    });
                 }
-                None => outcomes.push(Some(load_group(app, entity, actor, group))),
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                for k in loading {
+                    outcomes[k] = Some(Err(Refusal::Interrupted(e.error.clone())));
+                }
             }
         }
-        if !fresh.is_empty() {
-            let (slots, items): (Vec<usize>, Vec<(Iupd, PositionIn)>) =
-                fresh.into_iter().map(|(k, i, b)| (k, (i, b))).unzip();
-            let refused = |k: usize, e: ApiError| -> Result<Done, Refusal> {
-                let line = chunk[k].rows[0].0;
-                if e.status == StatusCode::SERVICE_UNAVAILABLE {
-                    Err(Refusal::Interrupted(e.error))
-                } else {
-                    Err(Refusal::Row(line, e.field.unwrap_or_default(), e.error))
-                }
-            };
-            let mut loading = Vec::new();
-            let mut events = Vec::new();
-            for (k, data) in slots.into_iter().zip(prepare_new(app, entity, items)) {
-                match data {
-                    Ok(data) => {
-                        loading.push(k);
-                        events.push(Event::new(
-                            jiff::Timestamp::now(),
-                            actor.clone(),
-                            Change::Loaded(data),
-                        ));
-                    }
-                    Err(e) => outcomes[k] = Some(refused(k, e)),
-                }
-            }
-            match app.store.load_many(&entity.fiscal_code, events) {
-                Ok(results) => {
-                    for (k, r) in loading.into_iter().zip(results) {
-                        outcomes[k] = Some(match r {
-                            Ok(_) => Ok(Done::Loaded(Upserted::Created)),
-                            Err(e) => refused(k, ApiError::write(e, None)),
-                        });
-                    }
-                }
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    for k in loading {
-                        let copy = ApiError::new(e.status, e.error.clone(), None);
-                        outcomes[k] = Some(refused(k, copy));
-                    }
-                }
-            }
+    }
+    for (group, outcome) in groups.iter().zip(outcomes) {
+        let Some(outcome) = outcome else { continue };
+        if !tally(job, group, outcome) {
+            return false;
         }
-        for (group, outcome) in chunk.iter().zip(outcomes) {
-            let Some(outcome) = outcome else { continue };
-            if !tally(job, group, outcome) {
-                return false;
-            }
-        }
-        // Progress rides on the next flush: after a crash the load starts over anyway.
-        let record = lock(job).record.clone();
-        if let Err(e) = app.store.save_job(&record, false) {
-            tracing::warn!(job = record.id, "cannot record the job's progress: {e}");
-        }
+    }
+    // Progress rides on the next flush: after a crash the load starts over anyway.
+    let record = lock(job).record.clone();
+    if let Err(e) = app.store.save_job(&record, false) {
+        tracing::warn!(job = record.id, "cannot record the job's progress: {e}");
     }
     true
 }

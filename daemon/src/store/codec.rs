@@ -16,6 +16,20 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// A value's postcard encoding alone, without the version byte: a part of a larger value.
+pub fn encode_bare<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a value: {e}")))
+}
+
+/// `encode(&StoredEvent { commit, event })` from the event's bare encoding: postcard writes a
+/// struct as its fields one after the other, so the commit number goes in front.
+pub fn with_commit(commit: u64, event: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut out = encode(&commit)?;
+    out.extend_from_slice(event);
+    Ok(out)
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&VALUE_VERSION, rest)) => postcard::from_bytes(rest)

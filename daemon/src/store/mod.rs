@@ -119,6 +119,14 @@ impl Default for StoreOptions {
     }
 }
 
+/// A new position ready to commit: see `Store::prepare_load`.
+pub struct PreparedLoad {
+    position: Position,
+    snapshot: Vec<u8>,
+    /// The event, encoded without its commit number (known only when it commits).
+    event: Vec<u8>,
+}
+
 /// Counters for health checks, metrics and the console.
 #[derive(Clone, Debug, Serialize)]
 pub struct StoreStats {
@@ -307,8 +315,8 @@ impl Store {
         let applying = self.group.begin();
         let w = self.writer();
         let mut batch = sled::Batch::default();
-        let events = match count {
-            0 => build(0..0),
+        let range = match count {
+            0 => 0..0,
             n => {
                 let key = keys::meta_sequence(entity);
                 let start = u64_meta(&self.data, &key)?;
@@ -316,18 +324,62 @@ impl Store {
                     .checked_add(n)
                     .ok_or_else(|| StoreError::Unavailable("sequence exhausted".into()))?;
                 batch.insert(key, &end.to_be_bytes());
-                build(start..end)
+                start..end
             }
         };
-        let mut results = Vec::with_capacity(events.len());
+        let loads = build(range)
+            .iter()
+            .map(|event| Store::prepare_load(entity, event))
+            .collect();
+        self.commit_loads(applying, w, batch, loads)
+    }
+
+    /// Folds, checks and encodes a new position, without the writer lock: a bulk load prepares
+    /// the next batch while the store commits this one.
+    pub fn prepare_load(
+        entity: &EntityFiscalCode,
+        event: &Event,
+    ) -> Result<PreparedLoad, WriteError> {
+        let position = Position::load(entity.clone(), event)?;
+        Ok(PreparedLoad {
+            snapshot: codec::encode(&position)?,
+            event: codec::encode_bare(event)?,
+            position,
+        })
+    }
+
+    /// Loads positions made by `prepare_load`, in one commit; each fails or succeeds on its own.
+    pub fn load_prepared(
+        &self,
+        loads: Vec<PreparedLoad>,
+    ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        let applying = self.group.begin();
+        let w = self.writer();
+        let loads = loads.into_iter().map(Ok).collect();
+        self.commit_loads(applying, w, sled::Batch::default(), loads)
+    }
+
+    fn commit_loads(
+        &self,
+        applying: durability::Applying<'_>,
+        w: MutexGuard<'_, Writer>,
+        mut batch: sled::Batch,
+        loads: Vec<Result<PreparedLoad, WriteError>>,
+    ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        let mut results = Vec::with_capacity(loads.len());
         // Keys taken by earlier items of this same batch.
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
         let commit = w.commit + 1;
         // Counters move only once the batch has applied (see the end).
         let (mut next_position, mut positions) = (w.next_position, w.positions);
-        for event in events {
-            let outcome = (|| {
-                let position = Position::load(entity.clone(), &event)?;
+        for load in loads {
+            let outcome = load.and_then(|load| {
+                let PreparedLoad {
+                    position,
+                    snapshot,
+                    event,
+                } = load;
+                let entity = &position.entity;
                 let iupd_key = keys::by_iupd(entity, &position.iupd);
                 if taken.contains(&iupd_key) || self.data.contains_key(&iupd_key)? {
                     return Err(WriteError::Conflict(format!(
@@ -348,9 +400,6 @@ impl Store {
                     }
                 }
                 let id = next_position;
-                // Encode everything first: a failure must leave nothing of this item in the batch.
-                let stored = codec::encode(&StoredEvent { commit, event })?;
-                let snapshot = codec::encode(&position)?;
                 next_position += 1;
                 positions += 1;
                 batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
@@ -359,9 +408,9 @@ impl Store {
                 taken.extend(iuvs);
                 self.index_position(&mut batch, id, None, &position);
                 batch.insert(&keys::position(id), snapshot);
-                batch.insert(&keys::ledger(id, 0), stored);
+                batch.insert(&keys::ledger(id, 0), codec::with_commit(commit, &event)?);
                 Ok(id)
-            })();
+            });
             results.push(outcome);
         }
         // New positions do not go to the cache: a bulk load would only flush it.

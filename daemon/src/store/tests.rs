@@ -674,3 +674,57 @@ fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
         "<request 9/>"
     );
 }
+
+#[test]
+fn a_prepared_load_stores_what_a_direct_load_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let store = open(dir.path());
+    let data = positions(&store, entity, province, 3);
+    let event = loaded(data[0].clone());
+    // The ledger value is spliced from the bare event: it must be the stored event's encoding.
+    for commit in [0, 1, 127, 128, 300, u64::MAX] {
+        let spliced =
+            codec::with_commit(commit, &codec::encode_bare(&event).expect("bare")).expect("splice");
+        let whole = codec::encode(&StoredEvent {
+            commit,
+            event: event.clone(),
+        })
+        .expect("encode");
+        assert_eq!(spliced, whole, "commit {commit}");
+    }
+    let prepared = data
+        .iter()
+        .map(|d| Store::prepare_load(&entity.fiscal_code, &loaded(d.clone())).expect("prepare"))
+        .collect();
+    let ids: Vec<PositionId> = store
+        .load_prepared(prepared)
+        .expect("load")
+        .into_iter()
+        .map(|r| r.expect("loaded"))
+        .collect();
+    for (id, d) in ids.iter().zip(&data) {
+        let ledger = store.ledger(*id).expect("ledger");
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger[0].event.change, Change::Loaded(d.clone()));
+        let (found, _) = store
+            .by_nav(&entity.fiscal_code, &first_nav(d))
+            .expect("lookup")
+            .expect("indexed");
+        assert_eq!(found, *id);
+    }
+    // The same positions again: refused, one by one, and nothing changes.
+    let again = data
+        .iter()
+        .map(|d| Store::prepare_load(&entity.fiscal_code, &loaded(d.clone())).expect("prepare"))
+        .collect();
+    let commits = store.stats().commits;
+    let results = store.load_prepared(again).expect("load");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(WriteError::Conflict(_))))
+    );
+    assert_eq!(store.stats().commits, commits);
+}
