@@ -638,6 +638,8 @@ fn refusal(line: u64, e: ApiError) -> Refusal {
 struct Prepared {
     groups: Vec<Group>,
     steps: Vec<Step>,
+    /// The end of the notice numbers the new positions took.
+    numbers_end: u64,
 }
 
 /// Prepares a batch: new positions are validated, given notice numbers (one reservation for the
@@ -654,7 +656,8 @@ fn prepare(app: &App, entity: &EntityConfig, actor: &Actor, groups: Vec<Group>) 
     }
     let (slots, items): (Vec<usize>, Vec<(Iupd, PositionIn)>) =
         fresh.into_iter().map(|(k, i, b)| (k, (i, b))).unzip();
-    for (k, data) in slots.into_iter().zip(prepare_new(app, entity, items)) {
+    let (prepared, numbers_end) = prepare_new(app, entity, items);
+    for (k, data) in slots.into_iter().zip(prepared) {
         let event = |data| Event::new(jiff::Timestamp::now(), actor.clone(), Change::Loaded(data));
         steps[k] = match data.and_then(|d| {
             Store::prepare_load(&entity.fiscal_code, &event(d))
@@ -664,7 +667,11 @@ fn prepare(app: &App, entity: &EntityConfig, actor: &Actor, groups: Vec<Group>) 
             Err(e) => Step::Decided(Err(refusal(groups[k].rows[0].0, e))),
         };
     }
-    Prepared { groups, steps }
+    Prepared {
+        groups,
+        steps,
+        numbers_end,
+    }
 }
 
 /// Commits a prepared batch (its new positions in one commit, the rest one by one) and counts
@@ -676,7 +683,11 @@ fn commit(
     batch: Prepared,
     job: &Mutex<Job>,
 ) -> bool {
-    let Prepared { groups, steps } = batch;
+    let Prepared {
+        groups,
+        steps,
+        numbers_end,
+    } = batch;
     let mut outcomes: Vec<Option<Result<Done, Refusal>>> = Vec::with_capacity(groups.len());
     let mut loading = Vec::new();
     let mut loads = Vec::new();
@@ -693,7 +704,10 @@ fn commit(
     }
     let line = |k: usize| groups[k].rows[0].0;
     if !loads.is_empty() {
-        match app.store.load_prepared(loads) {
+        match app
+            .store
+            .load_prepared(&entity.fiscal_code, numbers_end, loads)
+        {
             Ok(results) => {
                 for (k, r) in loading.into_iter().zip(results) {
                     outcomes[k] = Some(match r {

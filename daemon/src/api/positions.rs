@@ -486,13 +486,14 @@ pub(crate) enum Numbers<'a> {
 }
 
 /// New positions for a batch: each body validated with provisional notice numbers, then one
-/// range of the entity's sequence reserved for all the valid ones, and their final data built
-/// from it. One durable reservation for the batch instead of one per position.
+/// range of the entity's sequence taken for all the valid ones (`Store::take_numbers`), and their
+/// final data built from it. Also gives the end of that range, which the commit that loads them
+/// must store (`Store::load_prepared`).
 pub(crate) fn prepare_new(
     app: &App,
     entity: &EntityConfig,
     items: Vec<(Iupd, PositionIn)>,
-) -> Vec<Result<PositionData, ApiError>> {
+) -> (Vec<Result<PositionData, ApiError>>, u64) {
     let resolver = Resolver { app, entity };
     let drafts: Vec<Result<(Iupd, PositionIn, u64), ApiError>> = items
         .into_iter()
@@ -509,25 +510,28 @@ pub(crate) fn prepare_new(
     let total: u64 = drafts.iter().flatten().map(|(_, _, n)| n).sum();
     let mut range = match total {
         0 => 0..0,
-        n => match app.store.reserve_sequence(&entity.fiscal_code, n) {
+        n => match app.store.take_numbers(&entity.fiscal_code, n) {
             Ok(range) => range,
             Err(e) => {
                 let e = ApiError::from(e);
-                return drafts
+                let refused = drafts
                     .into_iter()
                     .map(|_| Err(ApiError::new(e.status, e.error.clone(), None)))
                     .collect();
+                return (refused, 0);
             }
         },
     };
-    drafts
+    let end = range.end;
+    let data = drafts
         .into_iter()
         .map(|d| {
             d.and_then(|(iupd, body, _)| {
                 resolver.build(iupd, body, None, &mut Numbers::From(&mut range))
             })
         })
-        .collect()
+        .collect();
+    (data, end)
 }
 
 /// Provisional notice numbers come from just below this sequence number.

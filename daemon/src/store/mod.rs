@@ -156,6 +156,8 @@ pub struct Store {
     bodies_dir: std::path::PathBuf,
     journal_files: Mutex<()>,
     cache: cache::PositionCache,
+    /// Per entity (by its sequence key), the next notice sequence number not handed out.
+    sequences: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
 }
 
 fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
@@ -231,6 +233,7 @@ impl Store {
             bodies_dir,
             journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),
+            sequences: Mutex::new(Default::default()),
             commits: AtomicU64::new(writer.commit),
             db,
             data,
@@ -271,25 +274,56 @@ impl Store {
         applying.wait_durable()
     }
 
-    /// Hands out `count` consecutive IUV sequence numbers for an entity; they are never handed out
-    /// again, even after a crash.
+    /// Hands out `count` consecutive IUV sequence numbers for an entity, in memory: they are
+    /// stored by the commit that uses them (`load_prepared`), so no durable write is spent on
+    /// them alone. Numbers taken but never committed are lost to a crash, never held by anyone.
+    pub fn take_numbers(
+        &self,
+        entity: &EntityFiscalCode,
+        count: u64,
+    ) -> Result<Range<u64>, StoreError> {
+        let key = keys::meta_sequence(entity);
+        let mut sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
+        let next = match sequences.get(&key) {
+            Some(next) => *next,
+            None => u64_meta(&self.data, &key)?,
+        };
+        let end = next
+            .checked_add(count)
+            .ok_or_else(|| StoreError::Unavailable("sequence exhausted".into()))?;
+        sequences.insert(key, end);
+        Ok(next..end)
+    }
+
+    /// Puts "numbers up to `end` are taken" into a batch, unless the store says so already.
+    fn store_numbers(
+        &self,
+        batch: &mut sled::Batch,
+        entity: &EntityFiscalCode,
+        end: u64,
+    ) -> Result<(), StoreError> {
+        let key = keys::meta_sequence(entity);
+        if end > u64_meta(&self.data, &key)? {
+            batch.insert(key, &end.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// Hands out `count` consecutive IUV sequence numbers for an entity, durably: they are never
+    /// handed out again, even after a crash.
     pub fn reserve_sequence(
         &self,
         entity: &EntityFiscalCode,
         count: u64,
     ) -> Result<Range<u64>, StoreError> {
+        let range = self.take_numbers(entity, count)?;
         let applying = self.group.begin();
         let w = self.writer();
-        let key = keys::meta_sequence(entity);
-        let start = u64_meta(&self.data, &key)?;
-        let end = start
-            .checked_add(count)
-            .ok_or_else(|| StoreError::Unavailable("sequence exhausted".into()))?;
         let mut batch = sled::Batch::default();
-        batch.insert(key, &end.to_be_bytes());
+        self.store_numbers(&mut batch, entity, range.end)?;
         // The caller's positions carry these numbers only if this is durable first.
         self.commit(applying, w, batch, Vec::new(), |_| {})?;
-        Ok(start..end)
+        Ok(range)
     }
 
     /// Loads new positions in one commit. Each item fails or succeeds on its own; the successful
@@ -303,35 +337,23 @@ impl Store {
     }
 
     /// Loads new positions whose notice numbers come from the entity's sequence: `build` gets
-    /// `count` numbers, reserved in the same commit as the positions, so one durable write does
-    /// both, and numbers are consumed only if something is loaded. `build` runs under the writer
-    /// lock: keep it to building the events.
+    /// `count` numbers (`take_numbers`), which are stored by the same commit as the positions.
     pub fn load_numbered(
         &self,
         entity: &EntityFiscalCode,
         count: u64,
         build: impl FnOnce(Range<u64>) -> Vec<Event>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
-        let applying = self.group.begin();
-        let w = self.writer();
-        let mut batch = sled::Batch::default();
         let range = match count {
             0 => 0..0,
-            n => {
-                let key = keys::meta_sequence(entity);
-                let start = u64_meta(&self.data, &key)?;
-                let end = start
-                    .checked_add(n)
-                    .ok_or_else(|| StoreError::Unavailable("sequence exhausted".into()))?;
-                batch.insert(key, &end.to_be_bytes());
-                start..end
-            }
+            n => self.take_numbers(entity, n)?,
         };
+        let end = range.end;
         let loads = build(range)
             .iter()
             .map(|event| Store::prepare_load(entity, event))
             .collect();
-        self.commit_loads(applying, w, batch, loads)
+        self.commit_loads(entity, end, loads)
     }
 
     /// Folds, checks and encodes a new position, without the writer lock: a bulk load prepares
@@ -348,24 +370,29 @@ impl Store {
         })
     }
 
-    /// Loads positions made by `prepare_load`, in one commit; each fails or succeeds on its own.
+    /// Loads positions of `entity` made by `prepare_load`, in one commit; each fails or succeeds
+    /// on its own. `numbers_end`: the end of the numbers they took (`take_numbers`), or 0.
     pub fn load_prepared(
         &self,
+        entity: &EntityFiscalCode,
+        numbers_end: u64,
         loads: Vec<PreparedLoad>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
-        let applying = self.group.begin();
-        let w = self.writer();
-        let loads = loads.into_iter().map(Ok).collect();
-        self.commit_loads(applying, w, sled::Batch::default(), loads)
+        self.commit_loads(entity, numbers_end, loads.into_iter().map(Ok).collect())
     }
 
     fn commit_loads(
         &self,
-        applying: durability::Applying<'_>,
-        w: MutexGuard<'_, Writer>,
-        mut batch: sled::Batch,
+        entity: &EntityFiscalCode,
+        numbers_end: u64,
         loads: Vec<Result<PreparedLoad, WriteError>>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        let applying = self.group.begin();
+        let w = self.writer();
+        let mut batch = sled::Batch::default();
+        if numbers_end > 0 {
+            self.store_numbers(&mut batch, entity, numbers_end)?;
+        }
         let mut results = Vec::with_capacity(loads.len());
         // Keys taken by earlier items of this same batch.
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
@@ -379,7 +406,12 @@ impl Store {
                     snapshot,
                     event,
                 } = load;
-                let entity = &position.entity;
+                if &position.entity != entity {
+                    return Err(WriteError::Conflict(format!(
+                        "position {} belongs to {}",
+                        position.iupd, position.entity
+                    )));
+                }
                 let iupd_key = keys::by_iupd(entity, &position.iupd);
                 if taken.contains(&iupd_key) || self.data.contains_key(&iupd_key)? {
                     return Err(WriteError::Conflict(format!(

@@ -699,7 +699,7 @@ fn a_prepared_load_stores_what_a_direct_load_does() {
         .map(|d| Store::prepare_load(&entity.fiscal_code, &loaded(d.clone())).expect("prepare"))
         .collect();
     let ids: Vec<PositionId> = store
-        .load_prepared(prepared)
+        .load_prepared(&entity.fiscal_code, 0, prepared)
         .expect("load")
         .into_iter()
         .map(|r| r.expect("loaded"))
@@ -720,11 +720,63 @@ fn a_prepared_load_stores_what_a_direct_load_does() {
         .map(|d| Store::prepare_load(&entity.fiscal_code, &loaded(d.clone())).expect("prepare"))
         .collect();
     let commits = store.stats().commits;
-    let results = store.load_prepared(again).expect("load");
+    let results = store
+        .load_prepared(&entity.fiscal_code, 0, again)
+        .expect("load");
     assert!(
         results
             .iter()
             .all(|r| matches!(r, Err(WriteError::Conflict(_))))
     );
     assert_eq!(store.stats().commits, commits);
+}
+
+#[test]
+fn numbers_taken_are_stored_by_the_load_that_uses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let cf = &entity.fiscal_code;
+    let taken = {
+        let store = open(dir.path());
+        let first = store.take_numbers(cf, 3).expect("take");
+        let second = store.take_numbers(cf, 2).expect("take");
+        assert_eq!(second.start, first.end, "handed out once");
+        // Only the second range is used and committed: its end is what the store keeps.
+        let mut navs = second.clone().map(|s| entity.iuv.notice(s).expect("nav"));
+        let mut builder = Builder::new(entity, province, 11);
+        let loads = second
+            .clone()
+            .map(|n| {
+                let data = builder
+                    .position(n, Kind::Canteen, &mut navs)
+                    .expect("position");
+                Store::prepare_load(cf, &loaded(data)).expect("prepare")
+            })
+            .collect();
+        let results = store.load_prepared(cf, second.end, loads).expect("load");
+        assert!(results.iter().all(Result::is_ok));
+        // A load for another entity is refused.
+        let other = &config.entities[1];
+        let mut navs = (0..1).map(|s| other.iuv.notice(s).expect("nav"));
+        let data = Builder::new(other, province, 12)
+            .position(0, Kind::Canteen, &mut navs)
+            .expect("position");
+        let foreign = Store::prepare_load(&other.fiscal_code, &loaded(data)).expect("prepare");
+        let results = store.load_prepared(cf, 0, vec![foreign]).expect("load");
+        assert!(matches!(results[0], Err(WriteError::Conflict(_))));
+        second
+    };
+    // After a restart nothing below the stored end is handed out again.
+    let store = open(dir.path());
+    assert_eq!(store.take_numbers(cf, 1).expect("take").start, taken.end);
+    let reserved = store.reserve_sequence(cf, 4).expect("reserve");
+    assert_eq!(reserved.start, taken.end + 1);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.take_numbers(cf, 1).expect("take").start,
+        reserved.end,
+        "a reservation is durable on its own"
+    );
 }
