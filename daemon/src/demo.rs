@@ -247,7 +247,8 @@ fn vat_number(rng: &mut fastrand::Rng) -> VatNumber {
     }
 }
 
-fn debtor(rng: &mut fastrand::Rng) -> Debtor {
+/// A realistic debtor: mostly citizens with a valid fiscal code, some companies.
+pub fn debtor(rng: &mut fastrand::Rng) -> Debtor {
     let street = format!(
         "{}, {}",
         STREETS[rng.usize(..STREETS.len())],

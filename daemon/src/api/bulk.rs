@@ -938,6 +938,7 @@ fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) {
         j.record.clone()
     };
     record.status = "done".into();
+    record.finished = Some(jiff::Timestamp::now());
     if let Err(e) = api.app.store.save_job(&record, true) {
         // The file stays in the inbox: it is loaded again at the next start.
         tracing::error!(job = record.id, "cannot record the end of a bulk job: {e}");
@@ -947,7 +948,9 @@ fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) {
     if let Err(e) = archive(path, report) {
         tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
     }
-    lock(job).record.status = "done".into();
+    let mut j = lock(job);
+    j.record.status = "done".into();
+    j.record.finished = record.finished;
 }
 
 /// Jobs recorded as running whose file is no longer in the inbox (removed while the daemon was
@@ -966,6 +969,7 @@ fn abandon_orphans(api: &Api) {
         }
         tracing::warn!(job = job.id, file = %job.file, "bulk job abandoned: its file left the inbox");
         job.status = "abandoned".into();
+        job.finished = Some(jiff::Timestamp::now());
         if let Err(e) = api.app.store.save_job(&job, true) {
             tracing::warn!(job = job.id, "cannot record an abandoned bulk job: {e}");
         }

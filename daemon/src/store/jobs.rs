@@ -31,6 +31,10 @@ pub struct BulkJob {
     pub unchanged: u64,
     pub cancelled: u64,
     pub rejected_rows: u64,
+    /// When this run of the job started (again, after an interruption).
+    pub started: Option<jiff::Timestamp>,
+    /// When it ended.
+    pub finished: Option<jiff::Timestamp>,
 }
 
 fn job_key(id: u64) -> [u8; 9] {
@@ -68,6 +72,7 @@ impl Store {
                     entity: job.entity,
                     status: "running".into(),
                     file: job.file,
+                    started: Some(jiff::Timestamp::now()),
                     ..BulkJob::default()
                 };
                 self.save_job(&job, true)?;
@@ -87,6 +92,7 @@ impl Store {
             entity: entity.to_string(),
             status: "running".into(),
             file: file.to_string(),
+            started: Some(jiff::Timestamp::now()),
             ..BulkJob::default()
         };
         self.save_job(&job, true)?;
