@@ -575,8 +575,8 @@ impl Station {
                         .ok_or_else(|| "position vanished".to_string())),
                     Err(crate::store::WriteError::Store(e)) => Err(e),
                     // The same demand, arriving twice at once: the other one created it.
-                    Err(crate::store::WriteError::Conflict(e)) => {
-                        Ok(store.by_iupd(&cf, &iupd)?.ok_or(e))
+                    Err(e @ crate::store::WriteError::Exists(_)) => {
+                        Ok(store.by_iupd(&cf, &iupd)?.ok_or(e.to_string()))
                     }
                     Err(e) => Ok(Err(e.to_string())),
                 }

@@ -75,7 +75,7 @@ fn refused(
     d: &Daemon,
     iupd: &str,
     (method, path, body): (&str, String, Value),
-    status: u16,
+    (status, code): (u16, &str),
     field: &str,
 ) {
     let before = (get(d, iupd), ledger_len(d, iupd));
@@ -87,6 +87,7 @@ fn refused(
         "{method} {path}: expected field {field}, got {err}"
     );
     assert!(!err["error"].as_str().unwrap_or("").is_empty(), "{err}");
+    assert_eq!(err["code"], code, "{method} {path}: {err}");
     assert_eq!(
         (get(d, iupd), ledger_len(d, iupd)),
         before,
@@ -102,12 +103,14 @@ fn keys_reach_only_their_entity_and_bodies_are_limited() {
 
     let (status, err) = d.api_call("GET", &path, None, None);
     assert_eq!(status, 401, "{err}");
+    assert_eq!(err["code"], "UNAUTHORIZED", "{err}");
     assert!(err["error"].as_str().expect("error").contains("missing"));
     assert!(err["field"].is_null());
     let (status, err) = d.api_call("GET", &path, Some("not-a-key"), None);
     assert_eq!(status, 401, "{err}");
     let (status, err) = d.api_call("GET", &path, Some(OTHER_KEY), None);
     assert_eq!(status, 403, "{err}");
+    assert_eq!(err["code"], "FORBIDDEN", "{err}");
     assert_eq!(
         err["error"],
         format!("this key is not allowed for entity {ENTITY}")
@@ -131,6 +134,7 @@ fn keys_reach_only_their_entity_and_bodies_are_limited() {
     )
     .expect("answer");
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("TOO_LARGE"));
 
     let (status, doc) = d.api_call("GET", "/api/v1/openapi.json", None, None);
     assert_eq!(status, 200);
@@ -174,7 +178,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
         &d,
         "TARI-2026-A",
         put(sum),
-        400,
+        (400, "INVALID_FIELD"),
         "options[0].instalments[0].transfers",
     );
 
@@ -185,7 +189,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
         &d,
         "TARI-2026-A",
         put(bad_iban),
-        400,
+        (400, "INVALID_FIELD"),
         "options[0].instalments[0].transfers[0].target",
     );
 
@@ -197,7 +201,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
         &d,
         "TARI-2026-A",
         put(not_ours),
-        400,
+        (400, "INVALID_FIELD"),
         "options[0].instalments[0].transfers[1].target",
     );
 
@@ -213,7 +217,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
         &d,
         "TARI-2026-A",
         put(other_nav),
-        400,
+        (400, "INVALID_FIELD"),
         "options[0].instalments[0].nav",
     );
 
@@ -223,7 +227,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
         &d,
         "TARI-2026-A",
         put(no_amount),
-        400,
+        (400, "INVALID_FIELD"),
         "options[0].instalments[0].amount",
     );
 
@@ -231,7 +235,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
     let other = create(&d, "TARI-2026-B", &tari());
     let mut taken = changed.clone();
     taken["options"][0]["instalments"][0]["nav"] = json!(first_nav(&other));
-    refused(&d, "TARI-2026-A", put(taken), 409, "");
+    refused(&d, "TARI-2026-A", put(taken), (409, "NAV_TAKEN"), "");
 
     let reduction = |amount: i64| {
         (
@@ -240,8 +244,9 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
             json!({"new_amount": amount, "act": "Det. 12/2026", "reason": "ricalcolo"}),
         )
     };
-    refused(&d, "TARI-2026-A", reduction(10_000), 400, "new_amount");
-    refused(&d, "TARI-2026-A", reduction(20_000), 400, "new_amount");
+    let not_less = (400, "NOT_A_REDUCTION");
+    refused(&d, "TARI-2026-A", reduction(10_000), not_less, "new_amount");
+    refused(&d, "TARI-2026-A", reduction(20_000), not_less, "new_amount");
 
     // Paid in full offline: no plan, no replacement, no cancellation any more.
     let (status, paid) = api(
@@ -263,10 +268,10 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
         &d,
         "TARI-2026-A",
         ("POST", positions("/TARI-2026-A/reschedule"), plan),
-        409,
+        (409, "NOTICE_PAID"),
         "replaced",
     );
-    refused(&d, "TARI-2026-A", put(tari()), 409, "");
+    refused(&d, "TARI-2026-A", put(tari()), (409, "HAS_PAYMENTS"), "");
     refused(
         &d,
         "TARI-2026-A",
@@ -275,12 +280,13 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
             positions("/TARI-2026-A/cancel"),
             json!({"reason": "errore"}),
         ),
-        409,
+        (409, "HAS_PAYMENTS"),
         "",
     );
 
     let (status, err) = api(&d, "GET", &positions("/NOPE"), None);
     assert_eq!(status, 404, "{err}");
+    assert_eq!(err["code"], "NOT_FOUND", "{err}");
 
     // The list pages through the entity's positions only.
     let (status, page) = api(&d, "GET", &positions("?kind=TARI&limit=1"), None);

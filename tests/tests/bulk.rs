@@ -89,11 +89,14 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
             .find(|r| r[0] == n)
             .unwrap_or_else(|| panic!("no reject for line {n}: {report:?}"))
     };
+    // row; field; code; reason; original
     assert!(line("6")[1].contains("amount"), "{report:?}");
-    assert!(line("6")[2].contains("two decimals"), "{report:?}");
+    assert_eq!(line("6")[2], "INVALID_FIELD", "{report:?}");
+    assert!(line("6")[3].contains("two decimals"), "{report:?}");
     assert!(line("7")[1].contains("debtor"), "{report:?}");
-    assert!(line("8")[2].contains("consecutive"), "{report:?}");
-    assert!(line("8")[3].starts_with("B-1;"), "{report:?}");
+    assert_eq!(line("8")[2], "DUPLICATE_IUPD", "{report:?}");
+    assert!(line("8")[3].contains("consecutive"), "{report:?}");
+    assert!(line("8")[4].starts_with("B-1;"), "{report:?}");
 
     // The positions are there, with the plan and the province's share.
     let (status, p) = d.api_call(
@@ -143,28 +146,31 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
 fn a_file_that_cannot_be_read_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
-    let cases: [(&[u8], &str, &str); 3] = [
-        (b"iupd;kind\nX;Y\n", "0", "missing column"),
+    let cases: [(&[u8], &str, &str, &str); 3] = [
+        (b"iupd;kind\nX;Y\n", "0", "MISSING_COLUMN", "missing column"),
         (
             b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category;colour\n",
             "0",
+            "UNKNOWN_COLUMN",
             "unknown column \"colour\"",
         ),
         // A Latin-1 line is refused alone, with its line number; the others would load.
         (
             b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\nB;K;ANONIMO;Citt\xe0;D;2031-01-01;1.00;c\n",
             "2",
+            "NOT_UTF8",
             "line 2 is not UTF-8",
         ),
     ];
-    for (file, row, reason) in cases {
+    for (file, row, code, reason) in cases {
         let job = finished(&d, &upload(&d, file));
         assert_eq!(job["created"], 0, "{job}");
         let report = rejects(&d, &job);
         assert_eq!(report.len(), 1, "{report:?}");
         assert_eq!(report[0][0], row, "{report:?}");
+        assert_eq!(report[0][2], code, "{report:?}");
         assert!(
-            report[0][2].contains(reason),
+            report[0][3].contains(reason),
             "expected {reason:?} in {report:?}"
         );
     }
@@ -237,12 +243,15 @@ fn a_json_file_loads_each_position_through_the_same_path() {
         report
             .iter()
             .find(|r| r[0] == row)
-            .map(|r| format!("{} {}", r[1], r[2]))
+            .map(|r| format!("{} {} {}", r[1], r[2], r[3]))
             .unwrap_or_default()
     };
     assert!(reason("2").contains("amount"), "{report:?}");
     assert!(reason("3").contains("twice"), "{report:?}");
-    assert!(reason("4").contains("no position J-3"), "{report:?}");
+    assert!(
+        reason("4").contains("NOT_FOUND no position J-3"),
+        "{report:?}"
+    );
     assert!(
         job["file"].as_str().is_some_and(|f| f.ends_with(".json")),
         "{job}"

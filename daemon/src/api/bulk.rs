@@ -81,6 +81,9 @@ pub struct Reject {
     /// Line number in the file (the header is line 1; 0 for the file as a whole).
     pub row: u64,
     pub field: String,
+    /// The API's error code, or one of the file's own (`UNREADABLE_FILE`, `NOT_UTF8`, `NOT_CSV`,
+    /// `NOT_JSON`, `UNKNOWN_COLUMN`, `MISSING_COLUMN`, `DUPLICATE_IUPD`, `UNKNOWN_ACTION`).
+    pub code: &'static str,
     pub reason: String,
     pub original: String,
 }
@@ -115,7 +118,7 @@ impl RejectReport {
                 self.writer.insert(w)
             }
         };
-        writer.write_record([&r.row.to_string(), &r.field, &r.reason, &r.original])?;
+        writer.write_record([&r.row.to_string(), &r.field, r.code, &r.reason, &r.original])?;
         Ok(())
     }
 
@@ -131,7 +134,7 @@ impl RejectReport {
     }
 }
 
-const REPORT_HEADER: [&str; 4] = ["row", "field", "reason", "original"];
+const REPORT_HEADER: [&str; 5] = ["row", "field", "code", "reason", "original"];
 
 fn report_writer<W: Write>(out: W) -> csv::Writer<W> {
     csv::WriterBuilder::new().delimiter(b';').from_writer(out)
@@ -166,10 +169,11 @@ struct Group {
     json: Option<Value>,
 }
 
-fn whole(field: &str, reason: String) -> Reject {
+fn whole(field: &str, code: &'static str, reason: String) -> Reject {
     Reject {
         row: 0,
         field: field.into(),
+        code,
         reason,
         original: String::new(),
     }
@@ -183,7 +187,10 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
         lock(job).reject(reject);
         true
     };
-    let open = || File::open(path).map_err(|e| whole("", format!("cannot read the file: {e}")));
+    let open = || {
+        File::open(path)
+            .map_err(|e| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}")))
+    };
     // A first pass counts the lines, for the progress figures.
     let lines = match open() {
         Ok(file) => BufReader::new(file)
@@ -199,7 +206,11 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
     };
     let mut header = Vec::new();
     if let Err(e) = input.read_until(b'\n', &mut header) {
-        return refuse(whole("", format!("cannot read the file: {e}")));
+        return refuse(whole(
+            "",
+            "UNREADABLE_FILE",
+            format!("cannot read the file: {e}"),
+        ));
     }
     let header = header
         .strip_prefix(b"\xEF\xBB\xBF")
@@ -208,6 +219,7 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
     let Ok(header_text) = std::str::from_utf8(&header) else {
         return refuse(whole(
             "",
+            "NOT_UTF8",
             "line 1 is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)".into(),
         ));
     };
@@ -222,7 +234,7 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
         .from_reader(std::io::Cursor::new(header.clone()).chain(input));
     let columns: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_ascii_lowercase).collect(),
-        Err(e) => return refuse(whole("", format!("unreadable header: {e}"))),
+        Err(e) => return refuse(whole("", "NOT_CSV", format!("unreadable header: {e}"))),
     };
     let known = |c: &str| {
         POSITION_COLUMNS.contains(&c)
@@ -230,21 +242,26 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
             || (1..=5).any(|k| TRANSFER_COLUMNS.iter().any(|t| c == format!("t{k}_{t}")))
     };
     if let Some(c) = columns.iter().find(|c| !known(c)) {
-        return refuse(whole(c, format!("unknown column {c:?} (layout v1)")));
+        return refuse(whole(
+            c,
+            "UNKNOWN_COLUMN",
+            format!("unknown column {c:?} (layout v1)"),
+        ));
     }
     if let Some(c) = REQUIRED.iter().find(|c| !columns.iter().any(|h| h == *c)) {
-        return refuse(whole(c, format!("missing column {c:?}")));
+        return refuse(whole(c, "MISSING_COLUMN", format!("missing column {c:?}")));
     }
     let separator = char::from(delimiter).to_string();
     // Consecutive rows of one iupd make a position; an iupd seen again later is a duplicate.
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut batch: Vec<Group> = Vec::new();
     let mut current: Option<Group> = None;
-    let refused_row = |line: u64, field: &str, reason: String, original: String| {
+    let refused_row = |line: u64, field: &str, code, reason: String, original: String| {
         let mut j = lock(job);
         j.reject(Reject {
             row: line,
             field: field.into(),
+            code,
             reason,
             original,
         });
@@ -264,7 +281,7 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 Ok(r) => r,
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
-                    refused_row(line, "", format!("not CSV: {e}"), String::new());
+                    refused_row(line, "", "NOT_CSV", format!("not CSV: {e}"), String::new());
                     continue;
                 }
             };
@@ -282,6 +299,7 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 refused_row(
                     line,
                     "",
+                    "NOT_UTF8",
                     format!(
                         "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
                     ),
@@ -307,6 +325,7 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 refused_row(
                     line,
                     "iupd",
+                    "DUPLICATE_IUPD",
                     format!(
                         "iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"
                     ),
@@ -363,6 +382,7 @@ fn read_json(bytes: &[u8]) -> Result<Vec<Group>, Reject> {
     let items: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| Reject {
         row: 0,
         field: String::new(),
+        code: "NOT_JSON",
         reason: format!("not a JSON array of positions: {e}"),
         original: String::new(),
     })?;
@@ -509,16 +529,17 @@ enum Done {
     Cancelled,
 }
 
-/// Why a row group was not loaded: its rows are refused (line, field, reason), or the store is
-/// unavailable and the job must stop.
+/// Why a row group was not loaded: its rows are refused (line, field, code, reason), or the
+/// store is unavailable and the job must stop.
 enum Refusal {
-    Row(u64, String, String),
+    Row(u64, String, &'static str, String),
     Interrupted(String),
 }
 
+/// A field of a row that does not make a valid body.
 impl From<(u64, String, String)> for Refusal {
     fn from((line, field, reason): (u64, String, String)) -> Self {
-        Refusal::Row(line, field, reason)
+        Refusal::Row(line, field, "INVALID_FIELD", reason)
     }
 }
 
@@ -539,6 +560,7 @@ fn load_group(
         return Err(Refusal::Row(
             first_line,
             "iupd".into(),
+            "DUPLICATE_IUPD",
             format!("iupd {iupd} appears twice in the file"),
         ));
     }
@@ -550,13 +572,14 @@ fn load_group(
         None => body_of(group)?,
     };
     let iupd: Iupd = iupd_text.parse().map_err(|e: mpay_common::ids::IdError| {
-        Refusal::Row(first_line, "iupd".into(), e.to_string())
+        Refusal::Row(first_line, "iupd".into(), "INVALID_FIELD", e.to_string())
     })?;
     let api_error = |e: ApiError| refusal(first_line, e);
     match action.as_str() {
         "create" | "update" => {
             let body: PositionIn = serde_path_to_error::deserialize(body).map_err(|e| {
-                Refusal::Row(first_line, e.path().to_string(), e.inner().to_string())
+                let field = e.path().to_string();
+                Refusal::Row(first_line, field, "INVALID_FIELD", e.inner().to_string())
             })?;
             upsert(app, entity, actor, iupd, body)
                 .map(|(done, _)| Done::Loaded(done))
@@ -568,7 +591,8 @@ fn load_group(
                 .by_iupd(&entity.fiscal_code, &iupd)
                 .map_err(|e| api_error(e.into()))?
                 .ok_or_else(|| {
-                    Refusal::Row(first_line, "iupd".into(), format!("no position {iupd}"))
+                    let reason = format!("no position {iupd}");
+                    Refusal::Row(first_line, "iupd".into(), "NOT_FOUND", reason)
                 })?;
             if position.cancelled {
                 return Ok(Done::Loaded(Upserted::Unchanged));
@@ -583,6 +607,7 @@ fn load_group(
         other => Err(Refusal::Row(
             first_line,
             "action".into(),
+            "UNKNOWN_ACTION",
             format!("{other:?}: create, update or cancel"),
         )),
     }
@@ -595,7 +620,7 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex
     let head = File::open(path).and_then(|mut f| f.read(&mut start));
     if head.is_ok_and(|n| is_json(&start[..n])) {
         return match std::fs::read(path)
-            .map_err(|e| whole("", format!("cannot read the file: {e}")))
+            .map_err(|e| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}")))
             .and_then(|bytes| read_json(&bytes))
         {
             Ok(groups) => {
@@ -645,7 +670,7 @@ fn refusal(line: u64, e: ApiError) -> Refusal {
     if e.status == StatusCode::SERVICE_UNAVAILABLE {
         Refusal::Interrupted(e.error)
     } else {
-        Refusal::Row(line, e.field.unwrap_or_default(), e.error)
+        Refusal::Row(line, e.field.unwrap_or_default(), e.code, e.error)
     }
 }
 
@@ -794,12 +819,13 @@ fn tally(job: &Mutex<Job>, group: &Group, outcome: Result<Done, Refusal>) -> boo
             r.status = "interrupted".into();
             return false;
         }
-        Err(Refusal::Row(row, field, reason)) => {
+        Err(Refusal::Row(row, field, code, reason)) => {
             r.rejected_rows += group.rows.len() as u64;
             for (line, _, original) in &group.rows {
                 j.reject(Reject {
                     row: *line,
                     field: field.clone(),
+                    code,
                     reason: if *line == row {
                         reason.clone()
                     } else {

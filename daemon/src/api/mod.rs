@@ -160,14 +160,32 @@ async fn openapi() -> Response {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// A stable code that programs can act on (listed in the OpenAPI document's `Error`).
+    pub code: &'static str,
     pub error: String,
     pub field: Option<String>,
+}
+
+/// The code of an error that has no more precise one.
+fn status_code(status: StatusCode, field: bool) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST if field => "INVALID_FIELD",
+        StatusCode::BAD_REQUEST => "BAD_REQUEST",
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::CONFLICT => "CONFLICT",
+        StatusCode::PAYLOAD_TOO_LARGE => "TOO_LARGE",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>, field: Option<&str>) -> ApiError {
         ApiError {
             status,
+            code: status_code(status, field.is_some()),
             error: error.into(),
             field: field.map(str::to_owned),
         }
@@ -177,9 +195,15 @@ impl ApiError {
     pub fn field(field: impl Into<String>, error: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
+            code: "INVALID_FIELD",
             error: error.into(),
             field: Some(field.into()),
         }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = code;
+        self
     }
 
     pub fn not_found(error: impl Into<String>) -> ApiError {
@@ -191,32 +215,42 @@ impl ApiError {
     pub fn ledger(e: LedgerError, nav_field: Option<&str>) -> ApiError {
         let conflict =
             |field: Option<&str>| ApiError::new(StatusCode::CONFLICT, e.to_string(), field);
+        let field = |field: &str| ApiError::field(field, e.to_string());
         match &e {
             LedgerError::Invalid(m) => ApiError::field(m.field.clone(), m.reason.clone()),
-            LedgerError::NotAReduction { .. } => ApiError::field("new_amount", e.to_string()),
-            LedgerError::BadReduction { .. } => ApiError::field("transfer_amounts", e.to_string()),
-            LedgerError::Overpaid { .. } | LedgerError::ZeroPayment(_) => {
-                ApiError::field("amount", e.to_string())
+            LedgerError::NotAReduction { .. } => field("new_amount").with_code("NOT_A_REDUCTION"),
+            LedgerError::BadReduction { .. } => {
+                field("transfer_amounts").with_code("BAD_REDUCTION")
             }
-            LedgerError::NothingReplaced => ApiError::field("replaced", e.to_string()),
+            LedgerError::Overpaid { .. } => field("amount").with_code("OVERPAID"),
+            LedgerError::ZeroPayment(_) => field("amount").with_code("ZERO_PAYMENT"),
+            LedgerError::NothingReplaced => field("replaced").with_code("NOTHING_REPLACED"),
             LedgerError::UnknownNav(_) => match nav_field {
-                Some(f) => ApiError::field(f, e.to_string()),
+                Some(f) => field(f),
                 None => ApiError::not_found(e.to_string()),
-            },
-            LedgerError::AlreadyPaid(_) | LedgerError::NotPayable(_) => conflict(nav_field),
-            LedgerError::NavReused(_) => conflict(Some("instalments")),
-            LedgerError::IupdChanged { .. } => ApiError::field("iupd", e.to_string()),
-            LedgerError::NotLoaded(_)
-            | LedgerError::AlreadyLoaded
-            | LedgerError::PositionCancelled
-            | LedgerError::NotCancelled
-            | LedgerError::HasPayments(_) => conflict(None),
+            }
+            .with_code("UNKNOWN_NOTICE"),
+            LedgerError::AlreadyPaid(_) => conflict(nav_field).with_code("NOTICE_PAID"),
+            LedgerError::NotPayable(_) => conflict(nav_field).with_code("NOTICE_NOT_PAYABLE"),
+            LedgerError::NavReused(_) => conflict(Some("instalments")).with_code("NAV_REUSED"),
+            LedgerError::IupdChanged { .. } => field("iupd").with_code("IUPD_CHANGED"),
+            LedgerError::PositionCancelled => conflict(None).with_code("POSITION_CANCELLED"),
+            LedgerError::NotCancelled => conflict(None).with_code("NOT_CANCELLED"),
+            LedgerError::HasPayments(_) => conflict(None).with_code("HAS_PAYMENTS"),
+            LedgerError::NotLoaded(_) | LedgerError::AlreadyLoaded => conflict(None),
         }
     }
 
     pub fn write(e: WriteError, nav_field: Option<&str>) -> ApiError {
         match e {
             WriteError::Rejected(l) => ApiError::ledger(l, nav_field),
+            WriteError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string(), Some("iupd"))
+                    .with_code("POSITION_EXISTS")
+            }
+            WriteError::NavTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string(), nav_field).with_code("NAV_TAKEN")
+            }
             WriteError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, reason, None),
             WriteError::NotFound => ApiError::not_found("no such position"),
             WriteError::Store(s) => s.into(),
@@ -249,7 +283,8 @@ impl From<ModelError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.error, "field": self.field });
+        let body =
+            serde_json::json!({ "code": self.code, "error": self.error, "field": self.field });
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -441,6 +476,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             };
             ApiError {
                 status: StatusCode::BAD_REQUEST,
+                code: if field.is_some() {
+                    "INVALID_FIELD"
+                } else {
+                    "BAD_REQUEST"
+                },
                 error,
                 field,
             }

@@ -80,6 +80,11 @@ impl From<sled::Error> for StoreError {
 pub enum WriteError {
     #[error(transparent)]
     Rejected(#[from] LedgerError),
+    /// The position's iupd is taken: another load of it got there first.
+    #[error("position {0} already exists")]
+    Exists(Iupd),
+    #[error("notice number {nav} (IUV {iuv}) is already used by another position")]
+    NavTaken { nav: Nav, iuv: Iuv },
     #[error("{0}")]
     Conflict(String),
     #[error("no such position")]
@@ -414,10 +419,7 @@ impl Store {
                 }
                 let iupd_key = keys::by_iupd(entity, &position.iupd);
                 if taken.contains(&iupd_key) || self.data.contains_key(&iupd_key)? {
-                    return Err(WriteError::Conflict(format!(
-                        "position {} already exists",
-                        position.iupd
-                    )));
+                    return Err(WriteError::Exists(position.iupd.clone()));
                 }
                 let iuvs: Vec<Vec<u8>> = position
                     .instalments()
@@ -425,10 +427,10 @@ impl Store {
                     .collect();
                 for (key, inst) in iuvs.iter().zip(position.instalments()) {
                     if taken.contains(key) || self.data.contains_key(key)? {
-                        return Err(WriteError::Conflict(format!(
-                            "notice number {} (IUV {}) is already used by another position",
-                            inst.terms.nav, inst.terms.iuv
-                        )));
+                        return Err(WriteError::NavTaken {
+                            nav: inst.terms.nav.clone(),
+                            iuv: inst.terms.iuv.clone(),
+                        });
                     }
                 }
                 let id = next_position;
@@ -478,10 +480,10 @@ impl Store {
             if let Some(owner) = self.data.get(keys::by_iuv(&after.entity, &nav.iuv()))?
                 && keys::decode_id(&owner) != Some(id)
             {
-                return Err(WriteError::Conflict(format!(
-                    "notice number {nav} (IUV {}) is already used by another position",
-                    nav.iuv()
-                )));
+                return Err(WriteError::NavTaken {
+                    iuv: nav.iuv(),
+                    nav,
+                });
             }
         }
         let stored = StoredEvent {

@@ -121,8 +121,8 @@ fn duplicates_are_refused_item_by_item_and_change_nothing() {
             vec![loaded(data[0].clone()), loaded(reuses_nav)],
         )
         .expect("load");
-    assert!(matches!(&results[0], Err(WriteError::Conflict(m)) if m.contains("already exists")));
-    assert!(matches!(&results[1], Err(WriteError::Conflict(m)) if m.contains("notice number")));
+    assert!(matches!(&results[0], Err(WriteError::Exists(_))));
+    assert!(matches!(&results[1], Err(WriteError::NavTaken { .. })));
     assert_eq!(
         store.stats().commits,
         commits,
@@ -137,7 +137,7 @@ fn duplicates_are_refused_item_by_item_and_change_nothing() {
         )
         .expect("load");
     assert!(results[0].is_ok());
-    assert!(matches!(&results[1], Err(WriteError::Conflict(_))));
+    assert!(matches!(&results[1], Err(WriteError::Exists(_))));
     assert_eq!(store.stats().positions, 2);
 }
 
@@ -252,7 +252,7 @@ fn a_plan_indexes_its_new_notices_and_refuses_taken_ones() {
     let err = store
         .append(ids[0], Event::new(Timestamp::now(), Actor::System, taken))
         .expect_err("taken NAV");
-    assert!(matches!(err, WriteError::Conflict(_)), "{err}");
+    assert!(matches!(err, WriteError::NavTaken { .. }), "{err}");
 
     // With a fresh notice number the plan is indexed.
     let seq = store.reserve_sequence(&entity.fiscal_code, 1).expect("seq");
@@ -726,7 +726,7 @@ fn a_prepared_load_stores_what_a_direct_load_does() {
     assert!(
         results
             .iter()
-            .all(|r| matches!(r, Err(WriteError::Conflict(_))))
+            .all(|r| matches!(r, Err(WriteError::Exists(_))))
     );
     assert_eq!(store.stats().commits, commits);
 }
