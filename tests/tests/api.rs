@@ -312,6 +312,48 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
     assert_eq!(seen, ["TARI-2026-A", "TARI-2026-B"]);
     let (status, err) = api(&d, "GET", &positions("?status=Whatever"), None);
     assert_eq!((status, err["field"].as_str()), (400, Some("status")));
+
+    // By due date and status: every position listed has an instalment in the range.
+    let iupds = |query: &str| -> Vec<String> {
+        let (status, page) = api(&d, "GET", &positions(query), None);
+        assert_eq!(status, 200, "{page}");
+        let listed = page["positions"].as_array().expect("positions").clone();
+        for p in &listed {
+            let (_, whole) = api(
+                &d,
+                "GET",
+                &positions(&format!("/{}", p["iupd"].as_str().expect("iupd"))),
+                None,
+            );
+            let dues: Vec<&str> = whole["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|o| o["instalments"].as_array().into_iter().flatten())
+                .filter_map(|i| i["due"].as_str())
+                .collect();
+            assert!(
+                dues.iter()
+                    .any(|d| ("2030-12-01"..="2030-12-31").contains(d))
+                    || !query.contains("due"),
+                "{query}: {dues:?}"
+            );
+        }
+        listed
+            .iter()
+            .map(|p| p["iupd"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let in_december = iupds("?due_from=2030-12-01&due_to=2030-12-31&limit=1000");
+    assert!(
+        in_december.contains(&"TARI-2026-B".to_string()),
+        "{in_december:?}"
+    );
+    assert!(!iupds("?due_from=2031-01-01&limit=1000").contains(&"TARI-2026-B".to_string()));
+    assert!(iupds("?status=Paid&limit=1000").contains(&"TARI-2026-A".to_string()));
+    assert!(!iupds("?status=Valid&limit=1000").contains(&"TARI-2026-A".to_string()));
+    let (status, err) = api(&d, "GET", &positions("?due_to=31/12/2030"), None);
+    assert_eq!((status, err["field"].as_str()), (400, Some("due_to")));
 }
 
 fn caller() -> Caller {

@@ -139,6 +139,8 @@ pub async fn list(
     let mut status = None;
     let mut debtor = None;
     let mut kind = None;
+    let (mut due_from, mut due_to): (Option<jiff::civil::Date>, Option<jiff::civil::Date>) =
+        (None, None);
     let mut limit = 100usize;
     let mut after: Option<PositionId> = None;
     for (key, value) in &query {
@@ -160,6 +162,16 @@ pub async fn list(
                 debtor = Some(code);
             }
             "kind" => kind = Some(value.clone()),
+            "due_from" | "due_to" => {
+                let date: jiff::civil::Date = value
+                    .parse()
+                    .map_err(|_| ApiError::field(key.as_str(), "a date, YYYY-MM-DD"))?;
+                if key == "due_from" {
+                    due_from = Some(date);
+                } else {
+                    due_to = Some(date);
+                }
+            }
             "limit" => {
                 limit = value
                     .parse()
@@ -176,7 +188,7 @@ pub async fn list(
             other => {
                 return Err(ApiError::field(
                     other,
-                    "unknown parameter: use status, debtor, kind, limit or after",
+                    "unknown parameter: use status, debtor, kind, due_from, due_to, limit or after",
                 ));
             }
         }
@@ -196,7 +208,13 @@ pub async fn list(
                 let wanted = &p.entity == entity
                     && kind.as_ref().is_none_or(|k| &p.kind == k)
                     && debtor.as_ref().is_none_or(|d| &p.debtor.code == d)
-                    && status.is_none_or(|s| p.status(today) == s);
+                    && status.is_none_or(|s| p.status(today) == s)
+                    // Due dates: some instalment falls due within the range.
+                    && (due_from.is_none() && due_to.is_none()
+                        || p.instalments().any(|i| {
+                            due_from.is_none_or(|f| i.terms.due >= f)
+                                && due_to.is_none_or(|t| i.terms.due <= t)
+                        }));
                 if wanted {
                     out.push(PositionSummary::new(&p, today));
                     if out.len() == limit {
