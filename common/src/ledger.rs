@@ -175,6 +175,10 @@ pub enum LedgerError {
     NotCancelled,
     #[error("the position has payments: {0}")]
     HasPayments(String),
+    #[error(
+        "the position has reductions or a plan: change it with variations, not by replacing it"
+    )]
+    HasVariations,
     #[error("reduction of {nav}: new amount {new} must be below the current amount {current}")]
     NotAReduction {
         nav: Nav,
@@ -441,6 +445,14 @@ impl Position {
                         "only an unpaid position can be replaced".into(),
                     ));
                 }
+                // A replacement starts from the new data alone: it would undo reductions and
+                // make notices a plan replaced payable again.
+                if self
+                    .instalments()
+                    .any(|i| i.withdrawn || i.terms.amount != i.original_amount)
+                {
+                    return Err(LedgerError::HasVariations);
+                }
                 data.validate(&self.entity)?;
                 self.kind = data.kind.clone();
                 self.debtor = data.debtor.clone();
@@ -460,6 +472,9 @@ impl Position {
                 transfer_amounts,
                 ..
             } => {
+                if self.cancelled {
+                    return Err(LedgerError::PositionCancelled);
+                }
                 let inst = self.instalment_mut(nav)?;
                 if inst.has_payment() {
                     return Err(LedgerError::AlreadyPaid(nav.clone()));
@@ -520,6 +535,9 @@ impl Position {
                 }
             }
             Change::Rescheduled { replaced, plan } => {
+                if self.cancelled {
+                    return Err(LedgerError::PositionCancelled);
+                }
                 if replaced.is_empty() {
                     return Err(LedgerError::NothingReplaced);
                 }

@@ -222,6 +222,32 @@ fn updated_is_refused_with_payments_another_iupd_or_invalid_data() {
 }
 
 #[test]
+fn updated_is_refused_after_a_reduction_or_a_plan() {
+    // Replacing would undo the reduction, or make the notice a plan replaced payable again.
+    let mut p = load(single());
+    apply(&mut p, 1, reduced(1, 100_00, 80_00, &[60_00, 20_00]));
+    let e = refuse(&mut p, 2, Change::Updated(single()));
+    assert_eq!(e, LedgerError::HasVariations);
+    assert_eq!(inst(&p, 1).terms.amount, Cents(80_00));
+
+    let mut p = load(single_and_plan());
+    apply(&mut p, 1, rescheduled(&[1], new_plan()));
+    let e = refuse(&mut p, 2, Change::Updated(single_and_plan()));
+    assert_eq!(e, LedgerError::HasVariations);
+    assert!(inst(&p, 1).withdrawn);
+}
+
+#[test]
+fn a_cancelled_position_is_neither_reduced_nor_rescheduled() {
+    let mut p = load(single_and_plan());
+    apply(&mut p, 1, Change::Cancelled);
+    let e = refuse(&mut p, 2, reduced(1, 300_00, 200_00, &[200_00]));
+    assert_eq!(e, LedgerError::PositionCancelled);
+    let e = refuse(&mut p, 2, rescheduled(&[1], new_plan()));
+    assert_eq!(e, LedgerError::PositionCancelled);
+}
+
+#[test]
 fn debtor_update_needs_a_name() {
     let mut p = load(single());
     let mut debtor = support::debtor();

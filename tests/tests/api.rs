@@ -421,6 +421,19 @@ fn variations_agree_with_the_station() {
     );
     assert_eq!(got.amount.as_deref(), Some("80.00"));
     assert_eq!(got.transfers.len(), 2);
+    // The same body again changes nothing; a changed one would undo the reduction: refused.
+    let (status, same) = api(&d, "PUT", &positions("/RED-1"), Some(&tari()));
+    assert_eq!(status, 200, "{same}");
+    let mut changed = tari();
+    changed["description"] = json!("Tassa rifiuti 2026 (rettifica)");
+    let (status, err) = api(&d, "PUT", &positions("/RED-1"), Some(&changed));
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("HAS_VARIATIONS")),
+        "{err}"
+    );
+    let v = verify(&d, &nav);
+    assert_eq!(v.amount.as_deref(), Some("80.00"));
 
     // Cancel, then restore: the same NAV is payable again.
     let cancel = json!({"reason": "emesso per errore"});

@@ -237,6 +237,7 @@ impl ApiError {
             LedgerError::PositionCancelled => conflict(None).with_code("POSITION_CANCELLED"),
             LedgerError::NotCancelled => conflict(None).with_code("NOT_CANCELLED"),
             LedgerError::HasPayments(_) => conflict(None).with_code("HAS_PAYMENTS"),
+            LedgerError::HasVariations => conflict(None).with_code("HAS_VARIATIONS"),
             LedgerError::NotLoaded(_) | LedgerError::AlreadyLoaded => conflict(None),
         }
     }
