@@ -78,11 +78,13 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
     let job = finished(&d, &upload(&d, FILE.as_bytes()));
     assert_eq!(job["rows_total"], 7, "{job}");
     assert_eq!(job["rows_done"], 7, "{job}");
-    assert_eq!(job["created"], 2, "{job}");
-    assert_eq!(job["rejected_rows"], 3, "{job}");
+    // B-1's rows are not consecutive: neither is loaded. B-3 and B-4 have a bad field.
+    assert_eq!(job["created"], 1, "{job}");
+    assert_eq!(job["rejected_rows"], 4, "{job}");
+    assert!(job["file_error"].is_null(), "{job}");
 
     let report = rejects(&d, &job);
-    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(report.len(), 4, "{report:?}");
     let line = |n: &str| {
         report
             .iter()
@@ -94,9 +96,18 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
     assert_eq!(line("6")[2], "INVALID_FIELD", "{report:?}");
     assert!(line("6")[3].contains("two decimals"), "{report:?}");
     assert!(line("7")[1].contains("debtor"), "{report:?}");
-    assert_eq!(line("8")[2], "DUPLICATE_IUPD", "{report:?}");
-    assert!(line("8")[3].contains("consecutive"), "{report:?}");
-    assert!(line("8")[4].starts_with("B-1;"), "{report:?}");
+    for l in ["2", "8"] {
+        assert_eq!(line(l)[2], "DUPLICATE_IUPD", "{report:?}");
+        assert!(line(l)[3].contains("not consecutive"), "{report:?}");
+        assert!(line(l)[4].starts_with("B-1;"), "{report:?}");
+    }
+    let (status, _) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/B-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 404, "nothing of B-1 is loaded");
 
     // The positions are there, with the plan and the province's share.
     let (status, p) = d.api_call(
@@ -118,8 +129,8 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
     // The same file again: nothing new.
     let again = finished(&d, &upload(&d, FILE.as_bytes()));
     assert_eq!(again["created"], 0, "{again}");
-    assert_eq!(again["unchanged"], 2, "{again}");
-    assert_eq!(again["rejected_rows"], 3, "{again}");
+    assert_eq!(again["unchanged"], 1, "{again}");
+    assert_eq!(again["rejected_rows"], 4, "{again}");
     let (_, ledger) = d.api_call(
         "GET",
         &format!("/api/v1/entities/{ENTITY}/positions/B-2/ledger"),
@@ -130,12 +141,12 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
 
     // A cancellation row.
     let cancel = "action,iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n\
-                  cancel,B-1,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa scolastica,2031-01-31,45.00,x\n";
+                  cancel,B-2,TARI,BNCGLI80A41H501C,Giulia Bianchi,TARI 2030,2031-03-31,300.00,x\n";
     let job = finished(&d, &upload(&d, cancel.as_bytes()));
     assert_eq!(job["cancelled"], 1, "{job}");
     let (_, p) = d.api_call(
         "GET",
-        &format!("/api/v1/entities/{ENTITY}/positions/B-1"),
+        &format!("/api/v1/entities/{ENTITY}/positions/B-2"),
         Some(KEY),
         None,
     );
@@ -165,6 +176,8 @@ fn a_file_that_cannot_be_read_is_refused_with_the_reason() {
     for (file, row, code, reason) in cases {
         let job = finished(&d, &upload(&d, file));
         assert_eq!(job["created"], 0, "{job}");
+        assert_eq!(job["rejected_rows"], job["rows_total"], "{job}");
+        assert_eq!(job["file_error"].is_string(), row == "0", "{job}");
         let report = rejects(&d, &job);
         assert_eq!(report.len(), 1, "{report:?}");
         assert_eq!(report[0][0], row, "{report:?}");
@@ -338,4 +351,65 @@ fn a_load_killed_half_way_resumes_under_its_job_id_without_duplicates() {
     assert_eq!(rejects(&d, &job).len() as u64, rejected);
     let next = finished(&d, &upload(&d, FILE.as_bytes()));
     assert!(next["id"].as_u64() > id.as_u64(), "{next} after {id}");
+}
+
+#[test]
+fn a_position_with_an_unreadable_row_is_refused_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    // P-1: three instalments, the second with a field too many; P-2 fine; a row without iupd.
+    let file = b"iupd;kind;debtor_code;debtor_name;description;option;due;amount;t1_category\n\
+        P-1;TARI;RSSMRA80A01H501U;Mario Rossi;TARI;plan;2031-01-31;10.00;9/0101101IM/\n\
+        P-1;TARI;RSSMRA80A01H501U;Mario Rossi;TARI;plan;2031-02-28;10.00;9/0101101IM/;extra\n\
+        P-1;TARI;RSSMRA80A01H501U;Mario Rossi;TARI;plan;2031-03-31;10.00;9/0101101IM/\n\
+        P-2;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5.00;9/0201102SE/\n\
+        ;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5.00;9/0201102SE/\n\
+        P-3;MENSA;RSSMRA80A01H501U;Citt\xe0;Mensa;single;2031-01-31;5.00;9/0201102SE/\n\
+        P-3;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-02-28;5.00;9/0201102SE/\n";
+    let job = finished(&d, &upload(&d, file));
+    assert_eq!(job["rows_total"], 7, "{job}");
+    assert_eq!(job["created"], 1, "{job}");
+    assert_eq!(job["rejected_rows"], 6, "{job}");
+    let report = rejects(&d, &job);
+    let line = |n: &str| {
+        report
+            .iter()
+            .find(|r| r[0] == n)
+            .unwrap_or_else(|| panic!("no reject for line {n}: {report:?}"))
+            .clone()
+    };
+    assert_eq!(line("3")[2], "NOT_CSV", "{report:?}");
+    assert!(
+        line("3")[3].contains("10 fields, the header has 9"),
+        "{report:?}"
+    );
+    for l in ["2", "4"] {
+        assert!(
+            line(l)[3].contains("position refused at line 3"),
+            "{report:?}"
+        );
+    }
+    assert_eq!(line("6")[1], "iupd", "{report:?}");
+    assert!(line("6")[3].contains("missing"), "{report:?}");
+    assert_eq!(line("7")[2], "NOT_UTF8", "{report:?}");
+    assert!(
+        line("8")[3].contains("position refused at line 7"),
+        "{report:?}"
+    );
+    for iupd in ["P-1", "P-3"] {
+        let (status, _) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{ENTITY}/positions/{iupd}"),
+            Some(KEY),
+            None,
+        );
+        assert_eq!(status, 404, "nothing of {iupd} is loaded");
+    }
+    let tefa = b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category;t2_beneficiary;t2_category\n\
+        T-1;TARI;RSSMRA80A01H501U;Mario Rossi;TARI;2031-01-31;100.00;9/0101101IM/;80001234568;9/0101102IM/\n";
+    let job = finished(&d, &upload(&d, tefa));
+    assert_eq!(job["rejected_rows"], 1, "{job}");
+    let report = rejects(&d, &job);
+    assert_eq!(report[0][1], "t2_amount", "{report:?}");
+    assert!(report[0][3].contains("no t2_amount"), "{report:?}");
 }

@@ -13,7 +13,9 @@
 //! `due`, `amount`, `instalment_description`, and for k = 1..5 `t{k}_beneficiary`, `t{k}_iban`,
 //! `t{k}_amount` (t1 defaults to what the other transfers leave of the instalment's amount),
 //! `t{k}_remittance`, `t{k}_category`.
-//! The rows of one position are consecutive; its position columns are read from its first row.
+//! The rows of one position are consecutive (an iupd whose rows are not is refused whole); its
+//! position columns are read from its first row. A position loads whole or not at all: a row
+//! that cannot be read refuses its position's other rows too.
 //!
 //! Uploaded files are first written durably into the entity's inbox folder
 //! (`DATA_DIR/inbox/CF/`), where a back office may also drop them; a file leaves the inbox for
@@ -167,6 +169,8 @@ type Row = (u64, HashMap<String, String>, String);
 struct Group {
     rows: Vec<Row>,
     json: Option<Value>,
+    /// A row that cannot be read (line, code, reason): the whole position is refused.
+    poison: Option<(u64, &'static str, String)>,
 }
 
 fn whole(field: &str, code: &'static str, reason: String) -> Reject {
@@ -179,45 +183,27 @@ fn whole(field: &str, code: &'static str, reason: String) -> Reject {
     }
 }
 
-/// Loads a CSV file as it reads it, a batch of positions at a time, so that memory stays flat
-/// whatever the file's size. The header is checked first: a file with unknown or missing
-/// columns is refused whole; a line that is not UTF-8 or not CSV is refused alone.
-fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex<Job>) -> bool {
-    let refuse = |reject: Reject| {
-        lock(job).reject(reject);
-        true
-    };
-    let open = || {
-        File::open(path)
-            .map_err(|e| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}")))
-    };
-    // A first pass counts the lines, for the progress figures.
-    let lines = match open() {
-        Ok(file) => BufReader::new(file)
-            .split(b'\n')
-            .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
-            .count() as u64,
-        Err(reject) => return refuse(reject),
-    };
-    lock(job).record.rows_total = lines.saturating_sub(1);
-    let mut input = match open() {
-        Ok(file) => BufReader::new(file),
-        Err(reject) => return refuse(reject),
-    };
+/// A CSV file opened past its header: the reader, the columns (lower case) and the separator.
+type OpenCsv = (
+    csv::Reader<std::io::Chain<std::io::Cursor<Vec<u8>>, BufReader<File>>>,
+    Vec<String>,
+    u8,
+);
+
+/// Opens a CSV file of layout v1 and checks its header: a file with an unreadable header, or
+/// unknown or missing columns, is refused whole.
+fn open_csv(path: &Path) -> Result<OpenCsv, Reject> {
+    let unreadable =
+        |e: std::io::Error| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}"));
+    let mut input = BufReader::new(File::open(path).map_err(unreadable)?);
     let mut header = Vec::new();
-    if let Err(e) = input.read_until(b'\n', &mut header) {
-        return refuse(whole(
-            "",
-            "UNREADABLE_FILE",
-            format!("cannot read the file: {e}"),
-        ));
-    }
+    input.read_until(b'\n', &mut header).map_err(unreadable)?;
     let header = header
         .strip_prefix(b"\xEF\xBB\xBF")
         .unwrap_or(&header)
         .to_vec();
     let Ok(header_text) = std::str::from_utf8(&header) else {
-        return refuse(whole(
+        return Err(whole(
             "",
             "NOT_UTF8",
             "line 1 is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)".into(),
@@ -231,10 +217,12 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .trim(csv::Trim::All)
-        .from_reader(std::io::Cursor::new(header.clone()).chain(input));
+        // A row with too few or too many fields is refused with its line, not skipped unseen.
+        .flexible(true)
+        .from_reader(std::io::Cursor::new(header).chain(input));
     let columns: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_ascii_lowercase).collect(),
-        Err(e) => return refuse(whole("", "NOT_CSV", format!("unreadable header: {e}"))),
+        Err(e) => return Err(whole("", "NOT_CSV", format!("unreadable header: {e}"))),
     };
     let known = |c: &str| {
         POSITION_COLUMNS.contains(&c)
@@ -242,18 +230,81 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
             || (1..=5).any(|k| TRANSFER_COLUMNS.iter().any(|t| c == format!("t{k}_{t}")))
     };
     if let Some(c) = columns.iter().find(|c| !known(c)) {
-        return refuse(whole(
+        return Err(whole(
             c,
             "UNKNOWN_COLUMN",
             format!("unknown column {c:?} (layout v1)"),
         ));
     }
     if let Some(c) = REQUIRED.iter().find(|c| !columns.iter().any(|h| h == *c)) {
-        return refuse(whole(c, "MISSING_COLUMN", format!("missing column {c:?}")));
+        return Err(whole(c, "MISSING_COLUMN", format!("missing column {c:?}")));
     }
+    Ok((reader, columns, delimiter))
+}
+
+/// What a first pass over a CSV file finds: its number of rows, and the iupds whose rows are
+/// not consecutive (first line, line where it came back), none of whose rows may load.
+struct Survey {
+    rows: u64,
+    split: HashMap<u128, (u64, u64)>,
+}
+
+fn survey(path: &Path) -> Result<Survey, Reject> {
+    let (mut reader, columns, _) = open_csv(path)?;
+    let at = columns.iter().position(|c| c == "iupd").unwrap_or(0);
+    // Per iupd: the line of its first row, and the line where it came back after others.
+    let mut blocks: HashMap<u128, (u64, Option<u64>)> = HashMap::new();
+    let mut previous = None;
+    let mut rows = 0;
+    for record in reader.byte_records() {
+        rows += 1;
+        let Ok(record) = record else { continue };
+        let line = record.position().map_or(0, |p| p.line());
+        let iupd = record.get(at).unwrap_or_default();
+        if iupd.is_empty() {
+            previous = None;
+            continue;
+        }
+        let key = fingerprint(iupd);
+        if previous != Some(key) {
+            blocks
+                .entry(key)
+                .and_modify(|(_, again)| {
+                    again.get_or_insert(line);
+                })
+                .or_insert((line, None));
+        }
+        previous = Some(key);
+    }
+    let split = blocks
+        .into_iter()
+        .filter_map(|(k, (first, again))| Some((k, (first, again?))))
+        .collect();
+    Ok(Survey { rows, split })
+}
+
+/// Loads a CSV file as it reads it, a batch of positions at a time, so that memory stays flat
+/// whatever the file's size. A first pass counts the rows and finds iupds whose rows are not
+/// consecutive. A row that is not UTF-8 or has the wrong number of fields is refused with its
+/// whole position: nothing of a position is loaded unless all its rows are.
+fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex<Job>) -> bool {
+    let survey = match survey(path) {
+        Ok(survey) => survey,
+        Err(reject) => {
+            refuse_file(job, reject);
+            return true;
+        }
+    };
+    lock(job).record.rows_total = survey.rows;
+    let (mut reader, columns, delimiter) = match open_csv(path) {
+        Ok(open) => open,
+        Err(reject) => {
+            refuse_file(job, reject);
+            return true;
+        }
+    };
+    let at = columns.iter().position(|c| c == "iupd").unwrap_or(0);
     let separator = char::from(delimiter).to_string();
-    // Consecutive rows of one iupd make a position; an iupd seen again later is a duplicate.
-    let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut batch: Vec<Group> = Vec::new();
     let mut current: Option<Group> = None;
     let refused_row = |line: u64, field: &str, code, reason: String, original: String| {
@@ -291,52 +342,77 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 .map(String::from_utf8_lossy)
                 .collect::<Vec<_>>()
                 .join(&separator);
-            let Ok(fields) = record
-                .iter()
-                .map(|f| std::str::from_utf8(f).map(str::to_string))
-                .collect::<Result<Vec<String>, _>>()
-            else {
+            let raw_iupd = record.get(at).unwrap_or_default();
+            let iupd = String::from_utf8_lossy(raw_iupd).into_owned();
+            if iupd.is_empty() {
                 refused_row(
                     line,
-                    "",
-                    "NOT_UTF8",
-                    format!(
-                        "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or Windows-1252)"
-                    ),
+                    "iupd",
+                    "INVALID_FIELD",
+                    "iupd is missing".into(),
                     original,
                 );
                 continue;
-            };
-            let values: HashMap<String, String> = columns
+            }
+            if let Some((first, again)) = survey.split.get(&fingerprint(raw_iupd)) {
+                let reason = format!(
+                    "the rows of iupd {iupd} are not consecutive (line {first}, then line \
+                     {again} after other positions): none of them is loaded"
+                );
+                refused_row(line, "iupd", "DUPLICATE_IUPD", reason, original);
+                continue;
+            }
+            let fields = record
                 .iter()
-                .cloned()
-                .zip(fields)
-                .filter(|(_, v)| !v.is_empty())
-                .collect();
-            let iupd = values.get("iupd").cloned().unwrap_or_default();
+                .map(|f| std::str::from_utf8(f).map(str::to_string))
+                .collect::<Result<Vec<String>, _>>();
+            let (values, poison) = match fields {
+                _ if record.len() != columns.len() => (
+                    HashMap::from([("iupd".to_string(), iupd.clone())]),
+                    Some((
+                        line,
+                        "NOT_CSV",
+                        format!(
+                            "line {line} has {} fields, the header has {}",
+                            record.len(),
+                            columns.len()
+                        ),
+                    )),
+                ),
+                Err(_) => (
+                    HashMap::from([("iupd".to_string(), iupd.clone())]),
+                    Some((
+                        line,
+                        "NOT_UTF8",
+                        format!(
+                            "line {line} is not UTF-8: save the file as UTF-8 (not Latin-1 or \
+                         Windows-1252)"
+                        ),
+                    )),
+                ),
+                Ok(fields) => (
+                    columns
+                        .iter()
+                        .cloned()
+                        .zip(fields)
+                        .filter(|(_, v)| !v.is_empty())
+                        .collect(),
+                    None,
+                ),
+            };
             if let Some(group) = current.as_mut()
                 && group.rows[0].1.get("iupd") == Some(&iupd)
             {
                 group.rows.push((line, values, original));
+                if group.poison.is_none() {
+                    group.poison = poison;
+                }
                 continue;
             }
-            let key = fingerprint(&iupd);
-            if let Some(first) = seen.get(&key) {
-                refused_row(
-                    line,
-                    "iupd",
-                    "DUPLICATE_IUPD",
-                    format!(
-                        "iupd {iupd} already appeared at line {first}: a position's rows must be consecutive"
-                    ),
-                    original,
-                );
-                continue;
-            }
-            seen.insert(key, line);
             batch.extend(current.replace(Group {
                 rows: vec![(line, values, original)],
                 json: None,
+                poison,
             }));
             // A closed channel: the committer stopped, the store with it.
             if batch.len() >= BATCH
@@ -356,10 +432,19 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
     })
 }
 
+/// A file refused as a whole: every row of it is rejected, and the job says why.
+fn refuse_file(job: &Mutex<Job>, reject: Reject) {
+    let mut j = lock(job);
+    j.record.file_error = Some(reject.reason.clone());
+    j.record.rejected_rows = j.record.rows_total;
+    j.record.rows_done = j.record.rows_total;
+    j.reject(reject);
+}
+
 /// A 128-bit fingerprint of an iupd: the duplicate check of a million-row file keeps these
 /// instead of the strings (a third of the memory); two different iupds share one with a
 /// probability of about 10⁻²⁷ in such a file.
-fn fingerprint(iupd: &str) -> u128 {
+fn fingerprint(iupd: &[u8]) -> u128 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let half = |salt: u8| {
         let mut h = DefaultHasher::new();
@@ -407,6 +492,7 @@ fn read_json(bytes: &[u8]) -> Result<Vec<Group>, Reject> {
         groups.push(Group {
             rows: vec![(row, values, original)],
             json: Some(body),
+            poison: None,
         });
     }
     Ok(groups)
@@ -453,6 +539,14 @@ fn body_of(group: &Group) -> Result<(String, Value), (u64, String, String)> {
         for k in 1..=5 {
             let t = |f: &str| get(row, &format!("t{k}_{f}"));
             if k > 1 && t("amount").is_none() {
+                // A transfer given without its amount would leave its money to transfer 1.
+                if let Some(f) = TRANSFER_COLUMNS.iter().find(|f| t(f).is_some()) {
+                    return Err((
+                        *line,
+                        format!("t{k}_amount"),
+                        format!("transfer {k} has a t{k}_{f} but no t{k}_amount"),
+                    ));
+                }
                 continue;
             }
             let mut transfer = Map::new();
@@ -628,7 +722,7 @@ fn run(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &Mutex
                 load_groups(app, entity, actor, groups, job)
             }
             Err(reject) => {
-                lock(job).reject(reject);
+                refuse_file(job, reject);
                 true
             }
         };
@@ -689,6 +783,15 @@ fn prepare(app: &App, entity: &EntityConfig, actor: &Actor, groups: Vec<Group>) 
     let mut steps: Vec<Step> = Vec::with_capacity(groups.len());
     let mut fresh: Vec<(usize, Iupd, PositionIn)> = Vec::new();
     for (k, group) in groups.iter().enumerate() {
+        if let Some((line, code, reason)) = &group.poison {
+            steps.push(Step::Decided(Err(Refusal::Row(
+                *line,
+                String::new(),
+                code,
+                reason.clone(),
+            ))));
+            continue;
+        }
         if let Some((iupd, body)) = new_position(app, entity, group) {
             fresh.push((k, iupd, body));
         }

@@ -31,6 +31,9 @@ pub struct BulkJob {
     pub unchanged: u64,
     pub cancelled: u64,
     pub rejected_rows: u64,
+    /// Why the file as a whole was refused (unreadable, not CSV or JSON, a bad header): then
+    /// nothing of it was loaded.
+    pub file_error: Option<String>,
     /// When this run of the job started (again, after an interruption).
     pub started: Option<jiff::Timestamp>,
     /// When it ended.
