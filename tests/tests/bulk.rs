@@ -61,6 +61,14 @@ fn rejects(d: &Daemon, job: &Value) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The reject of a line: row; field; code; reason; original.
+fn at_line<'a>(report: &'a [Vec<String>], line: &str) -> &'a [String] {
+    report
+        .iter()
+        .find(|r| r[0] == line)
+        .unwrap_or_else(|| panic!("no reject for line {line}: {report:?}"))
+}
+
 const FILE: &str = "\u{feff}iupd;kind;debtor_code;debtor_name;description;option;due;amount;t1_category;t2_beneficiary;t2_amount;t2_remittance;t2_category
 B-1;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa scolastica;single;2031-01-31;45,00;9/0201102SE/;;;;
 B-2;TARI;BNCGLI80A41H501C;Giulia Bianchi;TARI 2030;single;2031-03-31;300.00;9/0101101IM/;80001234568;15.00;TEFA;9/0101102IM/
@@ -85,12 +93,7 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
 
     let report = rejects(&d, &job);
     assert_eq!(report.len(), 4, "{report:?}");
-    let line = |n: &str| {
-        report
-            .iter()
-            .find(|r| r[0] == n)
-            .unwrap_or_else(|| panic!("no reject for line {n}: {report:?}"))
-    };
+    let line = |n: &str| at_line(&report, n);
     // row; field; code; reason; original
     assert!(line("6")[1].contains("amount"), "{report:?}");
     assert_eq!(line("6")[2], "INVALID_FIELD", "{report:?}");
@@ -252,13 +255,7 @@ fn a_json_file_loads_each_position_through_the_same_path() {
     assert_eq!(job["created"], 1, "{job}");
     assert_eq!(job["rejected_rows"], 3, "{job}");
     let report = rejects(&d, &job);
-    let reason = |row: &str| {
-        report
-            .iter()
-            .find(|r| r[0] == row)
-            .map(|r| format!("{} {} {}", r[1], r[2], r[3]))
-            .unwrap_or_default()
-    };
+    let reason = |row: &str| at_line(&report, row)[1..4].join(" ");
     assert!(reason("2").contains("amount"), "{report:?}");
     assert!(reason("3").contains("twice"), "{report:?}");
     assert!(
@@ -371,13 +368,7 @@ fn a_position_with_an_unreadable_row_is_refused_whole() {
     assert_eq!(job["created"], 1, "{job}");
     assert_eq!(job["rejected_rows"], 6, "{job}");
     let report = rejects(&d, &job);
-    let line = |n: &str| {
-        report
-            .iter()
-            .find(|r| r[0] == n)
-            .unwrap_or_else(|| panic!("no reject for line {n}: {report:?}"))
-            .clone()
-    };
+    let line = |n: &str| at_line(&report, n);
     assert_eq!(line("3")[2], "NOT_CSV", "{report:?}");
     assert!(
         line("3")[3].contains("10 fields, the header has 9"),
