@@ -356,6 +356,33 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
     assert_eq!((status, err["field"].as_str()), (400, Some("due_to")));
 }
 
+#[test]
+fn the_same_new_position_sent_at_once_is_loaded_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    for round in 0..5 {
+        let iupd = format!("RACE-{round}");
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| api(&d, "PUT", &positions(&format!("/{iupd}")), Some(&tari())).0)
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().expect("call")).collect()
+        });
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 201 || *s == 200),
+            "{statuses:?}"
+        );
+        assert_eq!(ledger_len(&d, &iupd), 1);
+    }
+}
+
 fn caller() -> Caller {
     Caller {
         id_pa: ENTITY.into(),

@@ -46,7 +46,7 @@ use super::positions::{Upserted, prepare_new, upsert};
 use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
-use crate::store::{BulkJob, PreparedLoad, Store};
+use crate::store::{BulkJob, PreparedLoad, Store, WriteError};
 
 const POSITION_COLUMNS: [&str; 14] = [
     "action",
@@ -855,6 +855,8 @@ fn commit(
                 for (k, r) in loading.into_iter().zip(results) {
                     outcomes[k] = Some(match r {
                         Ok(_) => Ok(Done::Loaded(Upserted::Created)),
+                        // Loaded meanwhile through the API or another file: a replacement now.
+                        Err(WriteError::Exists(_)) => load_group(app, entity, actor, &groups[k]),
                         Err(e) => Err(refusal(line(k), ApiError::write(e, None))),
                     });
                 }

@@ -610,7 +610,12 @@ pub(crate) fn upsert(
                 .load_numbered(&entity.fiscal_code, missing, |mut range| {
                     let data = match missing {
                         0 => Ok(draft),
-                        _ => resolver.build(iupd, body, None, &mut Numbers::From(&mut range)),
+                        _ => resolver.build(
+                            iupd.clone(),
+                            body.clone(),
+                            None,
+                            &mut Numbers::From(&mut range),
+                        ),
                     };
                     match data {
                         Ok(data) => vec![event(Change::Loaded(data))],
@@ -623,26 +628,48 @@ pub(crate) fn upsert(
             if let Some(e) = refused {
                 return Err(e);
             }
-            let id = loaded
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::not_found("position not loaded"))??;
+            let id = match loaded.into_iter().next() {
+                Some(Ok(id)) => id,
+                // Another load of the same iupd got there first: this one is now a replacement
+                // (or changes nothing), as if it had come second.
+                Some(Err(crate::store::WriteError::Exists(_))) => {
+                    let (id, current) = app
+                        .store
+                        .by_iupd(&entity.fiscal_code, &iupd)?
+                        .ok_or_else(|| ApiError::not_found("position vanished"))?;
+                    return replace(&resolver, actor, iupd, body, id, current);
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ApiError::not_found("position not loaded")),
+            };
             let p = app
                 .store
                 .position(id)?
                 .ok_or_else(|| ApiError::not_found("position vanished after loading"))?;
             Ok((Upserted::Created, p))
         }
-        Some((id, current)) => {
-            let previous = loaded_data(app, id)?;
-            let data = resolver.position(iupd, body, previous.as_ref())?;
-            if previous.as_ref() == Some(&data) {
-                return Ok((Upserted::Unchanged, current));
-            }
-            let after = app.store.append(id, event(Change::Updated(data)))?;
-            Ok((Upserted::Replaced, after))
-        }
+        Some((id, current)) => replace(&resolver, actor, iupd, body, id, current),
     }
+}
+
+/// `upsert` of a position that exists: the same body as last loaded changes nothing.
+fn replace(
+    resolver: &Resolver<'_>,
+    actor: &Actor,
+    iupd: Iupd,
+    body: PositionIn,
+    id: PositionId,
+    current: Position,
+) -> Result<(Upserted, Position), ApiError> {
+    let app = resolver.app;
+    let previous = loaded_data(app, id)?;
+    let data = resolver.position(iupd, body, previous.as_ref())?;
+    if previous.as_ref() == Some(&data) {
+        return Ok((Upserted::Unchanged, current));
+    }
+    let event = Event::new(Timestamp::now(), actor.clone(), Change::Updated(data));
+    let after = app.store.append(id, event)?;
+    Ok((Upserted::Replaced, after))
 }
 
 /// Create (201) or replace (200) a position; the same body again changes nothing (200).
