@@ -225,6 +225,40 @@ fn files_dropped_in_the_inbox_are_loaded_and_moved_to_done() {
     let job = finished(&d, &upload(&d, FILE.as_bytes()));
     let name = job["file"].as_str().expect("file name");
     assert!(inbox.join("done").join(name).exists(), "{job}");
+
+    // The same name dropped again: archived beside the first, neither report overwritten.
+    let first = finished(&d, &serde_json::json!({"id": 1}));
+    assert_eq!(first["file"], "mensa.csv", "{first}");
+    let again = "iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n\
+                 IN-3,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa,2031-01-31,31.00,9/0201102SE/\n";
+    std::fs::write(inbox.join(".mensa.part"), again).expect("write");
+    std::fs::rename(inbox.join(".mensa.part"), inbox.join("mensa.csv")).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let (_, j) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{ENTITY}/bulk/3"),
+            Some(KEY),
+            None,
+        );
+        if j["status"] == "done" {
+            break j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second file was not loaded: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(second["archived"], "mensa.csv.job3", "{second}");
+    assert!(inbox.join("done").join("mensa.csv.job3").exists());
+    assert_eq!(second["created"], 1, "{second}");
+    assert!(rejects(&d, &second).is_empty());
+    assert_eq!(
+        rejects(&d, &first).len(),
+        1,
+        "the first report is still there"
+    );
 }
 
 #[test]

@@ -972,7 +972,10 @@ fn inbox_of(app: &App, entity: &str) -> PathBuf {
 fn report_path(app: &App, job: &BulkJob) -> PathBuf {
     let dir = inbox_of(app, &job.entity);
     match job.status.as_str() {
-        "done" => dir.join("done").join(format!("{}.rejects.csv", job.file)),
+        "done" => {
+            let name = job.archived.as_deref().unwrap_or(&job.file);
+            dir.join("done").join(format!("{name}.rejects.csv"))
+        }
         _ => dir.join(format!(".{}.rejects.part", job.file)),
     }
 }
@@ -981,21 +984,26 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Moves a loaded file to `done/`, with its reject report if any.
-fn archive(path: &Path, report: &Path) -> std::io::Result<()> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+/// The name a loaded file takes in `done/`: its own, unless an earlier file of that name is
+/// there (then with the job's id), so that no file or report is ever overwritten.
+fn archived_name(path: &Path, job: &BulkJob) -> String {
+    let done = path.with_file_name("done");
+    if done.join(&job.file).exists() {
+        format!("{}.job{}", job.file, job.id)
+    } else {
+        job.file.clone()
+    }
+}
+
+/// Moves a loaded file to `done/` as `name`, with its reject report if any.
+fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
+    let Some(dir) = path.parent() else {
         return Ok(());
     };
     let done = dir.join("done");
     std::fs::create_dir_all(&done)?;
-    let mut report_name = name.to_os_string();
-    report_name.push(".rejects.csv");
-    let archived_report = done.join(report_name);
     if report.exists() {
-        std::fs::rename(report, &archived_report)?;
-    } else if archived_report.exists() {
-        // An earlier file of the same name left its report: it is not this one's.
-        std::fs::remove_file(&archived_report)?;
+        std::fs::rename(report, done.join(format!("{name}.rejects.csv")))?;
     }
     std::fs::rename(path, done.join(name))?;
     sync_dir(&done)?;
@@ -1056,8 +1064,10 @@ fn start_file(
     let api = Arc::clone(api);
     tokio::task::spawn_blocking(move || {
         let id = record.id;
-        if run(&api.app, &entity, &actor, &path, &job) {
-            finish(&api, &path, &report, &job);
+        if run(&api.app, &entity, &actor, &path, &job) && !finish(&api, &path, &report, &job) {
+            // The file could not leave the inbox: it stays claimed, or it would be loaded
+            // again every few seconds; the next start loads it again (all unchanged).
+            return;
         }
         // An interrupted job stays here to answer with its state until the daemon stops.
         if lock(&job).record.status == "done" {
@@ -1073,8 +1083,9 @@ fn start_file(
 }
 
 /// A job that has read its whole file: its record says done (durably), then the file and its
-/// report leave the inbox. Until the file has left, the job still answers "running".
-fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) {
+/// report leave the inbox. Until the file has left, the job still answers "running". False if
+/// the file could not be moved.
+fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
     let mut record = {
         let mut j = lock(job);
         if let Err(e) = j.report.flush(true) {
@@ -1085,18 +1096,20 @@ fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) {
     };
     record.status = "done".into();
     record.finished = Some(jiff::Timestamp::now());
+    let name = archived_name(path, &record);
+    record.archived = Some(name.clone());
     if let Err(e) = api.app.store.save_job(&record, true) {
         // The file stays in the inbox: it is loaded again at the next start.
         tracing::error!(job = record.id, "cannot record the end of a bulk job: {e}");
         lock(job).record.status = "interrupted".into();
-        return;
+        return true;
     }
-    if let Err(e) = archive(path, report) {
+    let moved = archive(path, report, &name);
+    if let Err(e) = &moved {
         tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
     }
-    let mut j = lock(job);
-    j.record.status = "done".into();
-    j.record.finished = record.finished;
+    lock(job).record = record;
+    moved.is_ok()
 }
 
 /// Jobs recorded as running whose file is no longer in the inbox (removed while the daemon was
@@ -1110,7 +1123,13 @@ fn abandon_orphans(api: &Api) {
         }
     };
     for mut job in orphans {
-        if inbox_of(&api.app, &job.entity).join(&job.file).exists() {
+        let live = api
+            .jobs
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&job.id);
+        if live || inbox_of(&api.app, &job.entity).join(&job.file).exists() {
             continue;
         }
         tracing::warn!(job = job.id, file = %job.file, "bulk job abandoned: its file left the inbox");
@@ -1158,7 +1177,20 @@ pub fn watch(api: Arc<Api>) {
 
 /// `POST /entities/{cf}/bulk`: the file is written durably into the entity's inbox, then loaded
 /// as a job; 202 with its id.
-pub async fn upload(State(api): State<Arc<Api>>, auth: Authorized, body: Bytes) -> Response {
+pub async fn upload(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let reason = "file larger than the upload limit (api.max_bulk_bytes): drop it in \
+                          the entity's inbox folder instead";
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, reason, None).into_response();
+        }
+        Err(r) => return ApiError::new(r.status(), r.body_text(), None).into_response(),
+    };
     let entity = auth.entity(&api.app).clone();
     let dir = inbox(&api.app, &entity);
     let stamp = jiff::Timestamp::now()

@@ -34,6 +34,9 @@ pub struct BulkJob {
     /// Why the file as a whole was refused (unreadable, not CSV or JSON, a bad header): then
     /// nothing of it was loaded.
     pub file_error: Option<String>,
+    /// The file's name in the inbox's `done/` once loaded (its own, or with the job id when an
+    /// earlier file of that name is there); its reject report is that name + `.rejects.csv`.
+    pub archived: Option<String>,
     /// When this run of the job started (again, after an interruption).
     pub started: Option<jiff::Timestamp>,
     /// When it ended.
