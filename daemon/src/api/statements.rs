@@ -250,14 +250,11 @@ fn statement(
 ) -> Result<Statement, ApiError> {
     let today = crate::station::today();
     let scope = reader.entity(app).map(|e| &e.fiscal_code);
-    let mut found = app.store.by_debtor(debtor, MAX_POSITIONS + 1)?;
+    let mut found = app.store.by_debtor(debtor, scope, MAX_POSITIONS + 1)?;
     let truncated = found.len() > MAX_POSITIONS;
     found.truncate(MAX_POSITIONS);
     let mut positions: Vec<(PositionId, StatementPosition)> = Vec::new();
     for (id, p) in found {
-        if scope.is_some_and(|cf| cf != &p.entity) {
-            continue;
-        }
         positions.push((id, position(app, id, &p.entity, today)?));
     }
     // Newest first: by load time, then by position id (allocated in sequence).

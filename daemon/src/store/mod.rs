@@ -176,24 +176,33 @@ fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
 impl Store {
     /// Opens (or creates) the store in `dir`. Only one process may have it open.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
             // We flush ourselves before every acknowledgement; the timer would only add fsyncs.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    StoreError::Unavailable(format!(
+            .flush_every_ms(None);
+        let locked = |e: &sled::Error| {
+            matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock"))
+        };
+        // A store closed a moment ago in this process (a restore, a restart in place) keeps its
+        // lock until sled's own threads let go of it: wait a little before calling it in use.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(e) if locked(&e) && attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if locked(&e) => {
+                    return Err(StoreError::Unavailable(format!(
                         "{} is in use by another process (is mpayd already running?)",
                         dir.display()
-                    ))
+                    )));
                 }
-                other => StoreError::from(other),
-            })?;
+                other => break other?,
+            }
+        };
         let data = db.open_tree("data")?;
         for name in TREES {
             db.open_tree(name)?;
@@ -606,20 +615,28 @@ impl Store {
     }
 
     /// Every position of a debtor, across entities, oldest first; at most `limit`.
+    /// The debtor's positions, newest first (ids grow with time), at most `limit`, of one
+    /// entity or of all.
     pub fn by_debtor(
         &self,
         code: &DebtorCode,
+        entity: Option<&EntityFiscalCode>,
         limit: usize,
     ) -> Result<Vec<(PositionId, Position)>, StoreError> {
         let Some(prefix) = keys::by_debtor_prefix(code) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for entry in self.data.scan_prefix(&prefix).take(limit) {
+        for entry in self.data.scan_prefix(&prefix).rev() {
+            if out.len() == limit {
+                break;
+            }
             let (k, _) = entry?;
             let id = keys::decode_id(&k[prefix.len()..])
                 .ok_or_else(|| StoreError::Corrupt("debtor index key".into()))?;
-            if let Some(p) = self.position(id)? {
+            if let Some(p) = self.position(id)?
+                && entity.is_none_or(|e| e == &p.entity)
+            {
                 out.push((id, p));
             }
         }

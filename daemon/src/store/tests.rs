@@ -86,7 +86,7 @@ fn load_then_look_up_by_every_key_and_survive_reopen() {
             .expect("read")
             .expect("found by IUV");
         assert_eq!((id, id), (id2, id3));
-        let by_debtor = store.by_debtor(&d.debtor.code, 10).expect("debtor");
+        let by_debtor = store.by_debtor(&d.debtor.code, None, 10).expect("debtor");
         if !matches!(d.debtor.code, DebtorCode::Anonymous) {
             assert!(by_debtor.iter().any(|(i, _)| *i == id));
         }
