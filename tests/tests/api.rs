@@ -357,6 +357,39 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
 }
 
 #[test]
+fn an_authority_may_number_its_own_notices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let castelverde = IuvSettings {
+        aux: AuxDigit::Three,
+        segregation_code: Some(1),
+        application_code: None,
+    };
+    // Even a number high in the sequence is the authority's own, kept as given.
+    let own = castelverde.notice(9_999_999_999_500).expect("nav");
+    let mut body = tari();
+    body["options"][0]["instalments"][0]["nav"] = json!(own.to_string());
+    let p = create(&d, "OWN-1", &body);
+    assert_eq!(first_nav(&p), own.to_string());
+    assert_eq!(verify(&d, &own.to_string()).outcome, "OK");
+    // By IUV alone, and with a NAV whose IUV is not the one given.
+    let by_iuv = castelverde.notice(4_242).expect("nav");
+    let mut body = tari();
+    body["options"][0]["instalments"][0]["iuv"] = json!(by_iuv.iuv().to_string());
+    assert_eq!(first_nav(&create(&d, "OWN-2", &body)), by_iuv.to_string());
+    let mut body = tari();
+    body["options"][0]["instalments"][0]["nav"] =
+        json!(castelverde.notice(4_243).expect("nav").to_string());
+    body["options"][0]["instalments"][0]["iuv"] = json!(by_iuv.iuv().to_string());
+    let (status, err) = api(&d, "PUT", &positions("/OWN-3"), Some(&body));
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (400, Some("options[0].instalments[0].iuv")),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_same_new_position_sent_at_once_is_loaded_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);

@@ -267,6 +267,12 @@ impl Resolver<'_> {
         for (i, inst) in instalments.iter().enumerate() {
             let nav =
                 match (&inst.nav, &inst.iuv) {
+                    (Some(nav), Some(iuv)) if &nav.iuv() != iuv => {
+                        return Err(ApiError::field(
+                            format!("{}.iuv", field(i)),
+                            format!("IUV {iuv} is not the IUV of NAV {nav} ({})", nav.iuv()),
+                        ));
+                    }
                     (Some(nav), _) => Some(nav.clone()),
                     (None, Some(iuv)) => Some(settings.nav_for_iuv(iuv).map_err(|e| {
                         ApiError::field(format!("{}.iuv", field(i)), e.to_string())
@@ -422,10 +428,7 @@ impl Resolver<'_> {
             previous,
             &mut Numbers::Provisional,
         )?;
-        let provisional = draft
-            .instalments()
-            .any(|i| is_provisional(&self.entity.iuv, &i.nav));
-        if !provisional {
+        if fresh_numbers(&body, previous) == 0 {
             return Ok(draft);
         }
         self.build(iupd, body, previous, &mut Numbers::Reserve)
@@ -516,12 +519,8 @@ pub(crate) fn prepare_new(
     let drafts: Vec<Result<(Iupd, PositionIn, u64), ApiError>> = items
         .into_iter()
         .map(|(iupd, body)| {
-            let draft =
-                resolver.build(iupd.clone(), body.clone(), None, &mut Numbers::Provisional)?;
-            let missing = draft
-                .instalments()
-                .filter(|i| is_provisional(&entity.iuv, &i.nav))
-                .count() as u64;
+            resolver.build(iupd.clone(), body.clone(), None, &mut Numbers::Provisional)?;
+            let missing = fresh_numbers(&body, None);
             Ok((iupd, body, missing))
         })
         .collect();
@@ -555,11 +554,22 @@ pub(crate) fn prepare_new(
 /// Provisional notice numbers come from just below this sequence number.
 const PROVISIONAL: u64 = 9_999_999_999_999;
 
-/// Whether `nav` is one of the provisional numbers of a draft.
-fn is_provisional(settings: &mpay_common::ids::IuvSettings, nav: &Nav) -> bool {
-    settings
-        .notice(PROVISIONAL - 1000)
-        .is_ok_and(|floor| nav >= &floor)
+/// How many instalments of `body` need a number from the entity's sequence: those that bring
+/// neither a NAV nor an IUV and had none in the same slot of `previous`. (Counted from the
+/// request, not from the draft's numbers: an authority's own NAV is never taken for one.)
+fn fresh_numbers(body: &PositionIn, previous: Option<&PositionData>) -> u64 {
+    let mut n = 0;
+    for (o, opt) in body.options.iter().enumerate() {
+        for (i, inst) in opt.instalments.iter().enumerate() {
+            let kept = previous
+                .and_then(|d| d.options.get(o))
+                .is_some_and(|p| p.instalments.get(i).is_some());
+            if inst.nav.is_none() && inst.iuv.is_none() && !kept {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// The data of the last load or replacement in the ledger: what a repeated PUT compares with.
@@ -600,10 +610,7 @@ pub(crate) fn upsert(
             // the final numbers are reserved in the commit that loads the position.
             let draft =
                 resolver.build(iupd.clone(), body.clone(), None, &mut Numbers::Provisional)?;
-            let missing = draft
-                .instalments()
-                .filter(|i| is_provisional(&entity.iuv, &i.nav))
-                .count() as u64;
+            let missing = fresh_numbers(&body, None);
             let mut refused = None;
             let loaded = app
                 .store
