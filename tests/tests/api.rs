@@ -371,7 +371,7 @@ fn an_authority_may_number_its_own_notices() {
     body["options"][0]["instalments"][0]["nav"] = json!(own.to_string());
     let p = create(&d, "OWN-1", &body);
     assert_eq!(first_nav(&p), own.to_string());
-    assert_eq!(verify(&d, &own.to_string()).outcome, "OK");
+    assert_eq!(verify(&d, own.as_ref()).outcome, "OK");
     // By IUV alone, and with a NAV whose IUV is not the one given.
     let by_iuv = castelverde.notice(4_242).expect("nav");
     let mut body = tari();
