@@ -444,6 +444,38 @@ fn fault(a: &Answer) -> &str {
     a.fault_code.as_deref().unwrap_or("none")
 }
 
+/// What paGetPaymentV2 answers for a notice: its fault, or "none".
+fn get_payment_fault(d: &Daemon, nav: &str) -> String {
+    let got = ask(
+        d,
+        "paGetPaymentV2",
+        &requests::get_payment(&caller(), true, ENTITY, nav, None),
+    );
+    fault(&got).to_owned()
+}
+
+/// A pagoPA receipt of `amount` for `nav`, as the node sends it.
+fn receipt(d: &Daemon, id: &str, nav: &str, iuv: &str, amount: &str) -> Answer {
+    let spec = ReceiptSpec {
+        receipt_id: id.into(),
+        nav: nav.into(),
+        notice_entity: ENTITY.into(),
+        iuv: iuv.into(),
+        amount: amount.into(),
+        transfers: vec![ReceiptTransfer {
+            id: "1".into(),
+            amount: amount.into(),
+            fiscal_code_pa: ENTITY.into(),
+            iban: Some(BANK.into()),
+            remittance: "TARI".into(),
+            category: "9/0101101IM/".into(),
+        }],
+        psp: "BCITITMM".into(),
+        stand_in: false,
+    };
+    ask(d, "paSendRTV2", &requests::send_rt(&caller(), true, &spec))
+}
+
 #[test]
 fn variations_agree_with_the_station() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -504,6 +536,7 @@ fn variations_agree_with_the_station() {
         "{c}"
     );
     assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_ANNULLATO");
+    assert_eq!(get_payment_fault(&d, &nav), "PAA_PAGAMENTO_ANNULLATO");
     let (status, err) = api(&d, "POST", &positions("/RED-1/restore"), Some(&json!({})));
     assert_eq!(
         (status, err["field"].as_str()),
@@ -553,30 +586,14 @@ fn variations_agree_with_the_station() {
         "{full}"
     );
     assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_DUPLICATO");
+    assert_eq!(get_payment_fault(&d, &nav), "PAA_PAGAMENTO_DUPLICATO");
 
     // A pagoPA receipt for it anyway: accepted, and flagged as a double payment.
     let iuv = full["options"][0]["instalments"][0]["iuv"]
         .as_str()
         .expect("iuv")
         .to_owned();
-    let spec = ReceiptSpec {
-        receipt_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
-        nav: nav.clone(),
-        notice_entity: ENTITY.into(),
-        iuv,
-        amount: "80.00".into(),
-        transfers: vec![ReceiptTransfer {
-            id: "1".into(),
-            amount: "80.00".into(),
-            fiscal_code_pa: ENTITY.into(),
-            iban: Some(BANK.into()),
-            remittance: "TARI".into(),
-            category: "9/0101101IM/".into(),
-        }],
-        psp: "BCITITMM".into(),
-        stand_in: false,
-    };
-    let rt = ask(&d, "paSendRTV2", &requests::send_rt(&caller(), true, &spec));
+    let rt = receipt(&d, "0a1b2c3d4e5f60718293a4b5c6d7e8f9", &nav, &iuv, "80.00");
     assert_eq!(rt.outcome, "OK", "{rt:?}");
     let after = get(&d, "RED-1");
     let doubles = after["double_payments"]
@@ -609,6 +626,22 @@ fn variations_agree_with_the_station() {
         "Cancelled"
     );
     assert_eq!(fault(&verify(&d, &old)), "PAA_PAGAMENTO_ANNULLATO");
+    assert_eq!(get_payment_fault(&d, &old), "PAA_PAGAMENTO_ANNULLATO");
+    // A receipt for the replaced notice all the same: accepted, flagged as a double payment.
+    let old_iuv = p["options"][0]["instalments"][0]["iuv"]
+        .as_str()
+        .expect("iuv")
+        .to_owned();
+    let rt = receipt(
+        &d,
+        "1a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        &old,
+        &old_iuv,
+        "100.00",
+    );
+    assert_eq!(rt.outcome, "OK", "{rt:?}");
+    let after = get(&d, "PLAN-1");
+    assert_eq!(after["double_payments"][0]["nav"], old.as_str(), "{after}");
     for n in &new {
         let v = verify(&d, n);
         assert_eq!(
@@ -617,6 +650,23 @@ fn variations_agree_with_the_station() {
             "{n}"
         );
     }
+
+    // Reduced to zero: the notice is withdrawn, and the node is told it is cancelled.
+    let z = create(&d, "ZERO-1", &tari());
+    let zero = first_nav(&z);
+    let (status, reduced) = api(
+        &d,
+        "POST",
+        &positions(&format!("/ZERO-1/instalments/{zero}/reduction")),
+        Some(&json!({"new_amount": "0.00", "act": "Det. 9/2026", "reason": "sgravio totale"})),
+    );
+    assert_eq!(
+        (status, reduced["status"].as_str()),
+        (200, Some("Cancelled")),
+        "{reduced}"
+    );
+    assert_eq!(fault(&verify(&d, &zero)), "PAA_PAGAMENTO_ANNULLATO");
+    assert_eq!(get_payment_fault(&d, &zero), "PAA_PAGAMENTO_ANNULLATO");
 
     // Debtor data.
     let debtor = json!({"code": "RSSMRA80A01H501U", "name": "Mario Rossi",
