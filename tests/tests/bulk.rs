@@ -438,3 +438,78 @@ fn a_position_with_an_unreadable_row_is_refused_whole() {
     assert_eq!(report[0][1], "t2_amount", "{report:?}");
     assert!(report[0][3].contains("no t2_amount"), "{report:?}");
 }
+
+#[test]
+fn rows_go_through_the_api_rules_and_can_replace() {
+    use mpay_common::ids::{AuxDigit, IuvSettings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let montalto = IuvSettings {
+        aux: AuxDigit::Three,
+        segregation_code: Some(2),
+        application_code: None,
+    };
+    let foreign = montalto.notice(9_000_001).expect("nav");
+    let head = "action;iupd;kind;debtor_code;debtor_name;description;nav;due;amount;\
+                t1_category;t1_iban;t2_beneficiary;t2_amount;t2_remittance;t2_category\n";
+    let row = |action: &str, iupd: &str, nav: &str, amount: &str, iban: &str, t2: &str| {
+        let t2 = match t2 {
+            "" => ";;;".to_string(),
+            a => format!("80001234568;{a};TEFA;9/0101102IM/"),
+        };
+        format!(
+            "{action};{iupd};TARI;RSSMRA80A01H501U;Mario Rossi;TARI 2031;{nav};2031-06-30;\
+             {amount};9/0101101IM/;{iban};{t2}\n"
+        )
+    };
+    let file = [
+        head.to_string(),
+        row("create", "U-1", "", "20.00", "", ""),
+        // The TEFA share is more than the instalment: the transfers cannot add up.
+        row("create", "S-1", "", "10.00", "", "15.00"),
+        row("create", "N-1", foreign.as_ref(), "10.00", "", ""),
+        row(
+            "create",
+            "I-1",
+            "",
+            "10.00",
+            "IT64E0200802626000101010101",
+            "",
+        ),
+        row("create", "T-1", "", "30.00", "", "5.00"),
+    ]
+    .concat();
+    let job = finished(&d, &upload(&d, file.as_bytes()));
+    assert_eq!(job["created"], 2, "{job}");
+    assert_eq!(job["rejected_rows"], 3, "{job}");
+    let report = rejects(&d, &job);
+    assert!(at_line(&report, "3")[1].contains("transfers"), "{report:?}");
+    assert!(at_line(&report, "4")[1].ends_with("nav"), "{report:?}");
+    assert!(at_line(&report, "5")[1].contains("target"), "{report:?}");
+    let (_, t) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/T-1"),
+        Some(KEY),
+        None,
+    );
+    let transfers = &t["options"][0]["instalments"][0]["transfers"];
+    assert_eq!(transfers[0]["amount"], 2_500, "{t}");
+    assert_eq!(transfers[1]["amount"], 500, "{t}");
+
+    // An update row replaces the position; the same file again changes nothing.
+    let update = [head.to_string(), row("update", "U-1", "", "25.00", "", "")].concat();
+    let job = finished(&d, &upload(&d, update.as_bytes()));
+    assert_eq!(job["replaced"], 1, "{job}");
+    let job = finished(&d, &upload(&d, update.as_bytes()));
+    assert_eq!(job["unchanged"], 1, "{job}");
+
+    // A JSON file that is not JSON: refused whole, with the reason.
+    let job = finished(&d, &upload(&d, b"[{\"iupd\": "));
+    assert!(
+        job["file_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("JSON")),
+        "{job}"
+    );
+    assert_eq!(rejects(&d, &job)[0][2], "NOT_JSON");
+}
