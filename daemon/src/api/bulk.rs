@@ -20,7 +20,10 @@
 //! Uploaded files are first written durably into the entity's inbox folder
 //! (`DATA_DIR/inbox/CF/`), where a back office may also drop them; a file leaves the inbox for
 //! `done/` (with its reject report) only once loaded, so a file interrupted by a crash is loaded
-//! again at the next start, under the same job id, and the rows already loaded are unchanged.
+//! at the next start under the same job id. A CSV carries on after the last batch the job
+//! recorded (`BulkJob::resume_after`, saved durably with each batch together with the length of
+//! the reject report, which is cut back to it): no row is counted or reported twice, and the
+//! rows of a batch committed but not yet recorded come out unchanged.
 //! Job records live in the store (`store::BulkJob`), so a job id answers the same after a
 //! restart; the reject report is written as the rows are read (`.NAME.rejects.part` in the
 //! inbox), never held in memory, and moves to `done/NAME.rejects.csv` with the file.
@@ -115,13 +118,31 @@ impl RejectReport {
         let writer = match &mut self.writer {
             Some(w) => w,
             None => {
-                let mut w = report_writer(File::create(&self.path)?);
-                w.write_record(REPORT_HEADER)?;
+                // Appended to: a resumed job keeps the report of the rows it had done.
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                let empty = file.metadata()?.len() == 0;
+                let mut w = report_writer(file);
+                if empty {
+                    w.write_record(REPORT_HEADER)?;
+                }
                 self.writer.insert(w)
             }
         };
         writer.write_record([&r.row.to_string(), &r.field, r.code, &r.reason, &r.original])?;
         Ok(())
+    }
+
+    /// Its length once durable.
+    fn durable_len(&mut self) -> std::io::Result<u64> {
+        self.flush(true)?;
+        match std::fs::metadata(&self.path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes what was written readable by others (and, with `sync`, durable).
@@ -307,18 +328,11 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
     let separator = char::from(delimiter).to_string();
     let mut batch: Vec<Group> = Vec::new();
     let mut current: Option<Group> = None;
-    let refused_row = |line: u64, field: &str, code, reason: String, original: String| {
-        let mut j = lock(job);
-        j.reject(Reject {
-            row: line,
-            field: field.into(),
-            code,
-            reason,
-            original,
-        });
-        j.record.rejected_rows += 1;
-        j.record.rows_done += 1;
-    };
+    // Rows refused on their own, with their number: they are counted by the committer with the
+    // first batch that accounts for every row before them.
+    let mut pending: Vec<(u64, Reject)> = Vec::new();
+    let mut seen = 0u64;
+    let resume_after = lock(job).record.resume_after;
     // This thread reads and prepares; a second one commits, one batch behind.
     std::thread::scope(|scope| {
         let (batches, ready) = std::sync::mpsc::sync_channel::<Prepared>(1);
@@ -328,6 +342,20 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 .all(|b| commit(app, entity, actor, b, job))
         });
         for record in reader.byte_records() {
+            seen += 1;
+            if seen <= resume_after {
+                continue;
+            }
+            let mut refused_row = |line: u64, field: &str, code, reason: String, original| {
+                let reject = Reject {
+                    row: line,
+                    field: String::from(field),
+                    code,
+                    reason,
+                    original,
+                };
+                pending.push((seen, reject));
+            };
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -414,19 +442,27 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 json: None,
                 poison,
             }));
-            // A closed channel: the committer stopped, the store with it.
-            if batch.len() >= BATCH
-                && batches
-                    .send(prepare(app, entity, actor, std::mem::take(&mut batch)))
-                    .is_err()
-            {
-                break;
+            if batch.len() >= BATCH {
+                // Everything before the position still being read is in this batch or earlier.
+                let upto = seen - 1;
+                let mut prepared = prepare(app, entity, actor, std::mem::take(&mut batch));
+                let later = pending.split_off(pending.partition_point(|(n, _)| *n <= upto));
+                prepared.refused = std::mem::replace(&mut pending, later)
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .collect();
+                prepared.upto = upto;
+                // A closed channel: the committer stopped, the store with it.
+                if batches.send(prepared).is_err() {
+                    break;
+                }
             }
         }
         batch.extend(current);
-        if !batch.is_empty() {
-            let _ = batches.send(prepare(app, entity, actor, batch));
-        }
+        let mut last = prepare(app, entity, actor, batch);
+        last.refused = pending.into_iter().map(|(_, r)| r).collect();
+        last.upto = seen;
+        let _ = batches.send(last);
         drop(batches);
         committer.join().unwrap_or(false)
     })
@@ -774,6 +810,11 @@ struct Prepared {
     steps: Vec<Step>,
     /// The end of the notice numbers the new positions took.
     numbers_end: u64,
+    /// Rows the reader refused on their own, counted with this batch.
+    refused: Vec<Reject>,
+    /// With this batch, every row of the file up to this one is accounted for (0: not a CSV
+    /// read in order).
+    upto: u64,
 }
 
 /// Prepares a batch: new positions are validated, given notice numbers (one reservation for the
@@ -814,6 +855,8 @@ fn prepare(app: &App, entity: &EntityConfig, actor: &Actor, groups: Vec<Group>) 
         groups,
         steps,
         numbers_end,
+        refused: Vec::new(),
+        upto: 0,
     }
 }
 
@@ -830,7 +873,17 @@ fn commit(
         groups,
         steps,
         numbers_end,
+        refused,
+        upto,
     } = batch;
+    {
+        let mut j = lock(job);
+        for reject in refused {
+            j.record.rows_done += 1;
+            j.record.rejected_rows += 1;
+            j.reject(reject);
+        }
+    }
     let mut outcomes: Vec<Option<Result<Done, Refusal>>> = Vec::with_capacity(groups.len());
     let mut loading = Vec::new();
     let mut loads = Vec::new();
@@ -875,9 +928,22 @@ fn commit(
             return false;
         }
     }
-    // Progress rides on the next flush: after a crash the load starts over anyway.
-    let record = lock(job).record.clone();
-    if let Err(e) = app.store.save_job(&record, false) {
+    // Where an interrupted load carries on: recorded durably with the report's length, so
+    // that no row is counted or reported twice. (Without a place in the file, progress only.)
+    let record = {
+        let mut j = lock(job);
+        if upto > 0 {
+            match j.report.durable_len() {
+                Ok(bytes) => {
+                    j.record.resume_after = upto;
+                    j.record.report_bytes = bytes;
+                }
+                Err(e) => tracing::error!(job = j.record.id, "cannot write the reject report: {e}"),
+            }
+        }
+        j.record.clone()
+    };
+    if let Err(e) = app.store.save_job(&record, upto > 0) {
         tracing::warn!(job = record.id, "cannot record the job's progress: {e}");
     }
     true
@@ -946,6 +1012,11 @@ fn tally(job: &Mutex<Job>, group: &Group, outcome: Result<Done, Refusal>) -> boo
 
 fn job_answer(status: StatusCode, job: &BulkJob) -> Response {
     let mut value = serde_json::to_value(job).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        // Bookkeeping for resuming, not for the authority.
+        fields.remove("resume_after");
+        fields.remove("report_bytes");
+    }
     value["rejects"] = json!(format!(
         "/api/v1/entities/{}/bulk/{}/rejects",
         job.entity, job.id
@@ -1047,8 +1118,33 @@ fn start_file(
         }
     };
     let report = report_path(&api.app, &record);
-    // A report left by an interrupted run is made again from the first row.
-    let _ = std::fs::remove_file(&report);
+    // A resumed job keeps its report up to where it carries on; anything else starts afresh.
+    let kept = record.resume_after > 0
+        && (record.report_bytes == 0
+            || std::fs::OpenOptions::new()
+                .write(true)
+                .open(&report)
+                .and_then(|f| f.set_len(record.report_bytes))
+                .is_ok());
+    let record = if kept || record.resume_after == 0 {
+        record
+    } else {
+        tracing::warn!(
+            job = record.id,
+            "reject report lost: the file is loaded again from its first row"
+        );
+        BulkJob {
+            id: record.id,
+            entity: record.entity,
+            status: record.status,
+            file: record.file,
+            started: record.started,
+            ..BulkJob::default()
+        }
+    };
+    if !kept || record.report_bytes == 0 {
+        let _ = std::fs::remove_file(&report);
+    }
     let job = Arc::new(Mutex::new(Job {
         record: record.clone(),
         report: RejectReport {

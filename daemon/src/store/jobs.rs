@@ -37,6 +37,11 @@ pub struct BulkJob {
     /// The file's name in the inbox's `done/` once loaded (its own, or with the job id when an
     /// earlier file of that name is there); its reject report is that name + `.rejects.csv`.
     pub archived: Option<String>,
+    /// Rows of the file fully accounted for (loaded, refused, counted, reported): an interrupted
+    /// load carries on after them.
+    pub resume_after: u64,
+    /// Length of the reject report that goes with `resume_after`.
+    pub report_bytes: u64,
     /// When this run of the job started (again, after an interruption).
     pub started: Option<jiff::Timestamp>,
     /// When it ended.
@@ -72,14 +77,21 @@ impl Store {
             let id =
                 keys::decode_id(&id).ok_or_else(|| StoreError::Corrupt("running job id".into()))?;
             if let Some(job) = self.job(id)? {
-                // Counted again from the first row: the rows already loaded come out unchanged.
+                // It carries on after the last batch it recorded; with none recorded (or a
+                // file read whole), it starts again from the first row.
+                let job = match job.resume_after {
+                    0 => BulkJob {
+                        id,
+                        entity: job.entity,
+                        file: job.file,
+                        ..BulkJob::default()
+                    },
+                    _ => job,
+                };
                 let job = BulkJob {
-                    id,
-                    entity: job.entity,
                     status: "running".into(),
-                    file: job.file,
                     started: Some(jiff::Timestamp::now()),
-                    ..BulkJob::default()
+                    ..job
                 };
                 self.save_job(&job, true)?;
                 return Ok(job);
