@@ -508,6 +508,19 @@ fn rows_go_through_the_api_rules_and_can_replace() {
     assert_eq!(job["replaced"], 1, "{job}");
     let job = finished(&d, &upload(&d, update.as_bytes()));
     assert_eq!(job["unchanged"], 1, "{job}");
+    // An update for a position that does not exist creates nothing.
+    let ghost = [
+        head.to_string(),
+        row("update", "U-404", "", "25.00", "", ""),
+    ]
+    .concat();
+    let job = finished(&d, &upload(&d, ghost.as_bytes()));
+    assert_eq!(
+        (job["created"].as_u64(), job["rejected_rows"].as_u64()),
+        (Some(0), Some(1)),
+        "{job}"
+    );
+    assert_eq!(rejects(&d, &job)[0][2], "NOT_FOUND");
 
     // A JSON file that is not JSON: refused whole, with the reason.
     let job = finished(&d, &upload(&d, b"[{\"iupd\": "));

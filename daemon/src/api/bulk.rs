@@ -6,7 +6,8 @@
 //!
 //! Layout v1 (header row required, `;` or `,` separated, UTF-8 with or without BOM; column
 //! names are case-insensitive, unknown columns are refused):
-//! `action` (create|update|cancel, default create; create and update both create-or-replace),
+//! `action` (create|update|cancel, default create; create loads or replaces, update only
+//! replaces a position that exists),
 //! `iupd`, `kind`, `debtor_code`, `debtor_name`, `debtor_email`, `debtor_street`,
 //! `debtor_postal_code`, `debtor_city`, `debtor_province`, `debtor_country`, `description`,
 //! `validity`, `expiry`, `option` (single|plan, default single), `nav` (optional: generated),
@@ -711,6 +712,15 @@ fn load_group(
                 let field = e.path().to_string();
                 Refusal::Row(first_line, field, "INVALID_FIELD", e.inner().to_string())
             })?;
+            let exists = app
+                .store
+                .by_iupd(&entity.fiscal_code, &iupd)
+                .map_err(|e| api_error(e.into()))?
+                .is_some();
+            if action == "update" && !exists {
+                let reason = format!("no position {iupd} to update (use create to load it)");
+                return Err(Refusal::Row(first_line, "iupd".into(), "NOT_FOUND", reason));
+            }
             upsert(app, entity, actor, iupd, body)
                 .map(|(done, _)| Done::Loaded(done))
                 .map_err(api_error)
@@ -957,9 +967,7 @@ const BATCH: usize = 500;
 fn new_position(app: &App, entity: &EntityConfig, group: &Group) -> Option<(Iupd, PositionIn)> {
     let row = &group.rows[0].1;
     let action = row.get("action").map(|a| a.to_ascii_lowercase());
-    if !matches!(action.as_deref(), None | Some("create") | Some("update"))
-        || row.contains_key("duplicate")
-    {
+    if !matches!(action.as_deref(), None | Some("create")) || row.contains_key("duplicate") {
         return None;
     }
     let (iupd, body) = match &group.json {
