@@ -1,0 +1,548 @@
+//! Bulk loads: a CSV file of positions, one row per instalment (or a JSON array of positions,
+//! each the PUT's body plus `iupd` and an optional `action`), processed in the background as a
+//! job with progress and a reject report. Every position goes through `positions::upsert`, the
+//! API's own load path, so loading the same file twice changes nothing the second time and a bad
+//! row never stops the others.
+//!
+//! `files` reads the files (CSV layout v1, JSON) into positions, `load` loads them through the
+//! API's rules, and this module runs the jobs: the inbox, the job records, the endpoints.
+//!
+//! Layout v1 (header row required, `;` or `,` separated, UTF-8 with or without BOM; column
+//! names are case-insensitive, unknown columns are refused):
+//! `action` (create|update|cancel, default create; create loads or replaces, update only
+//! replaces a position that exists),
+//! `iupd`, `kind`, `debtor_code`, `debtor_name`, `debtor_email`, `debtor_street`,
+//! `debtor_postal_code`, `debtor_city`, `debtor_province`, `debtor_country`, `description`,
+//! `validity`, `expiry`, `option` (single|plan, default single), `nav` (optional: generated),
+//! `due`, `amount`, `instalment_description`, and for k = 1..5 `t{k}_beneficiary`, `t{k}_iban`,
+//! `t{k}_amount` (t1 defaults to what the other transfers leave of the instalment's amount),
+//! `t{k}_remittance`, `t{k}_category`.
+//! The rows of one position are consecutive (an iupd whose rows are not is refused whole); its
+//! position columns are read from its first row. A position loads whole or not at all: a row
+//! that cannot be read refuses its position's other rows too.
+//!
+//! Uploaded files are first written durably into the entity's inbox folder
+//! (`DATA_DIR/inbox/CF/`), where a back office may also drop them; a file leaves the inbox for
+//! `done/` (with its reject report) only once loaded, so a file interrupted by a crash is loaded
+//! at the next start under the same job id. A CSV carries on after the last batch the job
+//! recorded (`BulkJob::resume_after`, saved durably with each batch together with the length of
+//! the reject report, which is cut back to it): no row is counted or reported twice, and the
+//! rows of a batch committed but not yet recorded come out unchanged.
+//! Job records live in the store (`store::BulkJob`), so a job id answers the same after a
+//! restart; the reject report is written as the rows are read (`.NAME.rejects.part` in the
+//! inbox), never held in memory, and moves to `done/NAME.rejects.csv` with the file.
+
+mod files;
+mod load;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mpay_common::ledger::Actor;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Api, ApiError, Authorized};
+use crate::App;
+use crate::config::EntityConfig;
+use crate::store::BulkJob;
+
+/// One refused row, as the reject report lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reject {
+    /// Line number in the file (the header is line 1; 0 for the file as a whole).
+    pub row: u64,
+    pub field: String,
+    /// The API's error code, or one of the file's own (`UNREADABLE_FILE`, `NOT_UTF8`, `NOT_CSV`,
+    /// `NOT_JSON`, `UNKNOWN_COLUMN`, `MISSING_COLUMN`, `DUPLICATE_IUPD`, `UNKNOWN_ACTION`).
+    pub code: &'static str,
+    pub reason: String,
+    pub original: String,
+}
+
+/// A running job: its record, and its reject report as it is written.
+pub struct Job {
+    pub record: BulkJob,
+    report: RejectReport,
+}
+
+impl Job {
+    fn reject(&mut self, reject: Reject) {
+        if let Err(e) = self.report.push(&reject) {
+            tracing::error!(job = self.record.id, "cannot write the reject report: {e}");
+        }
+    }
+}
+
+/// A job's reject report, written to its working file as rows are refused.
+struct RejectReport {
+    path: PathBuf,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl RejectReport {
+    fn push(&mut self, r: &Reject) -> std::io::Result<()> {
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                // Appended to: a resumed job keeps the report of the rows it had done.
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                let empty = file.metadata()?.len() == 0;
+                let mut w = report_writer(file);
+                if empty {
+                    w.write_record(REPORT_HEADER)?;
+                }
+                self.writer.insert(w)
+            }
+        };
+        writer.write_record([&r.row.to_string(), &r.field, r.code, &r.reason, &r.original])?;
+        Ok(())
+    }
+
+    /// Its length once durable.
+    fn durable_len(&mut self) -> std::io::Result<u64> {
+        self.flush(true)?;
+        match std::fs::metadata(&self.path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes what was written readable by others (and, with `sync`, durable).
+    fn flush(&mut self, sync: bool) -> std::io::Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+            if sync {
+                w.get_ref().sync_all()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const REPORT_HEADER: [&str; 5] = ["row", "field", "code", "reason", "original"];
+
+fn report_writer<W: Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new().delimiter(b';').from_writer(out)
+}
+
+/// The running jobs of this daemon, and the inbox files being loaded.
+#[derive(Default)]
+pub struct Jobs {
+    running: Mutex<HashMap<u64, Arc<Mutex<Job>>>>,
+    files: Mutex<HashSet<PathBuf>>,
+}
+
+impl Jobs {
+    fn running(&self, entity: &str, id: u64) -> Option<Arc<Mutex<Job>>> {
+        let jobs = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&id)
+            .filter(|j| j.lock().unwrap_or_else(|p| p.into_inner()).record.entity == entity)
+            .cloned()
+    }
+}
+
+fn lock(job: &Mutex<Job>) -> std::sync::MutexGuard<'_, Job> {
+    job.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn job_answer(status: StatusCode, job: &BulkJob) -> Response {
+    let mut value = serde_json::to_value(job).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        // Bookkeeping for resuming, not for the authority.
+        fields.remove("resume_after");
+        fields.remove("report_bytes");
+    }
+    value["rejects"] = json!(format!(
+        "/api/v1/entities/{}/bulk/{}/rejects",
+        job.entity, job.id
+    ));
+    (status, axum::Json(value)).into_response()
+}
+
+/// An entity's inbox: CSV files dropped (or uploaded) there are loaded, then moved to `done/`
+/// with their reject report beside them. A file stays in the inbox until its load has finished,
+/// so after a crash it is loaded again at the next start: the rows already loaded are unchanged.
+pub fn inbox(app: &App, entity: &EntityConfig) -> PathBuf {
+    app.config
+        .data_dir
+        .join("inbox")
+        .join(entity.fiscal_code.as_str())
+}
+
+fn inbox_of(app: &App, entity: &str) -> PathBuf {
+    app.config.data_dir.join("inbox").join(entity)
+}
+
+/// Where a job's reject report is: being written in the inbox while the job runs, in `done/`
+/// once it has finished.
+fn report_path(app: &App, job: &BulkJob) -> PathBuf {
+    let dir = inbox_of(app, &job.entity);
+    match job.status.as_str() {
+        "done" => {
+            let name = job.archived.as_deref().unwrap_or(&job.file);
+            dir.join("done").join(format!("{name}.rejects.csv"))
+        }
+        _ => dir.join(format!(".{}.rejects.part", job.file)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The name a loaded file takes in `done/`: its own, unless an earlier file of that name is
+/// there (then with the job's id), so that no file or report is ever overwritten.
+fn archived_name(path: &Path, job: &BulkJob) -> String {
+    let done = path.with_file_name("done");
+    if done.join(&job.file).exists() {
+        format!("{}.job{}", job.file, job.id)
+    } else {
+        job.file.clone()
+    }
+}
+
+/// Moves a loaded file to `done/` as `name`, with its reject report if any.
+fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let done = dir.join("done");
+    std::fs::create_dir_all(&done)?;
+    if report.exists() {
+        std::fs::rename(report, done.join(format!("{name}.rejects.csv")))?;
+    }
+    std::fs::rename(path, done.join(name))?;
+    sync_dir(&done)?;
+    sync_dir(dir)
+}
+
+/// Claims a file of an inbox for one job; false if a job has it already.
+fn claim(api: &Api, path: &Path) -> bool {
+    api.jobs
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.to_path_buf())
+}
+
+fn release(api: &Api, path: &Path) {
+    api.jobs
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(path);
+}
+
+/// Starts the job for a file of an entity's inbox that the caller has claimed: a new job, or the
+/// one a crash interrupted. Blocking: its record is made durable first.
+fn start_file(
+    api: &Arc<Api>,
+    entity: EntityConfig,
+    path: PathBuf,
+    actor: Actor,
+) -> Result<BulkJob, ApiError> {
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let record = match api.app.store.start_job(entity.fiscal_code.as_str(), &file) {
+        Ok(record) => record,
+        Err(e) => {
+            release(api, &path);
+            return Err(e.into());
+        }
+    };
+    let report = report_path(&api.app, &record);
+    // A resumed job keeps its report up to where it carries on; anything else starts afresh.
+    let kept = record.resume_after > 0
+        && (record.report_bytes == 0
+            || std::fs::OpenOptions::new()
+                .write(true)
+                .open(&report)
+                .and_then(|f| f.set_len(record.report_bytes))
+                .is_ok());
+    let record = if kept || record.resume_after == 0 {
+        record
+    } else {
+        tracing::warn!(
+            job = record.id,
+            "reject report lost: the file is loaded again from its first row"
+        );
+        BulkJob {
+            id: record.id,
+            entity: record.entity,
+            status: record.status,
+            file: record.file,
+            started: record.started,
+            ..BulkJob::default()
+        }
+    };
+    if !kept || record.report_bytes == 0 {
+        let _ = std::fs::remove_file(&report);
+    }
+    let job = Arc::new(Mutex::new(Job {
+        record: record.clone(),
+        report: RejectReport {
+            path: report.clone(),
+            writer: None,
+        },
+    }));
+    api.jobs
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(record.id, Arc::clone(&job));
+    let api = Arc::clone(api);
+    tokio::task::spawn_blocking(move || {
+        let id = record.id;
+        if files::run(&api.app, &entity, &actor, &path, &job) && !finish(&api, &path, &report, &job)
+        {
+            // The file could not leave the inbox: it stays claimed, or it would be loaded
+            // again every few seconds; the next start loads it again (all unchanged).
+            return;
+        }
+        // An interrupted job stays here to answer with its state until the daemon stops.
+        if lock(&job).record.status == "done" {
+            api.jobs
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        release(&api, &path);
+    });
+    Ok(record)
+}
+
+/// A job that has read its whole file: its record says done (durably), then the file and its
+/// report leave the inbox. Until the file has left, the job still answers "running". False if
+/// the file could not be moved.
+fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
+    let mut record = {
+        let mut j = lock(job);
+        if let Err(e) = j.report.flush(true) {
+            tracing::error!(job = j.record.id, "cannot write the reject report: {e}");
+        }
+        j.report.writer = None;
+        j.record.clone()
+    };
+    record.status = "done".into();
+    record.finished = Some(jiff::Timestamp::now());
+    let name = archived_name(path, &record);
+    record.archived = Some(name.clone());
+    if let Err(e) = api.app.store.save_job(&record, true) {
+        // The file stays in the inbox: it is loaded again at the next start.
+        tracing::error!(job = record.id, "cannot record the end of a bulk job: {e}");
+        lock(job).record.status = "interrupted".into();
+        return true;
+    }
+    let moved = archive(path, report, &name);
+    if let Err(e) = &moved {
+        tracing::error!(file = %path.display(), "cannot move a loaded file to done/: {e}");
+    }
+    lock(job).record = record;
+    moved.is_ok()
+}
+
+/// Jobs recorded as running whose file is no longer in the inbox (removed while the daemon was
+/// down) will never finish: they are recorded as abandoned.
+fn abandon_orphans(api: &Api) {
+    let orphans = match api.app.store.running_jobs() {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::warn!("cannot list the bulk jobs: {e}");
+            return;
+        }
+    };
+    for mut job in orphans {
+        let live = api
+            .jobs
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&job.id);
+        if live || inbox_of(&api.app, &job.entity).join(&job.file).exists() {
+            continue;
+        }
+        tracing::warn!(job = job.id, file = %job.file, "bulk job abandoned: its file left the inbox");
+        job.status = "abandoned".into();
+        job.finished = Some(jiff::Timestamp::now());
+        if let Err(e) = api.app.store.save_job(&job, true) {
+            tracing::warn!(job = job.id, "cannot record an abandoned bulk job: {e}");
+        }
+    }
+}
+
+/// Loads what the inboxes hold now and every few seconds from now on, with `Actor::System`.
+pub fn watch(api: Arc<Api>) {
+    tokio::spawn(async move {
+        let first = Arc::clone(&api);
+        let _ = tokio::task::spawn_blocking(move || abandon_orphans(&first)).await;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            for entity in &api.app.config.entities {
+                let dir = inbox(&api.app, entity);
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.filter_map(Result::ok) {
+                    let path = entry.path();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if path.is_file()
+                        && !name.starts_with('.')
+                        && (name.ends_with(".csv") || name.ends_with(".json"))
+                        && claim(&api, &path)
+                    {
+                        let (api, entity) = (Arc::clone(&api), entity.clone());
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = start_file(&api, entity, path, Actor::System) {
+                                tracing::warn!("cannot start a bulk job: {}", e.error);
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `POST /entities/{cf}/bulk`: the file is written durably into the entity's inbox, then loaded
+/// as a job; 202 with its id.
+pub async fn upload(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let reason = "file larger than the upload limit (api.max_bulk_bytes): drop it in \
+                          the entity's inbox folder instead";
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, reason, None).into_response();
+        }
+        Err(r) => return ApiError::new(r.status(), r.body_text(), None).into_response(),
+    };
+    let entity = auth.entity(&api.app).clone();
+    let dir = inbox(&api.app, &entity);
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%S%.6fZ")
+        .to_string();
+    let extension = if files::is_json(&body) { "json" } else { "csv" };
+    let path = dir.join(format!("upload-{stamp}.{extension}"));
+    let partial = dir.join(format!(".upload-{stamp}.part"));
+    // Claimed before it appears, so that the inbox watcher leaves it to this job.
+    if !claim(&api, &path) {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "an upload with this name is running",
+            None,
+        )
+        .into_response();
+    }
+    let started = super::blocking({
+        let api = Arc::clone(&api);
+        let actor = auth.actor.clone();
+        move || {
+            let io = |e: std::io::Error| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot store the file: {e}"),
+                    None,
+                )
+            };
+            let written = (|| {
+                std::fs::create_dir_all(&dir)?;
+                let mut file = File::create(&partial)?;
+                file.write_all(&body)?;
+                file.sync_all()?;
+                std::fs::rename(&partial, &path)?;
+                sync_dir(&dir)
+            })();
+            if let Err(e) = written {
+                release(&api, &path);
+                return Err(io(e));
+            }
+            start_file(&api, entity, path, actor)
+        }
+    })
+    .await;
+    match started {
+        Ok(job) => job_answer(StatusCode::ACCEPTED, &job),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A job as it stands, and the running job if it runs in this daemon.
+type Found = (BulkJob, Option<Arc<Mutex<Job>>>);
+
+/// The job named in the path: from the running jobs, else from the store.
+fn find(api: &Api, auth: &Authorized) -> Result<Found, ApiError> {
+    let id: u64 = auth
+        .param("job")
+        .parse()
+        .map_err(|_| ApiError::not_found("no such job"))?;
+    let entity = auth.entity(&api.app).fiscal_code.as_str();
+    let missing = || ApiError::not_found(format!("no job {id} for this entity"));
+    if let Some(job) = api.jobs.running(entity, id) {
+        let record = lock(&job).record.clone();
+        return Ok((record, Some(job)));
+    }
+    let record = api.app.store.job(id)?.filter(|j| j.entity == entity);
+    Ok((record.ok_or_else(missing)?, None))
+}
+
+/// `GET /entities/{cf}/bulk/{job}`: progress and counters.
+pub async fn status(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
+    match super::blocking(move || find(&api, &auth)).await {
+        Ok((job, _)) => job_answer(StatusCode::OK, &job),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /entities/{cf}/bulk/{job}/rejects`: the reject report, CSV (`;`), a header then one line
+/// per refused row, as far as the job has got.
+pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
+    let read = super::blocking(move || {
+        let (record, running) = find(&api, &auth)?;
+        if let Some(job) = running {
+            lock(&job).report.flush(false).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+            })?;
+        }
+        match std::fs::read(report_path(&api.app, &record)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut w = report_writer(Vec::new());
+                w.write_record(REPORT_HEADER)
+                    .and_then(|()| w.flush().map_err(csv::Error::from))
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+                    })?;
+                Ok(w.into_inner().unwrap_or_default())
+            }
+            Err(e) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the reject report: {e}"),
+                None,
+            )),
+        }
+    })
+    .await;
+    match read {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
