@@ -160,7 +160,13 @@ fn a_file_loads_with_rejects_and_loading_it_again_changes_nothing() {
 fn a_file_that_cannot_be_read_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
-    let cases: [(&[u8], &str, &str, &str); 3] = [
+    let cases: [(&[u8], &str, &str, &str); 4] = [
+        (
+            b"# layout v2\niupd;kind\nX;Y\n",
+            "0",
+            "UNKNOWN_LAYOUT",
+            "this mpayd reads layout v1",
+        ),
         (b"iupd;kind\nX;Y\n", "0", "MISSING_COLUMN", "missing column"),
         (
             b"iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category;colour\n",
@@ -521,6 +527,18 @@ fn rows_go_through_the_api_rules_and_can_replace() {
         "{job}"
     );
     assert_eq!(rejects(&d, &job)[0][2], "NOT_FOUND");
+
+    // A file may name its layout; line numbers stay the file's.
+    let named = [
+        "# layout v1\n".to_string(),
+        head.to_string(),
+        row("create", "L-1", "", "10.00", "", ""),
+        row("create", "L-2", "", "1.234", "", ""),
+    ]
+    .concat();
+    let job = finished(&d, &upload(&d, named.as_bytes()));
+    assert_eq!(job["created"], 1, "{job}");
+    assert_eq!(at_line(&rejects(&d, &job), "4")[2], "INVALID_FIELD");
 
     // A JSON file that is not JSON: refused whole, with the reason.
     let job = finished(&d, &upload(&d, b"[{\"iupd\": "));

@@ -82,10 +82,34 @@ fn open_csv(path: &Path) -> Result<OpenCsv, Reject> {
     let mut input = BufReader::new(File::open(path).map_err(unreadable)?);
     let mut header = Vec::new();
     input.read_until(b'\n', &mut header).map_err(unreadable)?;
-    let header = header
+    let mut header = header
         .strip_prefix(b"\xEF\xBB\xBF")
         .unwrap_or(&header)
         .to_vec();
+    // An optional first line names the layout: `# layout v1`. It is read as an empty line, so
+    // that the line numbers of the report stay the file's.
+    let mut lead = Vec::new();
+    if header.starts_with(b"#") {
+        let named = String::from_utf8_lossy(&header).to_ascii_lowercase();
+        let version = named
+            .trim_start_matches('#')
+            .trim()
+            .strip_prefix("layout")
+            .map(|v| v.trim_start_matches([':', '=', ' ']).trim().to_string());
+        if version.as_deref() != Some("v1") {
+            return Err(whole(
+                "",
+                "UNKNOWN_LAYOUT",
+                format!(
+                    "line 1 names layout {:?}: this mpayd reads layout v1 (`# layout v1`, or no such line)",
+                    named.trim()
+                ),
+            ));
+        }
+        lead.push(b'\n');
+        header.clear();
+        input.read_until(b'\n', &mut header).map_err(unreadable)?;
+    }
     let Ok(header_text) = std::str::from_utf8(&header) else {
         return Err(whole(
             "",
@@ -103,7 +127,7 @@ fn open_csv(path: &Path) -> Result<OpenCsv, Reject> {
         .trim(csv::Trim::All)
         // A row with too few or too many fields is refused with its line, not skipped unseen.
         .flexible(true)
-        .from_reader(std::io::Cursor::new(header).chain(input));
+        .from_reader(std::io::Cursor::new([lead, header].concat()).chain(input));
     let columns: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_ascii_lowercase).collect(),
         Err(e) => return Err(whole("", "NOT_CSV", format!("unreadable header: {e}"))),

@@ -7,8 +7,9 @@
 //! `files` reads the files (CSV layout v1, JSON) into positions, `load` loads them through the
 //! API's rules, and this module runs the jobs: the inbox, the job records, the endpoints.
 //!
-//! Layout v1 (header row required, `;` or `,` separated, UTF-8 with or without BOM; column
-//! names are case-insensitive, unknown columns are refused):
+//! Layout v1 (an optional first line `# layout v1`, then a header row, required; `;` or `,`
+//! separated, UTF-8 with or without BOM; column names are case-insensitive, unknown columns are
+//! refused; a file naming another layout is refused whole):
 //! `action` (create|update|cancel, default create; create loads or replaces, update only
 //! replaces a position that exists),
 //! `iupd`, `kind`, `debtor_code`, `debtor_name`, `debtor_email`, `debtor_street`,
@@ -61,7 +62,8 @@ pub struct Reject {
     pub row: u64,
     pub field: String,
     /// The API's error code, or one of the file's own (`UNREADABLE_FILE`, `NOT_UTF8`, `NOT_CSV`,
-    /// `NOT_JSON`, `UNKNOWN_COLUMN`, `MISSING_COLUMN`, `DUPLICATE_IUPD`, `UNKNOWN_ACTION`).
+    /// `NOT_JSON`, `UNKNOWN_LAYOUT`, `UNKNOWN_COLUMN`, `MISSING_COLUMN`, `DUPLICATE_IUPD`,
+    /// `UNKNOWN_ACTION`).
     pub code: &'static str,
     pub reason: String,
     pub original: String,
