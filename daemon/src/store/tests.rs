@@ -780,3 +780,47 @@ fn numbers_taken_are_stored_by_the_load_that_uses_them() {
         "a reservation is durable on its own"
     );
 }
+
+#[test]
+fn by_debtor_gives_the_newest_first_of_one_entity_or_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_config();
+    let (castelverde, montalto, province) = (
+        &config.entities[0],
+        &config.entities[1],
+        &config.entities[2],
+    );
+    let store = open(dir.path());
+    let debtor: DebtorCode = "RSSMRA80A01H501U".parse().expect("code");
+    let mut ids = Vec::new();
+    // Alternating entities: castelverde, montalto, castelverde, ...
+    for round in 0..3 {
+        for entity in [castelverde, montalto] {
+            let mut data = positions(&store, entity, province, 1).remove(0);
+            data.iupd = format!("D-{round}").parse().expect("iupd");
+            data.debtor.code = debtor.clone();
+            let id = store.load(&entity.fiscal_code, loaded(data)).expect("load");
+            ids.push((id, entity.fiscal_code.clone()));
+        }
+    }
+    let found = |entity: Option<&EntityFiscalCode>, limit| -> Vec<PositionId> {
+        store
+            .by_debtor(&debtor, entity, limit)
+            .expect("by debtor")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let newest_first: Vec<PositionId> = ids.iter().rev().map(|(id, _)| *id).collect();
+    assert_eq!(found(None, 10), newest_first);
+    assert_eq!(found(None, 2), newest_first[..2]);
+    // Filtered before the limit: the two newest of castelverde, not whatever came first.
+    let castelverde_newest: Vec<PositionId> = ids
+        .iter()
+        .rev()
+        .filter(|(_, e)| e == &castelverde.fiscal_code)
+        .map(|(id, _)| *id)
+        .take(2)
+        .collect();
+    assert_eq!(found(Some(&castelverde.fiscal_code), 2), castelverde_newest);
+}
