@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use mpayd::http_client::percentile_ms;
 use serde_json::{Value, json};
 
 struct Args {
@@ -63,11 +61,10 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
+/// A keep-alive connection with the entity's key.
 struct Connection {
-    addr: String,
-    host: String,
+    http: mpayd::http_client::Connection,
     key: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Connection {
@@ -77,35 +74,17 @@ impl Connection {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<(u16, Value)> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.sender = Some(sender);
-        }
-        let sender = self.sender.as_mut().context("no connection")?;
-        sender.ready().await?;
         let request = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, &self.host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.key))
-            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-        let response = match sender.send_request(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.sender = None;
-                return Err(e.into());
-            }
-        };
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await?.to_bytes();
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.key));
+        let (status, bytes) = self
+            .http
+            .send(request, Bytes::from(serde_json::to_vec(body)?))
+            .await?;
         Ok((
-            status,
+            status.as_u16(),
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         ))
     }
@@ -206,19 +185,8 @@ async fn worker(args: Arc<Args>, run: u64, next: Arc<AtomicU64>, mut conn: Conne
     }
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Arc::new(args()?);
-    let uri: hyper::Uri = args.target.parse().context("--target")?;
-    let host = uri.host().context("--target has no host")?.to_string();
-    let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
     // Distinct iupds on every run, so that each run creates new positions.
     let run = jiff::Timestamp::now().as_second().unsigned_abs();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -230,10 +198,8 @@ fn main() -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
             let conn = Connection {
-                addr: addr.clone(),
-                host: host.clone(),
+                http: mpayd::http_client::Connection::new(&args.target).context("--target")?,
                 key: args.key.clone(),
-                sender: None,
             };
             tasks.push(tokio::spawn(worker(
                 Arc::clone(&args),
@@ -263,10 +229,10 @@ fn main() -> anyhow::Result<()> {
         println!(
             "  {op:8} n={:7} p50={:.1}ms p90={:.1}ms p99={:.1}ms max={:.1}ms",
             sorted.len(),
-            percentile(&sorted, 0.5),
-            percentile(&sorted, 0.9),
-            percentile(&sorted, 0.99),
-            percentile(&sorted, 1.0),
+            percentile_ms(&sorted, 0.5),
+            percentile_ms(&sorted, 0.9),
+            percentile_ms(&sorted, 0.99),
+            percentile_ms(&sorted, 1.0),
         );
     }
     for ((op, status), n) in &report.statuses {

@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::http_client::percentile_ms;
 use requests::{Answer, Caller, ReceiptSpec, ReceiptTransfer};
 
 /// What each iteration does.
@@ -156,54 +154,26 @@ impl Report {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to the station.
+/// One keep-alive HTTP/1.1 connection to the station, posting SOAP requests to its path.
 struct Connection {
-    host: String,
+    http: crate::http_client::Connection,
     path: String,
-    addr: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Connection {
     fn new(target: &str) -> anyhow::Result<Connection> {
         let uri: hyper::Uri = target.parse().context("--target")?;
-        let host = uri.host().context("--target has no host")?.to_string();
-        let port = uri.port_u16().unwrap_or(80);
         Ok(Connection {
-            addr: format!("{host}:{port}"),
-            host,
+            http: crate::http_client::Connection::new(target).context("--target")?,
             path: uri.path().to_string(),
-            sender: None,
         })
     }
 
     async fn post(&mut self, action: &str, body: String) -> anyhow::Result<String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.sender = Some(sender);
-        }
-        let Some(sender) = self.sender.as_mut() else {
-            anyhow::bail!("no connection");
-        };
-        sender.ready().await?;
         let request = hyper::Request::post(&self.path)
-            .header(hyper::header::HOST, &self.host)
             .header(hyper::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .header("SOAPAction", format!("\"{action}\""))
-            .body(Full::new(Bytes::from(body)))?;
-        let response = match sender.send_request(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.sender = None;
-                return Err(e.into());
-            }
-        };
-        let bytes = response.into_body().collect().await?.to_bytes();
+            .header("SOAPAction", format!("\"{action}\""));
+        let (_, bytes) = self.http.send(request, Bytes::from(body)).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
@@ -501,14 +471,6 @@ async fn send_receipt(
     }
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
 fn print_report(options: &Options, report: &Report, elapsed: Duration) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let total: usize = report.ops.values().map(|t| t.micros.len()).sum();
@@ -525,10 +487,10 @@ fn print_report(options: &Options, report: &Report, elapsed: Duration) {
                         "requests": sorted.len(),
                         "outcomes": t.outcomes,
                         "per_second": sorted.len() as f64 / secs,
-                        "p50_ms": percentile(&sorted, 0.5),
-                        "p99_ms": percentile(&sorted, 0.99),
-                        "p999_ms": percentile(&sorted, 0.999),
-                        "max_ms": percentile(&sorted, 1.0),
+                        "p50_ms": percentile_ms(&sorted, 0.5),
+                        "p99_ms": percentile_ms(&sorted, 0.99),
+                        "p999_ms": percentile_ms(&sorted, 0.999),
+                        "max_ms": percentile_ms(&sorted, 1.0),
                     }),
                 )
             })
@@ -564,10 +526,10 @@ fn print_report(options: &Options, report: &Report, elapsed: Duration) {
             op,
             sorted.len(),
             sorted.len() as f64 / secs,
-            percentile(&sorted, 0.5),
-            percentile(&sorted, 0.99),
-            percentile(&sorted, 0.999),
-            percentile(&sorted, 1.0),
+            percentile_ms(&sorted, 0.5),
+            percentile_ms(&sorted, 0.99),
+            percentile_ms(&sorted, 0.999),
+            percentile_ms(&sorted, 1.0),
             outcomes.join(" ")
         );
     }
