@@ -44,18 +44,7 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 GET; returns the status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    http(addr, "GET", path, &[], b"")
-}
-
-/// A minimal HTTP/1.1 request with any method and extra headers; returns the status and body.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
-    http(addr, method, path, headers, body)
+    http_request(addr, "GET", path, &[], b"")
 }
 
 /// A minimal HTTP/1.1 POST with extra headers; returns the status code and body.
@@ -65,10 +54,11 @@ pub fn http_post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    http(addr, "POST", path, headers, body)
+    http_request(addr, "POST", path, headers, body)
 }
 
-fn http(
+/// A minimal HTTP/1.1 request with any method and extra headers; returns the status and body.
+pub fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -45,6 +45,19 @@ fn positions(
         .collect()
 }
 
+/// Loads `data` in one commit; their ids, in order.
+fn load_all(store: &Store, entity: &EntityConfig, data: &[PositionData]) -> Vec<PositionId> {
+    store
+        .load_many(
+            &entity.fiscal_code,
+            data.iter().cloned().map(loaded).collect(),
+        )
+        .expect("load")
+        .into_iter()
+        .map(|r| r.expect("loaded"))
+        .collect()
+}
+
 fn first_nav(data: &PositionData) -> Nav {
     data.instalments().next().expect("instalment").nav.clone()
 }
@@ -233,15 +246,7 @@ fn a_plan_indexes_its_new_notices_and_refuses_taken_ones() {
     let config = demo_config();
     let (entity, province) = (&config.entities[0], &config.entities[2]);
     let data = positions(&store, entity, province, 3);
-    let ids: Vec<PositionId> = store
-        .load_many(
-            &entity.fiscal_code,
-            data.iter().cloned().map(loaded).collect(),
-        )
-        .expect("load")
-        .into_iter()
-        .map(|r| r.expect("loaded"))
-        .collect();
+    let ids = load_all(&store, entity, &data);
     // Replace the first position's notice by the second position's notice: refused.
     let mut plan = data[1].options[0].clone();
     plan.kind = mpay_common::model::OptionKind::Plan;
@@ -330,15 +335,7 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     // scanned: the variation below then lands mid-scan, after the cut.
     const N: u64 = 3000;
     let data = positions(&store, entity, province, N);
-    let ids: Vec<PositionId> = store
-        .load_many(
-            &entity.fiscal_code,
-            data.iter().cloned().map(loaded).collect(),
-        )
-        .expect("load")
-        .into_iter()
-        .map(|r| r.expect("loaded"))
-        .collect();
+    let ids = load_all(&store, entity, &data);
     store
         .append(
             ids[3],
@@ -509,15 +506,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let config = demo_config();
     let (entity, province) = (&config.entities[0], &config.entities[2]);
     let data = positions(&store, entity, province, 2);
-    let ids: Vec<PositionId> = store
-        .load_many(
-            &entity.fiscal_code,
-            data.iter().cloned().map(loaded).collect(),
-        )
-        .expect("load")
-        .into_iter()
-        .map(|r| r.expect("loaded"))
-        .collect();
+    let ids = load_all(&store, entity, &data);
     let nav = first_nav(&data[0]);
 
     let first = store
