@@ -13,15 +13,26 @@ const META_NEXT: &[u8] = b"\x00next";
 const JOB: u8 = b'j';
 const RUNNING: u8 = b'r';
 
+/// Where a bulk job stands; `running`, `done`, … in the API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    #[default]
+    Running,
+    Done,
+    /// The store stopped under it: the file stays in the inbox and is loaded again at the next
+    /// start, under this id.
+    Interrupted,
+    /// The file left the inbox before its load finished.
+    Abandoned,
+}
+
 /// A bulk load of one inbox file, as its authority follows it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BulkJob {
     pub id: u64,
     pub entity: String,
-    /// "running"; "done"; "interrupted" (the store stopped under it: the file stays in the inbox
-    /// and is loaded again at the next start, under this id); "abandoned" (the file left the
-    /// inbox before its load finished).
-    pub status: String,
+    pub status: JobStatus,
     /// The file's name in the entity's inbox.
     pub file: String,
     pub rows_total: u64,
@@ -64,14 +75,10 @@ fn running_key(entity: &str, file: &str) -> Vec<u8> {
 }
 
 impl Store {
-    fn jobs(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree("jobs")?)
-    }
-
     /// The job that loads `file` of `entity`'s inbox: the running one if a load of it was
     /// interrupted, else a new one. Durable before it returns.
     pub fn start_job(&self, entity: &str, file: &str) -> Result<BulkJob, StoreError> {
-        let jobs = self.jobs()?;
+        let jobs = &self.jobs;
         let running = running_key(entity, file);
         if let Some(id) = jobs.get(&running)? {
             let id =
@@ -89,7 +96,7 @@ impl Store {
                     _ => job,
                 };
                 let job = BulkJob {
-                    status: "running".into(),
+                    status: JobStatus::Running,
                     started: Some(jiff::Timestamp::now()),
                     ..job
                 };
@@ -108,7 +115,7 @@ impl Store {
         let job = BulkJob {
             id,
             entity: entity.to_string(),
-            status: "running".into(),
+            status: JobStatus::Running,
             file: file.to_string(),
             started: Some(jiff::Timestamp::now()),
             ..BulkJob::default()
@@ -120,11 +127,11 @@ impl Store {
     /// Records a job's state. Progress need not be `durable` (it rides on the next flush); a
     /// job's end must be, before its file leaves the inbox.
     pub fn save_job(&self, job: &BulkJob, durable: bool) -> Result<(), StoreError> {
-        let jobs = self.jobs()?;
+        let jobs = &self.jobs;
         let mut batch = sled::Batch::default();
         batch.insert(&job_key(job.id), codec::encode(job)?);
         let running = running_key(&job.entity, &job.file);
-        if job.status == "running" {
+        if job.status == JobStatus::Running {
             batch.insert(running, &job.id.to_be_bytes());
         } else {
             batch.remove(running);
@@ -139,7 +146,7 @@ impl Store {
     }
 
     pub fn job(&self, id: u64) -> Result<Option<BulkJob>, StoreError> {
-        match self.jobs()?.get(job_key(id))? {
+        match self.jobs.get(job_key(id))? {
             Some(v) => Ok(Some(codec::decode(&v, "a bulk job")?)),
             None => Ok(None),
         }
@@ -148,7 +155,7 @@ impl Store {
     /// The jobs that were running when the daemon last stopped, or are running now.
     pub fn running_jobs(&self) -> Result<Vec<BulkJob>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.jobs()?.scan_prefix([RUNNING]) {
+        for entry in self.jobs.scan_prefix([RUNNING]) {
             let (_, id) = entry?;
             let id =
                 keys::decode_id(&id).ok_or_else(|| StoreError::Corrupt("running job id".into()))?;

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupSummary, restore, verify};
 use durability::GroupCommit;
-pub use jobs::BulkJob;
+pub use jobs::{BulkJob, JobStatus};
 pub use journal::{BodyRef, Direction, JournalBodies, JournalEntry};
 pub use keys::PositionId;
 pub use receipts::{Disposition, ReceiptRecord, Recorded};
@@ -157,6 +157,8 @@ pub struct Store {
     journal_seq: AtomicU64,
     /// The journal's summary records.
     journal: sled::Tree,
+    /// Bulk-load job records (`jobs.rs`).
+    jobs: sled::Tree,
     /// The journal's body files, and the lock their writer and pruner share.
     bodies_dir: std::path::PathBuf,
     journal_files: Mutex<()>,
@@ -237,6 +239,7 @@ impl Store {
         let (group, flusher) = GroupCommit::start(db.clone());
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
         let journal = db.open_tree("journal")?;
+        let jobs = db.open_tree("jobs")?;
         let bodies_dir = journal::bodies_dir(dir);
         std::fs::create_dir_all(&bodies_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
@@ -244,6 +247,7 @@ impl Store {
         Ok(Store {
             journal_seq,
             journal,
+            jobs,
             bodies_dir,
             journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),

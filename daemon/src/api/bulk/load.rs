@@ -15,7 +15,7 @@ use crate::api::ApiError;
 use crate::api::dto::PositionIn;
 use crate::api::positions::{Upserted, prepare_new, upsert};
 use crate::config::EntityConfig;
-use crate::store::{PreparedLoad, Store, WriteError};
+use crate::store::{JobStatus, PreparedLoad, Store, WriteError};
 
 /// What a row group did.
 enum Done {
@@ -340,7 +340,7 @@ fn tally(job: &Mutex<Job>, group: &Group, outcome: Result<Done, Refusal>) -> boo
         Err(Refusal::Interrupted(reason)) => {
             tracing::warn!(job = r.id, file = %r.file, "bulk job interrupted: {reason}");
             r.rows_done -= group.rows.len() as u64;
-            r.status = "interrupted".into();
+            r.status = JobStatus::Interrupted;
             return false;
         }
         Err(Refusal::Row(row, field, code, reason)) => {

@@ -53,7 +53,7 @@ use serde_json::json;
 use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
-use crate::store::BulkJob;
+use crate::store::{BulkJob, JobStatus};
 
 /// One refused row, as the reject report lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -177,10 +177,7 @@ fn job_answer(status: StatusCode, job: &BulkJob) -> Response {
 /// with their reject report beside them. A file stays in the inbox until its load has finished,
 /// so after a crash it is loaded again at the next start: the rows already loaded are unchanged.
 pub fn inbox(app: &App, entity: &EntityConfig) -> PathBuf {
-    app.config
-        .data_dir
-        .join("inbox")
-        .join(entity.fiscal_code.as_str())
+    inbox_of(app, entity.fiscal_code.as_str())
 }
 
 fn inbox_of(app: &App, entity: &str) -> PathBuf {
@@ -191,8 +188,8 @@ fn inbox_of(app: &App, entity: &str) -> PathBuf {
 /// once it has finished.
 fn report_path(app: &App, job: &BulkJob) -> PathBuf {
     let dir = inbox_of(app, &job.entity);
-    match job.status.as_str() {
-        "done" => {
+    match job.status {
+        JobStatus::Done => {
             let name = job.archived.as_deref().unwrap_or(&job.file);
             dir.join("done").join(format!("{name}.rejects.csv"))
         }
@@ -316,7 +313,7 @@ fn start_file(
             return;
         }
         // An interrupted job stays here to answer with its state until the daemon stops.
-        if lock(&job).record.status == "done" {
+        if lock(&job).record.status == JobStatus::Done {
             api.jobs
                 .running
                 .lock()
@@ -340,14 +337,14 @@ fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
         j.report.writer = None;
         j.record.clone()
     };
-    record.status = "done".into();
+    record.status = JobStatus::Done;
     record.finished = Some(jiff::Timestamp::now());
     let name = archived_name(path, &record);
     record.archived = Some(name.clone());
     if let Err(e) = api.app.store.save_job(&record, true) {
         // The file stays in the inbox: it is loaded again at the next start.
         tracing::error!(job = record.id, "cannot record the end of a bulk job: {e}");
-        lock(job).record.status = "interrupted".into();
+        lock(job).record.status = JobStatus::Interrupted;
         return true;
     }
     let moved = archive(path, report, &name);
@@ -379,7 +376,7 @@ fn abandon_orphans(api: &Api) {
             continue;
         }
         tracing::warn!(job = job.id, file = %job.file, "bulk job abandoned: its file left the inbox");
-        job.status = "abandoned".into();
+        job.status = JobStatus::Abandoned;
         job.finished = Some(jiff::Timestamp::now());
         if let Err(e) = api.app.store.save_job(&job, true) {
             tracing::warn!(job = job.id, "cannot record an abandoned bulk job: {e}");
