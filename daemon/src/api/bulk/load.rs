@@ -75,12 +75,13 @@ fn load_group(
                 let field = e.path().to_string();
                 Refusal::Row(first_line, field, "INVALID_FIELD", e.inner().to_string())
             })?;
-            let exists = app
-                .store
-                .by_iupd(&entity.fiscal_code, &iupd)
-                .map_err(|e| api_error(e.into()))?
-                .is_some();
-            if action == "update" && !exists {
+            if action == "update"
+                && app
+                    .store
+                    .by_iupd(&entity.fiscal_code, &iupd)
+                    .map_err(|e| api_error(e.into()))?
+                    .is_none()
+            {
                 let reason = format!("no position {iupd} to update (use create to load it)");
                 return Err(Refusal::Row(first_line, "iupd".into(), "NOT_FOUND", reason));
             }
