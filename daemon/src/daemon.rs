@@ -30,7 +30,7 @@ impl Daemon {
     /// or from `spawn_blocking`.
     pub fn open(config: Config) -> anyhow::Result<Daemon> {
         let dir = config.store_dir();
-        std::fs::create_dir_all(&config.data_dir)
+        crate::store::fsync::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let options = StoreOptions {
             cache_bytes: config.store.cache_mib << 20,

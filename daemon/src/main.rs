@@ -228,6 +228,13 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
     match finished {
         Ok(summary) => {
             std::fs::rename(&partial, output)?;
+            // The new name survives a power cut once its folder is synced.
+            let folder = output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            store::fsync::sync_dir(folder)
+                .with_context(|| format!("cannot sync {}", folder.display()))?;
             println!(
                 "{}: {} positions, {} records, consistent as of commit {}",
                 output.display(),

@@ -129,6 +129,8 @@ pub struct Daemon {
     ready_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The daemon runs under this program (e.g. strace), which is then `child`.
+    wrapped: bool,
 }
 
 impl Daemon {
@@ -136,6 +138,12 @@ impl Daemon {
     /// traffic. The daemon picks free ports itself and reports them in a ready file, so parallel
     /// tests never race for a port.
     pub fn demo(data_dir: &Path, positions: u64) -> Daemon {
+        Daemon::demo_under(&[], data_dir, positions)
+    }
+
+    /// `mpayd demo` run by `wrapper` (a program and its arguments, e.g. strace), which is given
+    /// the mpayd command line to run.
+    pub fn demo_under(wrapper: &[&str], data_dir: &Path, positions: u64) -> Daemon {
         let ready_file = data_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready_file);
         let ready_path = ready_file.to_str().expect("utf-8 path").to_string();
@@ -161,6 +169,7 @@ impl Daemon {
             None,
             Some(ready_file),
             data_dir,
+            wrapper,
         )
     }
 
@@ -171,6 +180,7 @@ impl Daemon {
             Some((admin, station)),
             None,
             data_dir,
+            &[],
         )
     }
 
@@ -179,13 +189,23 @@ impl Daemon {
         known: Option<(SocketAddr, SocketAddr)>,
         ready_file: Option<PathBuf>,
         data_dir: &Path,
+        wrapper: &[&str],
     ) -> Daemon {
         std::fs::create_dir_all(data_dir).expect("data dir");
         static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = data_dir.with_extension(format!("{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(mpayd_bin())
+        let bin = mpayd_bin();
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .args(args)
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
@@ -202,7 +222,20 @@ impl Daemon {
             ready_file,
             data_dir: data_dir.to_path_buf(),
             log,
+            wrapped: !wrapper.is_empty(),
         }
+    }
+
+    /// The mpayd process: the child, or the wrapper's child.
+    pub fn pid(&self) -> u32 {
+        let own = self.child.id();
+        if !self.wrapped {
+            return own;
+        }
+        std::fs::read_to_string(format!("/proc/{own}/task/{own}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(own)
     }
 
     /// Waits until /healthz answers 200; panics with the log if the daemon dies or takes too long.
@@ -308,7 +341,7 @@ impl Daemon {
 
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
+            .args([format!("-{name}"), self.pid().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
@@ -344,6 +377,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.wrapped {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid().to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,6 +1,7 @@
 //! Group commit. A writer applies its batch, takes a ticket and waits until a flush that started
-//! after its batch has finished. One flusher thread runs `flush` (fsync) for everybody who is
-//! waiting, so N concurrent committers share one fsync instead of queueing for N.
+//! after its batch has finished. One flusher thread runs sled's `flush` and then syncs sled's
+//! files itself (`fsync.rs`: sled's flush alone does not survive a power cut) for everybody who
+//! is waiting, so N concurrent committers share one fsync instead of queueing for N.
 //!
 //! sled 0.34 blocks `apply_batch` while a flush is running (the flush holds its concurrency
 //! control read lock through the fsync, batches need the write lock). So the flusher does not
@@ -12,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::StoreError;
+use super::fsync::StoreFiles;
 
 /// How long the flusher lets writers in the middle of applying finish before flushing anyway.
 const MAX_GATHER: Duration = Duration::from_millis(2);
@@ -80,7 +82,7 @@ impl Applying<'_> {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db) -> (Arc<GroupCommit>, JoinHandle<()>) {
+    pub fn start(db: sled::Db, mut files: StoreFiles) -> (Arc<GroupCommit>, JoinHandle<()>) {
         let group = Arc::new(GroupCommit {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -89,7 +91,7 @@ impl GroupCommit {
         let worker = Arc::clone(&group);
         let handle = std::thread::Builder::new()
             .name("mpay-flusher".into())
-            .spawn(move || worker.run(&db))
+            .spawn(move || worker.run(&db, &mut files))
             .unwrap_or_else(|e| panic!("cannot start the store's flusher thread: {e}"));
         (group, handle)
     }
@@ -108,7 +110,7 @@ impl GroupCommit {
         }
     }
 
-    fn run(&self, db: &sled::Db) {
+    fn run(&self, db: &sled::Db, files: &mut StoreFiles) {
         loop {
             let target = {
                 let mut s = self.lock();
@@ -116,7 +118,7 @@ impl GroupCommit {
                     s = self.work.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
                 if s.stop && s.requested == s.flushed {
-                    return;
+                    break;
                 }
                 let started = Instant::now();
                 while s.applying > 0 && !s.stop {
@@ -132,21 +134,25 @@ impl GroupCommit {
                 }
                 s.requested
             };
-            let result = db.flush();
+            let result = flush(db, files);
             let mut s = self.lock();
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     s.flushed = target;
                     s.flushes += 1;
                 }
                 Err(e) => {
                     // Nothing written after a failed fsync can be acknowledged: fail every waiter
                     // from now on; the daemon reports unhealthy and must be restarted.
-                    s.failure = Some(e.to_string());
+                    s.failure = Some(e);
                     s.flushed = target;
                 }
             }
             self.durable.notify_all();
+        }
+        // Closing: what sled holds without a ticket (its own bookkeeping) goes to disk too.
+        if let Err(e) = flush(db, files) {
+            self.lock().failure.get_or_insert(e);
         }
     }
 
@@ -175,8 +181,17 @@ impl GroupCommit {
         }
     }
 
+    /// Asks the flusher to make everything durable and end; see `Store::close`.
     pub fn stop(&self) {
         self.lock().stop = true;
         self.work.notify_one();
     }
+}
+
+/// sled's flush, then the syncs it leaves out.
+fn flush(db: &sled::Db, files: &mut StoreFiles) -> Result<(), String> {
+    db.flush().map_err(|e| e.to_string())?;
+    files
+        .sync()
+        .map_err(|e| format!("cannot sync the store's files: {e}"))
 }

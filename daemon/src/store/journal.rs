@@ -131,11 +131,16 @@ impl Store {
                     pending.clear();
                 }
                 let path = day_file(&self.bodies_dir, day);
+                let created = !path.exists();
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)
                     .map_err(|e| io(&path.display().to_string(), e))?;
+                if created {
+                    // The day file's name must survive a power cut as well as its bytes.
+                    super::fsync::sync_dir(&self.bodies_dir).map_err(|e| io("sync folder", e))?;
+                }
                 let len = file.metadata().map_err(|e| io("size", e))?.len();
                 open = Some((day, file, len));
             }

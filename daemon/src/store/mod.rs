@@ -12,6 +12,7 @@ mod backup;
 mod cache;
 pub mod codec;
 mod durability;
+pub mod fsync;
 mod jobs;
 mod journal;
 pub mod keys;
@@ -236,12 +237,14 @@ impl Store {
             commit: u64_meta(&data, keys::META_COMMIT)?,
             positions: u64_meta(&data, keys::META_POSITIONS)?,
         };
-        let (group, flusher) = GroupCommit::start(db.clone());
+        let files = fsync::StoreFiles::open(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", dir.display())))?;
+        let (group, flusher) = GroupCommit::start(db.clone(), files);
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
         let journal = db.open_tree("journal")?;
         let jobs = db.open_tree("jobs")?;
         let bodies_dir = journal::bodies_dir(dir);
-        std::fs::create_dir_all(&bodies_dir).map_err(|e| {
+        fsync::create_dir_all(&bodies_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
         })?;
         Ok(Store {
@@ -703,7 +706,8 @@ impl Store {
         self.group.healthy()
     }
 
-    /// Flushes and stops the flusher thread. Later writes fail.
+    /// Stops the flusher thread, which makes everything durable before it ends. Later writes
+    /// fail.
     pub fn close(&self) -> Result<(), StoreError> {
         self.group.stop();
         if let Some(handle) = self
@@ -714,8 +718,9 @@ impl Store {
         {
             let _ = handle.join();
         }
-        self.db.flush()?;
-        Ok(())
+        self.group
+            .healthy()
+            .map_err(|e| StoreError::Unavailable(format!("flush failed: {e}")))
     }
 }
 

@@ -53,6 +53,7 @@ use serde_json::json;
 use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
+use crate::store::fsync::{self, sync_dir};
 use crate::store::{BulkJob, JobStatus};
 
 /// One refused row, as the reject report lists it.
@@ -197,10 +198,6 @@ fn report_path(app: &App, job: &BulkJob) -> PathBuf {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// The name a loaded file takes in `done/`: its own, unless an earlier file of that name is
 /// there (then with the job's id), so that no file or report is ever overwritten.
 fn archived_name(path: &Path, job: &BulkJob) -> String {
@@ -218,7 +215,7 @@ fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
         return Ok(());
     };
     let done = dir.join("done");
-    std::fs::create_dir_all(&done)?;
+    fsync::create_dir_all(&done)?;
     if report.exists() {
         std::fs::rename(report, done.join(format!("{name}.rejects.csv")))?;
     }
@@ -463,7 +460,7 @@ pub async fn upload(
                 )
             };
             let written = (|| {
-                std::fs::create_dir_all(&dir)?;
+                fsync::create_dir_all(&dir)?;
                 let mut file = File::create(&partial)?;
                 file.write_all(&body)?;
                 file.sync_all()?;

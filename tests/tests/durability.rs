@@ -1,0 +1,279 @@
+//! An acknowledged write survives a power cut: seen at the system-call level. The daemon runs
+//! under strace; for a receipt, an API write and a bulk load, every file of the store written
+//! before the acknowledgement went out on the socket was fsynced (or fdatasynced) after its last
+//! write and before that acknowledgement. A kill -9 test cannot see this: the page cache
+//! outlives the process, not a power cut.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mpay_tests::{Daemon, http_request};
+use mpayd::simulator::requests::{self, Caller, ReceiptSpec, ReceiptTransfer};
+use serde_json::{Value, json};
+
+const ENTITY: &str = "00123456782";
+const KEY: &str = "demo-castelverde-key";
+
+/// One system call as strace showed it: where it started and ended in the trace (a call another
+/// thread interrupted spans an `<unfinished ...>` line and a `resumed` line).
+#[derive(Debug)]
+struct Call {
+    name: String,
+    /// The first argument as strace decoded it with -yy: `path` for a file, `TCP:[a->b]` for a
+    /// socket.
+    target: String,
+    /// The rest of the first line (the arguments strace printed).
+    args: String,
+    start: usize,
+    end: usize,
+}
+
+fn parse_trace(text: &str) -> Vec<Call> {
+    let mut calls: Vec<Call> = Vec::new();
+    let mut open: HashMap<u32, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest.starts_with("<...") {
+            if let Some(i) = open.remove(&pid) {
+                calls[i].end = n;
+            }
+            continue;
+        }
+        let Some((name, args)) = rest.split_once('(') else {
+            continue;
+        };
+        let target = args
+            .split_once('<')
+            .and_then(|(_, t)| t.split_once(">,").or_else(|| t.split_once(">)")))
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default();
+        calls.push(Call {
+            name: name.to_string(),
+            target,
+            args: args.to_string(),
+            start: n,
+            end: n,
+        });
+        if rest.ends_with("<unfinished ...>") {
+            open.insert(pid, calls.len() - 1);
+        }
+    }
+    calls
+}
+
+fn is_write(c: &Call) -> bool {
+    matches!(
+        c.name.as_str(),
+        "pwrite64" | "pwritev" | "pwritev2" | "write" | "writev"
+    )
+}
+
+fn is_sync(c: &Call) -> bool {
+    matches!(c.name.as_str(), "fsync" | "fdatasync")
+}
+
+/// The first answer with `status` sent from `port` at or after trace line `from`.
+fn answer<'a>(calls: &'a [Call], port: u16, status: &str, from: usize) -> &'a Call {
+    let local = format!(":{port}->");
+    calls
+        .iter()
+        .find(|c| {
+            c.start >= from
+                && matches!(c.name.as_str(), "write" | "writev" | "sendto" | "sendmsg")
+                && c.target.starts_with("TCP:")
+                && c.target.contains(&local)
+                && c.args.contains(&format!("HTTP/1.1 {status}"))
+        })
+        .unwrap_or_else(|| panic!("no {status} answer from port {port} in the trace"))
+}
+
+/// Every store file (journal bodies aside: they are written after the answer) written before
+/// `ack` was synced after its last write and before `ack` started. Returns the files checked.
+fn synced_before(calls: &[Call], store: &Path, ack: &Call) -> Vec<String> {
+    let store = store.to_str().expect("utf-8 path");
+    let bodies = format!("{store}/journal-bodies");
+    let mut last_write: HashMap<&str, &Call> = HashMap::new();
+    for c in calls.iter().filter(|c| c.start < ack.start && is_write(c)) {
+        if c.target.starts_with(store) && !c.target.starts_with(&bodies) {
+            last_write.insert(c.target.as_str(), c);
+        }
+    }
+    for (file, write) in &last_write {
+        let synced = calls
+            .iter()
+            .any(|s| is_sync(s) && s.target == *file && s.start > write.end && s.end < ack.start);
+        assert!(
+            synced,
+            "{file}: written at trace line {} ({}), not synced before the acknowledgement at line {}",
+            write.start + 1,
+            write.name,
+            ack.start + 1
+        );
+    }
+    last_write.keys().map(|f| f.to_string()).collect()
+}
+
+fn upload_and_wait(d: &Daemon, csv: &str) -> Value {
+    let addr = d.api.expect("api address");
+    let (status, body) = http_request(
+        addr,
+        "POST",
+        &format!("/api/v1/entities/{ENTITY}/bulk"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "text/csv"),
+        ],
+        csv.as_bytes(),
+    )
+    .expect("upload");
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let job: Value = serde_json::from_slice(&body).expect("job");
+    let path = format!("/api/v1/entities/{ENTITY}/bulk/{}", job["id"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, j) = d.api_call("GET", &path, Some(KEY), None);
+        assert_eq!(status, 200, "{j}");
+        if j["status"] == "done" {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job not done: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn acknowledged_writes_are_fsynced_before_the_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let trace = dir.path().join("trace.txt");
+    let trace_arg = trace.to_str().expect("utf-8 path");
+    let d = Daemon::demo_under(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-yy",
+            "-s",
+            "64",
+            "-e",
+            "trace=pwrite64,pwritev,pwritev2,write,writev,sendto,sendmsg,fsync,fdatasync,\
+             sync_file_range",
+            "-o",
+            trace_arg,
+        ],
+        &data,
+        40,
+    )
+    .ready();
+    let store = data.join("store");
+
+    // A receipt for a payable notice: the only call the station gets in this test.
+    let notice = d
+        .notices(false)
+        .into_iter()
+        .find(|n| n["entity"] == ENTITY)
+        .expect("a payable notice");
+    let text = |k: &str| notice[k].as_str().expect("notice field").to_string();
+    let amount = text("amount");
+    let spec = ReceiptSpec {
+        receipt_id: "durable-1".into(),
+        nav: text("nav"),
+        notice_entity: ENTITY.into(),
+        iuv: text("iuv"),
+        amount: amount.clone(),
+        transfers: vec![ReceiptTransfer {
+            id: "1".into(),
+            amount,
+            fiscal_code_pa: ENTITY.into(),
+            iban: Some("IT92R0306902117100000046111".into()),
+            remittance: "Pagamento".into(),
+            category: "9/0101108TS/".into(),
+        }],
+        psp: "BCITITMM".into(),
+        stand_in: false,
+    };
+    let caller = Caller {
+        id_pa: ENTITY.into(),
+        broker: "01111111116".into(),
+        station: "01111111116_01".into(),
+    };
+    let rt = d.soap("paSendRTV2", &requests::send_rt(&caller, true, &spec));
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+
+    // An API write.
+    let body = json!({
+        "kind": "MENSA",
+        "debtor": {"code": "RSSMRA80A01H501U", "name": "Mario Rossi"},
+        "description": "Mensa scolastica",
+        "options": [{"kind": "Single", "instalments": [{
+            "amount": "42.00", "due": "2031-01-31", "description": "Mensa",
+            "transfers": [{"amount": "42.00", "remittance": "Mensa", "category": "9/0201102SE/"}]
+        }]}]
+    });
+    let (status, p) = d.api_call(
+        "PUT",
+        &format!("/api/v1/entities/{ENTITY}/positions/DURABLE-1"),
+        Some(KEY),
+        Some(&body),
+    );
+    assert_eq!(status, 201, "{p}");
+
+    // A bulk load of several batches.
+    let mut csv =
+        String::from("iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\n");
+    for n in 1..=1200 {
+        csv.push_str(&format!(
+            "D-{n};MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa {n};2031-01-31;25.00;9/0201102SE/\n"
+        ));
+    }
+    let job = upload_and_wait(&d, &csv);
+    assert_eq!(job["created"], 1200, "{job}");
+
+    let station_port = d.station.port();
+    let api_port = d.api.expect("api address").port();
+    let status = d.stop();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&trace).expect("trace");
+    let calls = parse_trace(&text);
+    let db = format!("{}/db", store.display());
+
+    let receipt_ack = answer(&calls, station_port, "200", 0);
+    let files = synced_before(&calls, &store, receipt_ack);
+    assert!(files.contains(&db), "the receipt wrote {db}: {files:?}");
+
+    let put_ack = answer(&calls, api_port, "201", receipt_ack.end);
+    let files = synced_before(&calls, &store, put_ack);
+    assert!(files.contains(&db), "the PUT wrote {db}: {files:?}");
+
+    // The job said "done" in the last answer before the daemon stopped.
+    let done_ack = calls
+        .iter()
+        .rfind(|c| c.target.contains(&format!(":{api_port}->")) && c.args.contains("HTTP/1.1 200"))
+        .expect("the job's last answer");
+    synced_before(&calls, &store, done_ack);
+
+    // Every one of sled's flushes of db (a `sync_file_range`, from sled's own threads) is followed
+    // by an fsync of db: in particular each bulk batch's.
+    let flushes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.name == "sync_file_range" && c.target == db)
+        .collect();
+    assert!(flushes.len() > 3, "sled flushed db {} times", flushes.len());
+    for f in flushes {
+        let next_sync = calls
+            .iter()
+            .find(|s| s.start > f.end && is_sync(s) && s.target == db);
+        assert!(
+            next_sync.is_some(),
+            "sled's flush at trace line {} is never followed by an fsync of db",
+            f.start + 1
+        );
+    }
+}
