@@ -329,6 +329,44 @@ impl Daemon {
         (status, json)
     }
 
+    /// Uploads a bulk file for `entity` with `key`; returns the job the daemon answered (202).
+    pub fn bulk_upload(&self, entity: &str, key: &str, file: &[u8]) -> serde_json::Value {
+        let addr = self.api.expect("this daemon's API address is known");
+        let (status, body) = http_request(
+            addr,
+            "POST",
+            &format!("/api/v1/entities/{entity}/bulk"),
+            &[
+                ("Authorization", &format!("Bearer {key}")),
+                ("Content-Type", "text/csv"),
+            ],
+            file,
+        )
+        .expect("upload");
+        assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("job json")
+    }
+
+    /// Polls a bulk job until it is done; returns it.
+    pub fn bulk_finished(
+        &self,
+        entity: &str,
+        key: &str,
+        job: &serde_json::Value,
+    ) -> serde_json::Value {
+        let path = format!("/api/v1/entities/{entity}/bulk/{}", job["id"]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, j) = self.api_call("GET", &path, Some(key), None);
+            assert_eq!(status, 200, "{j}");
+            if j["status"] == "done" {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job not done: {j}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

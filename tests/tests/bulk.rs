@@ -10,35 +10,11 @@ const ENTITY: &str = "00123456782";
 const KEY: &str = "demo-castelverde-key";
 
 fn upload(d: &Daemon, csv: &[u8]) -> Value {
-    let addr = d.api.expect("api address");
-    let (status, body) = http_request(
-        addr,
-        "POST",
-        &format!("/api/v1/entities/{ENTITY}/bulk"),
-        &[
-            ("Authorization", &format!("Bearer {KEY}")),
-            ("Content-Type", "text/csv"),
-        ],
-        csv,
-    )
-    .expect("upload");
-    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).expect("job json")
+    d.bulk_upload(ENTITY, KEY, csv)
 }
 
-/// Polls the job until it is done.
 fn finished(d: &Daemon, job: &Value) -> Value {
-    let path = format!("/api/v1/entities/{ENTITY}/bulk/{}", job["id"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, j) = d.api_call("GET", &path, Some(KEY), None);
-        assert_eq!(status, 200, "{j}");
-        if j["status"] == "done" {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job not done: {j}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    d.bulk_finished(ENTITY, KEY, job)
 }
 
 fn rejects(d: &Daemon, job: &Value) -> Vec<Vec<String>> {

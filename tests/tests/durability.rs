@@ -6,11 +6,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use mpay_tests::{Daemon, http_request};
+use mpay_tests::Daemon;
 use mpayd::simulator::requests::{self, Caller, ReceiptSpec, ReceiptTransfer};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ENTITY: &str = "00123456782";
 const KEY: &str = "demo-castelverde-key";
@@ -120,34 +119,6 @@ fn synced_before(calls: &[Call], store: &Path, ack: &Call) -> Vec<String> {
     last_write.keys().map(|f| f.to_string()).collect()
 }
 
-fn upload_and_wait(d: &Daemon, csv: &str) -> Value {
-    let addr = d.api.expect("api address");
-    let (status, body) = http_request(
-        addr,
-        "POST",
-        &format!("/api/v1/entities/{ENTITY}/bulk"),
-        &[
-            ("Authorization", &format!("Bearer {KEY}")),
-            ("Content-Type", "text/csv"),
-        ],
-        csv.as_bytes(),
-    )
-    .expect("upload");
-    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
-    let job: Value = serde_json::from_slice(&body).expect("job");
-    let path = format!("/api/v1/entities/{ENTITY}/bulk/{}", job["id"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, j) = d.api_call("GET", &path, Some(KEY), None);
-        assert_eq!(status, 200, "{j}");
-        if j["status"] == "done" {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job not done: {j}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn acknowledged_writes_are_fsynced_before_the_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -233,7 +204,7 @@ fn acknowledged_writes_are_fsynced_before_the_answer() {
             "D-{n};MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa {n};2031-01-31;25.00;9/0201102SE/\n"
         ));
     }
-    let job = upload_and_wait(&d, &csv);
+    let job = d.bulk_finished(ENTITY, KEY, &d.bulk_upload(ENTITY, KEY, csv.as_bytes()));
     assert_eq!(job["created"], 1200, "{job}");
 
     let station_port = d.station.port();
