@@ -7,6 +7,7 @@ pub mod ids;
 pub mod ledger;
 pub mod model;
 pub mod money;
+pub mod requests;
 
 /// The version every mpay binary reports, for `--version` and the console's handshake.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -121,9 +121,10 @@ async fn notices(
 ) -> Response {
     let store = Arc::clone(&app.store);
     let config = Arc::clone(&app.config);
+    let clock = app.clock.clone();
     let limit = q.limit.min(10_000);
     let page = tokio::task::spawn_blocking(move || {
-        let today = crate::station::today();
+        let today = clock.today();
         let positions = store.positions(q.from, limit)?;
         let next = positions.last().map(|(id, _)| id + 1);
         let mut out = Vec::new();

@@ -47,6 +47,7 @@ impl Daemon {
                 config: Arc::new(config),
                 store: Arc::new(store),
                 metrics: crate::metrics::Metrics::new(),
+                clock: crate::clock::Clock::system(),
             }),
         })
     }

@@ -542,10 +542,7 @@ impl<'a> Builder<'a> {
 
 /// Today in Rome, where the authorities' days begin and end.
 pub fn today() -> Date {
-    let now = Timestamp::now();
-    now.in_tz("Europe/Rome")
-        .map(|z| z.date())
-        .unwrap_or_else(|_| now.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+    crate::clock::Clock::system().today()
 }
 
 /// What `generate` did, printed at start.
@@ -570,14 +567,7 @@ pub fn generate(
     if store.stats().positions > 0 {
         return Ok(summary);
     }
-    let today = Timestamp::now()
-        .in_tz("Europe/Rome")
-        .map(|z| z.date())
-        .unwrap_or_else(|_| {
-            Timestamp::now()
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                .date()
-        });
+    let today = today();
     let actor = Actor::System;
     let at = Timestamp::now();
     let province = &config.entities[config.entities.len() - 1];

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -10,6 +11,7 @@ pub mod http_client;
 pub mod journal;
 pub mod metrics;
 pub mod pagopa;
+pub mod service;
 pub mod simulator;
 pub mod station;
 pub mod station_http;
@@ -18,9 +20,10 @@ pub mod telemetry;
 
 use std::sync::Arc;
 
-/// What every adapter shares: the configuration, the store and the live counters.
+/// What every adapter shares: the configuration, the store, the clock and the live counters.
 pub struct App {
     pub config: Arc<config::Config>,
     pub store: Arc<store::Store>,
     pub metrics: metrics::Metrics,
+    pub clock: clock::Clock,
 }

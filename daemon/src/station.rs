@@ -31,8 +31,9 @@ use crate::pagopa::soap::{
 use crate::store::{Disposition, ReceiptRecord, Recorded};
 
 /// Europe/Rome: the authorities' calendar.
+/// Today in Rome, by the system clock (for code that has no `App` at hand).
 pub fn today() -> Date {
-    crate::demo::today()
+    crate::clock::Clock::system().today()
 }
 
 pub struct Station {
@@ -266,7 +267,7 @@ impl Station {
             position: found.1,
             nav,
         };
-        let today = today();
+        let today = self.app.clock.today();
         let position = &found.position;
         let inst = found.instalment().ok_or_else(unknown)?;
         let status = position.instalment_status(inst, today);
@@ -468,10 +469,10 @@ impl Station {
                     .payment_date_time
                     .as_deref()
                     .and_then(rome_instant)
-                    .unwrap_or_else(Timestamp::now);
+                    .unwrap_or_else(|| self.app.clock.now());
                 Some(
                     Event::new(
-                        Timestamp::now(),
+                        self.app.clock.now(),
                         Actor::Node,
                         Change::PaidViaPagoPa {
                             nav: nav.clone(),
@@ -497,7 +498,7 @@ impl Station {
             station: header.id_station.clone(),
             v2,
             stand_in: receipt.stand_in,
-            received_at: Timestamp::now(),
+            received_at: self.app.clock.now(),
             position: None,
             disposition: if primary {
                 Disposition::Orphan
@@ -555,18 +556,20 @@ impl Station {
         let iupd = demand_iupd(&service, data);
         let cf = entity.fiscal_code.clone();
         let settings = entity.clone();
+        let clock = self.app.clock.clone();
         let (_, position) = self
             .blocking(&id, move |store| {
                 if let Some(found) = store.by_iupd(&cf, &iupd)? {
                     return Ok(Ok(found));
                 }
                 let seq = store.reserve_sequence(&cf, 1)?;
-                let built = demand_position(&settings, &service, iupd.clone(), seq.start);
+                let built =
+                    demand_position(&settings, &service, iupd.clone(), seq.start, clock.today());
                 let data = match built {
                     Ok(d) => d,
                     Err(e) => return Ok(Err(e)),
                 };
-                let event = Event::new(Timestamp::now(), Actor::Node, Change::Loaded(data))
+                let event = Event::new(clock.now(), Actor::Node, Change::Loaded(data))
                     .with_reason("paDemandPaymentNotice");
                 match store.load(&cf, event) {
                     Ok(pid) => Ok(store
@@ -649,7 +652,10 @@ fn rome_instant(text: &str) -> Option<Timestamp> {
         return Some(ts);
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil.in_tz("Europe/Rome").ok().map(|z| z.timestamp())
+    civil
+        .to_zoned_datetime(crate::clock::rome())
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 fn demand_iupd(service: &ServiceConfig, data: &[u8]) -> Iupd {
@@ -678,6 +684,7 @@ fn demand_position(
     service: &ServiceConfig,
     iupd: Iupd,
     seq: u64,
+    today: Date,
 ) -> Result<PositionData, String> {
     let nav = entity.iuv.notice(seq).map_err(|e| e.to_string())?;
     let amount = Cents::parse_api(&service.amount).map_err(|e| e.to_string())?;
@@ -686,7 +693,7 @@ fn demand_position(
         (None, Some(postal)) => TransferTarget::Postal(postal.clone()),
         (None, None) => return Err("the entity has no account".into()),
     };
-    let due = today().saturating_add(jiff::Span::new().days(i64::from(service.due_days)));
+    let due = today.saturating_add(jiff::Span::new().days(i64::from(service.due_days)));
     Ok(PositionData {
         iupd,
         kind: "SPONTANEO".into(),

@@ -9,109 +9,19 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
 use mpay_common::ledger::{
-    Change, DoublePayment, InstalmentState, InstalmentStatus, OfflineChannel, OfflinePayment,
-    PagoPaPayment, Position, PositionStatus, Progress,
+    Change, DoublePayment, InstalmentState, InstalmentStatus, OfflinePayment, PagoPaPayment,
+    Position, PositionStatus, Progress,
 };
-use mpay_common::model::{Debtor, Metadata, OptionKind, Transfer, TransferTarget};
+use mpay_common::model::{Debtor, Metadata, OptionKind, Transfer};
 use mpay_common::money::Cents;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::store::{PositionId, StoredEvent};
 
-/// A position as an authority loads it (`PUT /positions/{iupd}`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PositionIn {
-    pub kind: String,
-    pub debtor: Debtor,
-    pub description: String,
-    #[serde(default)]
-    pub validity: Option<Date>,
-    #[serde(default)]
-    pub expiry: Option<Date>,
-    pub options: Vec<OptionIn>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptionIn {
-    pub kind: OptionKind,
-    pub instalments: Vec<InstalmentIn>,
-}
-
-/// An instalment; without `nav` (and `iuv`) mpay numbers it from the entity's settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstalmentIn {
-    #[serde(default)]
-    pub nav: Option<Nav>,
-    #[serde(default)]
-    pub iuv: Option<Iuv>,
-    pub amount: Cents,
-    pub due: Date,
-    pub description: String,
-    pub transfers: Vec<TransferIn>,
-    #[serde(default)]
-    pub metadata: Vec<Metadata>,
-}
-
-/// A transfer; `id` defaults to its position (1..5), `beneficiary` to the entity, `target` to the
-/// beneficiary's first configured account.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferIn {
-    #[serde(default)]
-    pub id: Option<u8>,
-    #[serde(default)]
-    pub beneficiary: Option<EntityFiscalCode>,
-    #[serde(default)]
-    pub target: Option<TransferTarget>,
-    pub amount: Cents,
-    pub remittance: String,
-    pub category: String,
-    #[serde(default)]
-    pub metadata: Vec<Metadata>,
-}
-
-/// Body of cancel and restore.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReasonIn {
-    pub reason: String,
-}
-
-/// Sgravio: the instalment's new amount; `transfer_amounts` default to taking the cut from the
-/// last transfers first.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReductionIn {
-    pub new_amount: Cents,
-    pub act: String,
-    pub reason: String,
-    #[serde(default)]
-    pub transfer_amounts: Option<Vec<Cents>>,
-}
-
-/// Money collected outside pagoPA.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OfflinePaymentIn {
-    pub channel: OfflineChannel,
-    pub date: Date,
-    pub amount: Cents,
-    pub reference: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// Rateizzazione: `replaced` notices stop being payable, `instalments` become a new plan.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RescheduleIn {
-    pub replaced: Vec<Nav>,
-    pub instalments: Vec<InstalmentIn>,
-    pub reason: String,
-}
+pub use mpay_common::requests::{
+    InstalmentIn, OfflinePaymentIn, OptionIn, PositionIn, ReasonIn, ReductionIn, RescheduleIn,
+    TransferIn,
+};
 
 /// A position as it stands, with derived statuses.
 #[derive(Clone, Debug, Serialize)]

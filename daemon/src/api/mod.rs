@@ -16,13 +16,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
-use mpay_common::ledger::{Actor, LedgerError};
-use mpay_common::model::ModelError;
+use mpay_common::ledger::Actor;
 use serde::de::DeserializeOwned;
 
 use crate::App;
 use crate::config::{EntityConfig, key_digest};
-use crate::store::{StoreError, WriteError};
+use crate::service::{ErrorKind, ServiceError};
+use crate::store::StoreError;
 
 mod bulk;
 pub mod dto;
@@ -209,76 +209,29 @@ impl ApiError {
     pub fn not_found(error: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, error, None)
     }
+}
 
-    /// A ledger refusal. `nav_field` names the request field that carried the notice numbers
-    /// the refusal is about (the URL's for reductions and payments, `replaced` for plans).
-    pub fn ledger(e: LedgerError, nav_field: Option<&str>) -> ApiError {
-        let conflict =
-            |field: Option<&str>| ApiError::new(StatusCode::CONFLICT, e.to_string(), field);
-        let field = |field: &str| ApiError::field(field, e.to_string());
-        match &e {
-            LedgerError::Invalid(m) => ApiError::field(m.field.clone(), m.reason.clone()),
-            LedgerError::NotAReduction { .. } => field("new_amount").with_code("NOT_A_REDUCTION"),
-            LedgerError::BadReduction { .. } => {
-                field("transfer_amounts").with_code("BAD_REDUCTION")
-            }
-            LedgerError::Overpaid { .. } => field("amount").with_code("OVERPAID"),
-            LedgerError::ZeroPayment(_) => field("amount").with_code("ZERO_PAYMENT"),
-            LedgerError::NothingReplaced => field("replaced").with_code("NOTHING_REPLACED"),
-            LedgerError::UnknownNav(_) => match nav_field {
-                Some(f) => field(f),
-                None => ApiError::not_found(e.to_string()),
-            }
-            .with_code("UNKNOWN_NOTICE"),
-            LedgerError::AlreadyPaid(_) => conflict(nav_field).with_code("NOTICE_PAID"),
-            LedgerError::NotPayable(_) => conflict(nav_field).with_code("NOTICE_NOT_PAYABLE"),
-            LedgerError::NavReused(_) => conflict(Some("instalments")).with_code("NAV_REUSED"),
-            LedgerError::IupdChanged { .. } => field("iupd").with_code("IUPD_CHANGED"),
-            LedgerError::PositionCancelled => conflict(None).with_code("POSITION_CANCELLED"),
-            LedgerError::NotCancelled => conflict(None).with_code("NOT_CANCELLED"),
-            LedgerError::HasPayments(_) => conflict(None).with_code("HAS_PAYMENTS"),
-            LedgerError::HasVariations => conflict(None).with_code("HAS_VARIATIONS"),
-            LedgerError::NotLoaded(_) | LedgerError::AlreadyLoaded => conflict(None),
-        }
-    }
-
-    pub fn write(e: WriteError, nav_field: Option<&str>) -> ApiError {
-        match e {
-            WriteError::Rejected(l) => ApiError::ledger(l, nav_field),
-            WriteError::Exists(_) => {
-                ApiError::new(StatusCode::CONFLICT, e.to_string(), Some("iupd"))
-                    .with_code("POSITION_EXISTS")
-            }
-            WriteError::NavTaken { .. } => {
-                ApiError::new(StatusCode::CONFLICT, e.to_string(), nav_field).with_code("NAV_TAKEN")
-            }
-            WriteError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, reason, None),
-            WriteError::NotFound => ApiError::not_found("no such position"),
-            WriteError::Store(s) => s.into(),
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match e.kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            code: e.code,
+            error: e.message,
+            field: e.field,
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!("api: {e}");
-        let status = match e {
-            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string(), None)
-    }
-}
-
-impl From<WriteError> for ApiError {
-    fn from(e: WriteError) -> Self {
-        ApiError::write(e, None)
-    }
-}
-
-impl From<ModelError> for ApiError {
-    fn from(e: ModelError) -> Self {
-        ApiError::field(e.field, e.reason)
+        ServiceError::from(e).into()
     }
 }
 

@@ -248,7 +248,7 @@ fn statement(
     reader: &StatementReader,
     debtor: &DebtorCode,
 ) -> Result<Statement, ApiError> {
-    let today = crate::station::today();
+    let today = app.clock.today();
     let scope = reader.entity(app).map(|e| &e.fiscal_code);
     let mut found = app.store.by_debtor(debtor, scope, MAX_POSITIONS + 1)?;
     let truncated = found.len() > MAX_POSITIONS;
@@ -280,7 +280,7 @@ fn statement(
         debtor: debtor.to_string(),
         entity: scope.map(|cf| entity_ref(app, cf)),
         date: today,
-        generated_at: Timestamp::now(),
+        generated_at: app.clock.now(),
         totals,
         positions: positions.into_iter().map(|(_, p)| p).collect(),
         truncated,

@@ -1,20 +1,20 @@
 //! Loading the positions of a bulk file through the API's rules: new positions a batch at a
 //! time (validated, numbered, folded and encoded off the store's writer lock, then one commit),
-//! everything else one by one through `positions::upsert`; each outcome counted in the job.
+//! everything else one by one through `service::positions::upsert`; each outcome counted in the
+//! job.
 
 use std::sync::Mutex;
 
-use axum::http::StatusCode;
 use mpay_common::ids::Iupd;
 use mpay_common::ledger::{Actor, Change, Event};
+use mpay_common::requests::PositionIn;
 
 use super::files::{Group, body_of};
 use super::{Job, Reject, lock};
 use crate::App;
-use crate::api::ApiError;
-use crate::api::dto::PositionIn;
-use crate::api::positions::{Upserted, prepare_new, upsert};
 use crate::config::EntityConfig;
+use crate::service::positions::{self, Upserted, prepare_new, upsert};
+use crate::service::{ErrorKind, ServiceError};
 use crate::store::{JobStatus, PreparedLoad, Store, WriteError};
 
 /// What a row group did.
@@ -68,7 +68,7 @@ fn load_group(
     let iupd: Iupd = iupd_text.parse().map_err(|e: mpay_common::ids::IdError| {
         Refusal::Row(first_line, "iupd".into(), "INVALID_FIELD", e.to_string())
     })?;
-    let api_error = |e: ApiError| refusal(first_line, e);
+    let refused = |e: ServiceError| refusal(first_line, e);
     match action.as_str() {
         "create" | "update" => {
             let body: PositionIn = serde_path_to_error::deserialize(body).map_err(|e| {
@@ -79,7 +79,7 @@ fn load_group(
                 && app
                     .store
                     .by_iupd(&entity.fiscal_code, &iupd)
-                    .map_err(|e| api_error(e.into()))?
+                    .map_err(|e| refused(e.into()))?
                     .is_none()
             {
                 let reason = format!("no position {iupd} to update (use create to load it)");
@@ -87,13 +87,13 @@ fn load_group(
             }
             upsert(app, entity, actor, iupd, body)
                 .map(|(done, _)| Done::Loaded(done))
-                .map_err(api_error)
+                .map_err(refused)
         }
         "cancel" => {
-            let (id, position) = app
+            let (_, position) = app
                 .store
                 .by_iupd(&entity.fiscal_code, &iupd)
-                .map_err(|e| api_error(e.into()))?
+                .map_err(|e| refused(e.into()))?
                 .ok_or_else(|| {
                     let reason = format!("no position {iupd}");
                     Refusal::Row(first_line, "iupd".into(), "NOT_FOUND", reason)
@@ -101,11 +101,8 @@ fn load_group(
             if position.cancelled {
                 return Ok(Done::Loaded(Upserted::Unchanged));
             }
-            let event = Event::new(jiff::Timestamp::now(), actor.clone(), Change::Cancelled)
-                .with_reason("bulk file");
-            app.store
-                .append(id, event)
-                .map_err(|e| api_error(ApiError::write(e, None)))?;
+            positions::cancel(app, &entity.fiscal_code, actor, &iupd, "bulk file".into())
+                .map_err(refused)?;
             Ok(Done::Cancelled)
         }
         other => Err(Refusal::Row(
@@ -147,11 +144,11 @@ enum Step {
 }
 
 /// A row's refusal; the store's unavailability stops the job instead.
-fn refusal(line: u64, e: ApiError) -> Refusal {
-    if e.status == StatusCode::SERVICE_UNAVAILABLE {
-        Refusal::Interrupted(e.error)
+fn refusal(line: u64, e: ServiceError) -> Refusal {
+    if e.kind == ErrorKind::Unavailable {
+        Refusal::Interrupted(e.message)
     } else {
-        Refusal::Row(line, e.field.unwrap_or_default(), e.code, e.error)
+        Refusal::Row(line, e.field.unwrap_or_default(), e.code, e.message)
     }
 }
 
@@ -198,10 +195,10 @@ pub(super) fn prepare(
         fresh.into_iter().map(|(k, i, b)| (k, (i, b))).unzip();
     let (prepared, numbers_end) = prepare_new(app, entity, items);
     for (k, data) in slots.into_iter().zip(prepared) {
-        let event = |data| Event::new(jiff::Timestamp::now(), actor.clone(), Change::Loaded(data));
+        let event = |data| Event::new(app.clock.now(), actor.clone(), Change::Loaded(data));
         steps[k] = match data.and_then(|d| {
             Store::prepare_load(&entity.fiscal_code, &event(d))
-                .map_err(|e| ApiError::write(e, None))
+                .map_err(|e| ServiceError::write(e, None))
         }) {
             Ok(load) => Step::New(Box::new(load)),
             Err(e) => Step::Decided(Err(refusal(groups[k].rows[0].0, e))),
@@ -266,14 +263,14 @@ pub(super) fn commit(
                         Ok(_) => Ok(Done::Loaded(Upserted::Created)),
                         // Loaded meanwhile through the API or another file: a replacement now.
                         Err(WriteError::Exists(_)) => load_group(app, entity, actor, &groups[k]),
-                        Err(e) => Err(refusal(line(k), ApiError::write(e, None))),
+                        Err(e) => Err(refusal(line(k), ServiceError::write(e, None))),
                     });
                 }
             }
             Err(e) => {
-                let e = ApiError::from(e);
+                let e = ServiceError::from(e);
                 for k in loading {
-                    outcomes[k] = Some(Err(Refusal::Interrupted(e.error.clone())));
+                    outcomes[k] = Some(Err(Refusal::Interrupted(e.message.clone())));
                 }
             }
         }

@@ -335,7 +335,7 @@ fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
         j.record.clone()
     };
     record.status = JobStatus::Done;
-    record.finished = Some(jiff::Timestamp::now());
+    record.finished = Some(api.app.clock.now());
     let name = archived_name(path, &record);
     record.archived = Some(name.clone());
     if let Err(e) = api.app.store.save_job(&record, true) {
@@ -374,7 +374,7 @@ fn abandon_orphans(api: &Api) {
         }
         tracing::warn!(job = job.id, file = %job.file, "bulk job abandoned: its file left the inbox");
         job.status = JobStatus::Abandoned;
-        job.finished = Some(jiff::Timestamp::now());
+        job.finished = Some(api.app.clock.now());
         if let Err(e) = api.app.store.save_job(&job, true) {
             tracing::warn!(job = job.id, "cannot record an abandoned bulk job: {e}");
         }
