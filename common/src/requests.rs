@@ -8,8 +8,8 @@
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EntityFiscalCode, Iuv, Nav};
-use crate::ledger::OfflineChannel;
+use crate::ids::{DebtorCode, EntityFiscalCode, Iuv, Nav};
+use crate::ledger::{OfflineChannel, PositionStatus};
 use crate::model::{Debtor, Metadata, OptionKind, TransferTarget};
 use crate::money::Cents;
 
@@ -106,4 +106,20 @@ pub struct RescheduleIn {
     pub replaced: Vec<Nav>,
     pub instalments: Vec<InstalmentIn>,
     pub reason: String,
+}
+
+/// A search among one entity's positions: every filter given must hold. Results come in the
+/// order positions were created, `limit` at a time; `after` is the previous page's `next`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PositionQuery {
+    pub status: Option<PositionStatus>,
+    pub debtor: Option<DebtorCode>,
+    pub kind: Option<String>,
+    /// Some instalment falls due on or after this day…
+    pub due_from: Option<Date>,
+    /// …and on or before this one.
+    pub due_to: Option<Date>,
+    pub limit: Option<usize>,
+    pub after: Option<u64>,
 }

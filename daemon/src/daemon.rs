@@ -87,7 +87,9 @@ impl Daemon {
             std::time::Duration::from_secs(u64::from(config.journal.body_retention_days) * 86_400),
             config.journal.body_retention_mib << 20,
         );
-        let api_app = Arc::clone(&self.app);
+        // The background tasks, started here and stopped by the same signal as the listeners.
+        let (api_router, api_state) = crate::api::router(Arc::clone(&self.app));
+        let inbox_watcher = crate::api::bulk::watch(api_state, stop.clone());
         let station_task = tokio::spawn(crate::station_http::serve(
             Arc::clone(&self.app),
             station,
@@ -96,7 +98,7 @@ impl Daemon {
         ));
         let mut api_stop = stop.clone();
         let api_task = tokio::spawn(async move {
-            axum::serve(api, crate::api::router(api_app))
+            axum::serve(api, api_router)
                 .with_graceful_shutdown(async move {
                     let _ = api_stop.changed().await;
                 })
@@ -133,6 +135,7 @@ impl Daemon {
             .await
             .context("api listener task")?
             .context("api listener failed")?;
+        inbox_watcher.await.context("inbox watcher task")?;
 
         tracing::info!("stopping: closing the store");
         let store = Arc::clone(&self.app.store);

@@ -688,11 +688,8 @@ fn demand_position(
 ) -> Result<PositionData, String> {
     let nav = entity.iuv.notice(seq).map_err(|e| e.to_string())?;
     let amount = Cents::parse_api(&service.amount).map_err(|e| e.to_string())?;
-    let target = match (entity.bank_accounts.first(), entity.postal_accounts.first()) {
-        (Some(bank), _) => TransferTarget::Bank(bank.clone()),
-        (None, Some(postal)) => TransferTarget::Postal(postal.clone()),
-        (None, None) => return Err("the entity has no account".into()),
-    };
+    let target = crate::service::positions::default_target(entity)
+        .ok_or_else(|| "the entity has no account".to_string())?;
     let due = today.saturating_add(jiff::Span::new().days(i64::from(service.due_days)));
     Ok(PositionData {
         iupd,

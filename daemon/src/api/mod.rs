@@ -24,7 +24,7 @@ use crate::config::{EntityConfig, key_digest};
 use crate::service::{ErrorKind, ServiceError};
 use crate::store::StoreError;
 
-mod bulk;
+pub mod bulk;
 pub mod dto;
 mod positions;
 mod statements;
@@ -107,7 +107,9 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
     ]
 }
 
-pub fn router(app: Arc<App>) -> Router {
+/// The API's routes, and its state (keys, running bulk jobs) for the inbox watcher
+/// (`bulk::watch`), which the daemon starts beside it.
+pub fn router(app: Arc<App>) -> (Router, Arc<Api>) {
     // `Config::validate` refused malformed digests before we got here.
     let key = |scope: Scope, k: &crate::config::ApiKeyConfig| {
         Some(Key {
@@ -140,16 +142,16 @@ pub fn router(app: Arc<App>) -> Router {
         keys,
         jobs: bulk::Jobs::default(),
     });
-    bulk::watch(Arc::clone(&api));
     let mut router = Router::new();
     for (_, path, handler) in routes(bulk_limit) {
         // Routes on the same path merge their methods.
         router = router.route(&path, handler);
     }
-    router
+    let router = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint", None) })
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(api)
+        .with_state(Arc::clone(&api));
+    (router, api)
 }
 
 async fn openapi() -> Response {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use mpay_common::ids::{DebtorCode, Iupd, Nav};
 use mpay_common::ledger::{Position, PositionStatus};
 use mpay_common::model::Debtor;
+use mpay_common::requests::PositionQuery;
 
 use super::dto::{
     EventOut, OfflinePaymentIn, PositionIn, PositionOut, PositionPage, PositionSummary, ReasonIn,
@@ -20,7 +21,7 @@ use super::{Api, ApiError, Authorized, JsonBody, blocking};
 use crate::App;
 use crate::service::ServiceError;
 use crate::service::positions::{self, Upserted};
-use crate::store::PositionId;
+use crate::service::search::{self, MAX_LIMIT};
 
 type Answer = Result<Response, ApiError>;
 
@@ -64,24 +65,13 @@ pub async fn ledger(State(api): State<Arc<Api>>, auth: Authorized) -> Answer {
     .await
 }
 
-/// Positions examined per list request at most, so a narrow filter cannot scan the whole store
-/// in one call: the page may then be short, and `next` says where to go on.
-const SCAN_BUDGET: usize = 20_000;
-const SCAN_CHUNK: usize = 512;
-
 pub async fn list(
     State(api): State<Arc<Api>>,
     auth: Authorized,
-    Query(query): Query<HashMap<String, String>>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Answer {
-    let mut status = None;
-    let mut debtor = None;
-    let mut kind = None;
-    let (mut due_from, mut due_to): (Option<jiff::civil::Date>, Option<jiff::civil::Date>) =
-        (None, None);
-    let mut limit = 100usize;
-    let mut after: Option<PositionId> = None;
-    for (key, value) in &query {
+    let mut query = PositionQuery::default();
+    for (key, value) in &params {
         match key.as_str() {
             "status" => {
                 let s: PositionStatus =
@@ -91,34 +81,32 @@ pub async fn list(
                             "one of Draft, Valid, PartiallyPaid, Paid, Cancelled, Expired",
                         )
                     })?;
-                status = Some(s);
+                query.status = Some(s);
             }
             "debtor" => {
                 let code: DebtorCode = value.parse().map_err(|e: mpay_common::ids::IdError| {
                     ApiError::field("debtor", e.to_string())
                 })?;
-                debtor = Some(code);
+                query.debtor = Some(code);
             }
-            "kind" => kind = Some(value.clone()),
+            "kind" => query.kind = Some(value.clone()),
             "due_from" | "due_to" => {
                 let date: jiff::civil::Date = value
                     .parse()
                     .map_err(|_| ApiError::field(key.as_str(), "a date, YYYY-MM-DD"))?;
                 if key == "due_from" {
-                    due_from = Some(date);
+                    query.due_from = Some(date);
                 } else {
-                    due_to = Some(date);
+                    query.due_to = Some(date);
                 }
             }
             "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| ApiError::field("limit", "an integer from 1 to 1000"))?;
+                query.limit = Some(value.parse().map_err(|_| {
+                    ApiError::field("limit", format!("an integer from 1 to {MAX_LIMIT}"))
+                })?);
             }
             "after" => {
-                after =
+                query.after =
                     Some(value.parse().map_err(|_| {
                         ApiError::field("after", "the `next` of the previous page")
                     })?);
@@ -132,53 +120,18 @@ pub async fn list(
         }
     }
     blocking(move || {
-        let entity = &auth.entity(&api.app).fiscal_code;
-        let today = api.app.clock.today();
-        let mut from = after.map_or(0, |a| a.saturating_add(1));
-        let mut out = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let chunk = api.app.store.positions(from, SCAN_CHUNK)?;
-            let exhausted = chunk.len() < SCAN_CHUNK;
-            for (id, p) in chunk {
-                scanned += 1;
-                from = id.saturating_add(1);
-                let wanted = &p.entity == entity
-                    && kind.as_ref().is_none_or(|k| &p.kind == k)
-                    && debtor.as_ref().is_none_or(|d| &p.debtor.code == d)
-                    && status.is_none_or(|s| p.status(today) == s)
-                    // Due dates: some instalment falls due within the range.
-                    && (due_from.is_none() && due_to.is_none()
-                        || p.instalments().any(|i| {
-                            due_from.is_none_or(|f| i.terms.due >= f)
-                                && due_to.is_none_or(|t| i.terms.due <= t)
-                        }));
-                if wanted {
-                    out.push(PositionSummary::new(&p, today));
-                    if out.len() == limit {
-                        return Ok(Json(PositionPage {
-                            positions: out,
-                            next: Some(id),
-                        })
-                        .into_response());
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Json(PositionPage {
-                    positions: out,
-                    next: None,
-                })
-                .into_response());
-            }
-            if scanned >= SCAN_BUDGET {
-                return Ok(Json(PositionPage {
-                    positions: out,
-                    next: Some(from.saturating_sub(1)),
-                })
-                .into_response());
-            }
-        }
+        let app = &api.app;
+        let page = search::positions(app, &auth.entity(app).fiscal_code, &query)?;
+        let today = app.clock.today();
+        Ok(Json(PositionPage {
+            positions: page
+                .positions
+                .iter()
+                .map(|(_, p)| PositionSummary::new(p, today))
+                .collect(),
+            next: page.next,
+        })
+        .into_response())
     })
     .await
 }

@@ -4,10 +4,14 @@
 //! in an adapter (DESIGN.md invariant 8).
 //!
 //! - `positions`: load (one path for the API and bulk files), read, and every variation.
+//! - `search`: one entity's positions by status, debtor, kind and due dates.
+//! - `statements`: the citizen statement, per entity or across entities.
 //!
 //! The calls block on the store: async adapters run them in `spawn_blocking`.
 
 pub mod positions;
+pub mod search;
+pub mod statements;
 
 use mpay_common::ledger::LedgerError;
 use mpay_common::model::ModelError;

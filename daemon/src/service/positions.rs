@@ -89,9 +89,7 @@ pub fn cancel(
     iupd: &Iupd,
     reason: String,
 ) -> Result<Position, ServiceError> {
-    text("reason", &reason, MAX_TEXT)?;
-    let e = event(app, actor, Change::Cancelled, Some(reason));
-    vary(app, entity, iupd, None, |_| Ok(Some(e)))
+    with_reason(app, entity, actor, iupd, Change::Cancelled, reason)
 }
 
 /// Undoes a cancellation: the same notices are payable again.
@@ -102,8 +100,20 @@ pub fn restore(
     iupd: &Iupd,
     reason: String,
 ) -> Result<Position, ServiceError> {
+    with_reason(app, entity, actor, iupd, Change::Restored, reason)
+}
+
+/// A change that needs nothing but a reason.
+fn with_reason(
+    app: &App,
+    entity: &EntityFiscalCode,
+    actor: &Actor,
+    iupd: &Iupd,
+    change: Change,
+    reason: String,
+) -> Result<Position, ServiceError> {
     text("reason", &reason, MAX_TEXT)?;
-    let e = event(app, actor, Change::Restored, Some(reason));
+    let e = event(app, actor, change, Some(reason));
     vary(app, entity, iupd, None, |_| Ok(Some(e)))
 }
 
@@ -275,6 +285,19 @@ pub fn reschedule(
     })
 }
 
+/// Where an entity's money goes when the request names no account: its first bank account, else
+/// its first postal account.
+pub fn default_target(entity: &EntityConfig) -> Option<TransferTarget> {
+    if let Some(iban) = entity.bank_accounts.first() {
+        Some(TransferTarget::Bank(iban.clone()))
+    } else {
+        entity
+            .postal_accounts
+            .first()
+            .map(|iban| TransferTarget::Postal(iban.clone()))
+    }
+}
+
 /// Turns the authority's instalments into the model's, filling in what it may omit.
 struct Resolver<'a> {
     app: &'a App,
@@ -387,18 +410,12 @@ impl Resolver<'_> {
                 target
             }
             (Some(target), None) => target,
-            (None, Some(cfg)) => {
-                if let Some(iban) = cfg.bank_accounts.first() {
-                    TransferTarget::Bank(iban.clone())
-                } else if let Some(iban) = cfg.postal_accounts.first() {
-                    TransferTarget::Postal(iban.clone())
-                } else {
-                    return Err(ServiceError::field(
-                        format!("{field}.target"),
-                        format!("required: entity {beneficiary} has no account configured"),
-                    ));
-                }
-            }
+            (None, Some(cfg)) => default_target(cfg).ok_or_else(|| {
+                ServiceError::field(
+                    format!("{field}.target"),
+                    format!("required: entity {beneficiary} has no account configured"),
+                )
+            })?,
             (None, None) => {
                 return Err(ServiceError::field(
                     format!("{field}.target"),

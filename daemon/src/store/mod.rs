@@ -621,7 +621,6 @@ impl Store {
         self.through_index(&keys::by_iuv(entity, iuv))
     }
 
-    /// Every position of a debtor, across entities, oldest first; at most `limit`.
     /// The debtor's positions, newest first (ids grow with time), at most `limit`, of one
     /// entity or of all.
     pub fn by_debtor(
@@ -644,6 +643,33 @@ impl Store {
             if let Some(p) = self.position(id)?
                 && entity.is_none_or(|e| e == &p.entity)
             {
+                out.push((id, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The debtor's positions (of every entity) from position `from` on, in id order: at most
+    /// `limit` index entries are read, so a caller can page through them.
+    pub fn by_debtor_from(
+        &self,
+        code: &DebtorCode,
+        from: PositionId,
+        limit: usize,
+    ) -> Result<Vec<(PositionId, Position)>, StoreError> {
+        let Some(prefix) = keys::by_debtor_prefix(code) else {
+            return Ok(Vec::new());
+        };
+        let mut start = prefix.clone();
+        start.extend_from_slice(&from.to_be_bytes());
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        let mut out = Vec::new();
+        for entry in self.data.range(start..end).take(limit) {
+            let (k, _) = entry?;
+            let id = keys::decode_id(&k[prefix.len()..])
+                .ok_or_else(|| StoreError::Corrupt("debtor index key".into()))?;
+            if let Some(p) = self.position(id)? {
                 out.push((id, p));
             }
         }

@@ -381,14 +381,21 @@ fn abandon_orphans(api: &Api) {
     }
 }
 
-/// Loads what the inboxes hold now and every few seconds from now on, with `Actor::System`.
-pub fn watch(api: Arc<Api>) {
+/// Loads what the inboxes hold now and every few seconds from now on, with `Actor::System`,
+/// until `stop` says true. Jobs already started finish on their own threads.
+pub fn watch(
+    api: Arc<Api>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let first = Arc::clone(&api);
         let _ = tokio::task::spawn_blocking(move || abandon_orphans(&first)).await;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
             for entity in &api.app.config.entities {
                 let dir = inbox(&api.app, entity);
                 let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -412,7 +419,7 @@ pub fn watch(api: Arc<Api>) {
                 }
             }
         }
-    });
+    })
 }
 
 /// `POST /entities/{cf}/bulk`: the file is written durably into the entity's inbox, then loaded

@@ -1,0 +1,455 @@
+//! The citizen statement (estratto conto): every position of one debtor, read from the ledger,
+//! for one entity or across every entity served (the REST API's statements, the console's).
+//! Positions are found through the store's debtor index; each one's ledger is
+//! folded again here, event by event, so that every payment, reduction, plan change,
+//! cancellation and restore is listed with its date and reason, and a pagoPA receipt is known
+//! to be a double payment from the state it found. Positions come newest first (by the time
+//! they were loaded); notices in the order of their options, history oldest first.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use mpay_common::ids::{DebtorCode, EntityFiscalCode, IdError, Iupd, Iuv, Nav};
+use mpay_common::ledger::{Change, InstalmentStatus, OfflineChannel, Position, PositionStatus};
+use mpay_common::model::OptionKind;
+use mpay_common::money::Cents;
+use serde::Serialize;
+
+use super::ServiceError;
+use crate::App;
+use crate::store::{PositionId, StoreError};
+
+/// Positions one statement lists at most (`truncated` says when the debtor has more).
+const MAX_POSITIONS: usize = 1000;
+
+/// An amount as integer cents and as euro text ("12.34").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Money {
+    pub cents: i64,
+    pub text: String,
+}
+
+impl From<Cents> for Money {
+    fn from(c: Cents) -> Money {
+        Money {
+            cents: c.0,
+            text: c.to_string(),
+        }
+    }
+}
+
+fn money(cents: i64) -> Money {
+    Cents(cents).into()
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EntityRef {
+    pub fiscal_code: EntityFiscalCode,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Statement {
+    pub debtor: String,
+    /// The entity the statement is limited to; null: every entity served.
+    pub entity: Option<EntityRef>,
+    /// The day the statuses are computed for (Europe/Rome).
+    pub date: Date,
+    pub generated_at: Timestamp,
+    pub totals: Totals,
+    /// Newest first.
+    pub positions: Vec<StatementPosition>,
+    /// The debtor has more positions than one statement lists; the oldest are left out.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Totals {
+    pub positions: usize,
+    /// Sum over the positions of the least the debtor must still pay to settle each.
+    pub open_amount: Money,
+    /// Every pagoPA receipt, double payments included.
+    pub paid_pagopa: Money,
+    pub paid_offline: Money,
+    /// pagoPA payments for notices that were no longer due.
+    pub refunds_due: Money,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatementPosition {
+    pub entity: EntityRef,
+    pub iupd: Iupd,
+    pub kind: String,
+    pub description: String,
+    pub status: PositionStatus,
+    pub validity: Option<Date>,
+    pub expiry: Option<Date>,
+    /// When the position was loaded, and when it last changed.
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub open_amount: Money,
+    pub paid_pagopa: Money,
+    pub paid_offline: Money,
+    pub refunds_due: Money,
+    pub notices: Vec<StatementNotice>,
+    /// Oldest first.
+    pub payments: Vec<PaymentLine>,
+    /// Reductions, plan changes, cancellations, restores and replacements; oldest first.
+    pub variations: Vec<Variation>,
+    pub double_payments: Vec<DoublePaymentLine>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatementNotice {
+    pub nav: Nav,
+    pub iuv: Iuv,
+    /// Index of the payment option (0: the original; plans added by a reschedule follow).
+    pub option: usize,
+    pub option_kind: OptionKind,
+    pub description: String,
+    /// Current amount (after reductions).
+    pub amount: Money,
+    pub original_amount: Money,
+    /// Still owed on this notice.
+    pub due_amount: Money,
+    pub due: Date,
+    pub status: InstalmentStatus,
+    /// `PAGOPA|002|NAV|CF|cents` while the notice is payable.
+    pub qr: Option<String>,
+}
+
+/// Money received for the position.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "via")]
+pub enum PaymentLine {
+    #[serde(rename = "pagopa")]
+    PagoPa {
+        nav: Nav,
+        paid_at: Timestamp,
+        psp: String,
+        amount: Money,
+        receipt_id: String,
+        /// The notice was no longer due: a refund is owed (see `double_payments`).
+        double_payment: bool,
+    },
+    #[serde(rename = "offline")]
+    Offline {
+        nav: Nav,
+        channel: OfflineChannel,
+        /// The day the money was paid.
+        date: Date,
+        amount: Money,
+        reference: String,
+        /// When the authority recorded it.
+        recorded_at: Timestamp,
+        reason: Option<String>,
+    },
+}
+
+/// A change to what is owed.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Variation {
+    /// Sgravio.
+    Reduced {
+        at: Timestamp,
+        reason: Option<String>,
+        nav: Nav,
+        old_amount: Money,
+        new_amount: Money,
+        /// The administrative act granting it.
+        act: String,
+    },
+    /// Rateizzazione: `replaced` notices stop being payable, `new` ones form a plan.
+    Rescheduled {
+        at: Timestamp,
+        reason: Option<String>,
+        replaced: Vec<Nav>,
+        new: Vec<Nav>,
+    },
+    Cancelled {
+        at: Timestamp,
+        reason: Option<String>,
+    },
+    Restored {
+        at: Timestamp,
+        reason: Option<String>,
+    },
+    /// The authority replaced the position's data before anything was paid.
+    Updated {
+        at: Timestamp,
+        reason: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DoublePaymentLine {
+    pub nav: Nav,
+    pub receipt_id: String,
+    pub paid_at: Timestamp,
+    /// The refund due.
+    pub amount: Money,
+    /// What the notice was when the payment arrived.
+    pub found: InstalmentStatus,
+}
+
+/// The debtor a statement is asked for: any fiscal code but the anonymous one.
+pub fn debtor_of(text: &str) -> Result<DebtorCode, ServiceError> {
+    let code: DebtorCode = text
+        .parse()
+        .map_err(|e: IdError| ServiceError::field("debtor", e.to_string()))?;
+    if code == DebtorCode::Anonymous {
+        return Err(ServiceError::field(
+            "debtor",
+            "there is no statement for anonymous debtors (ANONIMO)",
+        ));
+    }
+    Ok(code)
+}
+
+fn entity_ref(app: &App, code: &EntityFiscalCode) -> EntityRef {
+    EntityRef {
+        fiscal_code: code.clone(),
+        name: app
+            .config
+            .entity(code)
+            .map(|e| e.name.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The statement of `debtor`, limited to the entity `scope` (None: every entity served).
+pub fn statement(
+    app: &App,
+    scope: Option<&EntityFiscalCode>,
+    debtor: &DebtorCode,
+) -> Result<Statement, ServiceError> {
+    let today = app.clock.today();
+    let mut found = app.store.by_debtor(debtor, scope, MAX_POSITIONS + 1)?;
+    let truncated = found.len() > MAX_POSITIONS;
+    found.truncate(MAX_POSITIONS);
+    let mut positions: Vec<(PositionId, StatementPosition)> = Vec::new();
+    for (id, p) in found {
+        positions.push((id, position(app, id, &p.entity, today)?));
+    }
+    // Newest first: by load time, then by position id (allocated in sequence).
+    positions.sort_by(|(a_id, a), (b_id, b)| {
+        b.created_at.cmp(&a.created_at).then_with(|| b_id.cmp(a_id))
+    });
+    let sum = |f: fn(&StatementPosition) -> i64| {
+        money(
+            positions
+                .iter()
+                .map(|(_, p)| f(p))
+                .fold(0i64, i64::saturating_add),
+        )
+    };
+    let totals = Totals {
+        positions: positions.len(),
+        open_amount: sum(|p| p.open_amount.cents),
+        paid_pagopa: sum(|p| p.paid_pagopa.cents),
+        paid_offline: sum(|p| p.paid_offline.cents),
+        refunds_due: sum(|p| p.refunds_due.cents),
+    };
+    Ok(Statement {
+        debtor: debtor.to_string(),
+        entity: scope.map(|cf| entity_ref(app, cf)),
+        date: today,
+        generated_at: app.clock.now(),
+        totals,
+        positions: positions.into_iter().map(|(_, p)| p).collect(),
+        truncated,
+    })
+}
+
+/// One position's statement, from its ledger folded event by event.
+fn position(
+    app: &App,
+    id: PositionId,
+    entity: &EntityFiscalCode,
+    today: Date,
+) -> Result<StatementPosition, ServiceError> {
+    let corrupt = |why: String| -> ServiceError {
+        StoreError::Corrupt(format!("ledger of position {id}: {why}")).into()
+    };
+    let ledger = app.store.ledger(id)?;
+    let mut events = ledger.iter().map(|s| &s.event);
+    let first = events.next().ok_or_else(|| corrupt("empty".into()))?;
+    let mut p = Position::load(entity.clone(), first).map_err(|e| corrupt(e.to_string()))?;
+    let mut payments = Vec::new();
+    let mut variations = Vec::new();
+    for event in events {
+        let doubles = p.double_payments.len();
+        p.apply(event).map_err(|e| corrupt(e.to_string()))?;
+        let (at, reason) = (event.at, event.reason.clone());
+        match &event.change {
+            Change::PaidViaPagoPa {
+                nav,
+                receipt_id,
+                amount,
+                psp,
+                paid_at,
+            } => payments.push(PaymentLine::PagoPa {
+                nav: nav.clone(),
+                paid_at: *paid_at,
+                psp: psp.clone(),
+                amount: (*amount).into(),
+                receipt_id: receipt_id.clone(),
+                double_payment: p.double_payments.len() > doubles,
+            }),
+            Change::PaidOffline {
+                nav,
+                channel,
+                date,
+                amount,
+                reference,
+            } => payments.push(PaymentLine::Offline {
+                nav: nav.clone(),
+                channel: *channel,
+                date: *date,
+                amount: (*amount).into(),
+                reference: reference.clone(),
+                recorded_at: at,
+                reason,
+            }),
+            Change::Reduced {
+                nav,
+                old_amount,
+                new_amount,
+                act,
+                ..
+            } => variations.push(Variation::Reduced {
+                at,
+                reason,
+                nav: nav.clone(),
+                old_amount: (*old_amount).into(),
+                new_amount: (*new_amount).into(),
+                act: act.clone(),
+            }),
+            Change::Rescheduled { replaced, plan } => variations.push(Variation::Rescheduled {
+                at,
+                reason,
+                replaced: replaced.clone(),
+                new: plan.instalments.iter().map(|i| i.nav.clone()).collect(),
+            }),
+            Change::Cancelled => variations.push(Variation::Cancelled { at, reason }),
+            Change::Restored => variations.push(Variation::Restored { at, reason }),
+            Change::Updated(_) => variations.push(Variation::Updated { at, reason }),
+            // Not the debtor's business: who the debtor is, reconciliation, operators' notes.
+            Change::Loaded(_)
+            | Change::DebtorUpdated(_)
+            | Change::Reported { .. }
+            | Change::Credited { .. }
+            | Change::OperatorAdjustment { .. } => {}
+        }
+    }
+    let mut notices = Vec::new();
+    for (o, option) in p.options.iter().enumerate() {
+        for i in &option.instalments {
+            let due_amount = i.due();
+            let status = p.instalment_status(i, today);
+            let payable = status == InstalmentStatus::Unpaid && due_amount > Cents::ZERO;
+            notices.push(StatementNotice {
+                nav: i.terms.nav.clone(),
+                iuv: i.terms.iuv.clone(),
+                option: o,
+                option_kind: option.kind,
+                description: i.terms.description.clone(),
+                amount: i.terms.amount.into(),
+                original_amount: i.original_amount.into(),
+                due_amount: due_amount.into(),
+                due: i.terms.due,
+                status,
+                qr: payable
+                    .then(|| format!("PAGOPA|002|{}|{}|{}", i.terms.nav, p.entity, due_amount.0)),
+            });
+        }
+    }
+    let total = |f: &dyn Fn(&PaymentLine) -> Option<i64>| {
+        money(
+            payments
+                .iter()
+                .filter_map(f)
+                .fold(0i64, i64::saturating_add),
+        )
+    };
+    let paid_pagopa = total(&|l| match l {
+        PaymentLine::PagoPa { amount, .. } => Some(amount.cents),
+        PaymentLine::Offline { .. } => None,
+    });
+    let paid_offline = total(&|l| match l {
+        PaymentLine::Offline { amount, .. } => Some(amount.cents),
+        PaymentLine::PagoPa { .. } => None,
+    });
+    let double_payments: Vec<DoublePaymentLine> = p
+        .double_payments
+        .iter()
+        .map(|d| DoublePaymentLine {
+            nav: d.nav.clone(),
+            receipt_id: d.receipt_id.clone(),
+            paid_at: payments
+                .iter()
+                .find_map(|l| match l {
+                    PaymentLine::PagoPa {
+                        receipt_id,
+                        paid_at,
+                        double_payment: true,
+                        ..
+                    } if receipt_id == &d.receipt_id => Some(*paid_at),
+                    _ => None,
+                })
+                .unwrap_or(p.updated_at),
+            amount: d.amount.into(),
+            found: d.found,
+        })
+        .collect();
+    let refunds_due = money(
+        double_payments
+            .iter()
+            .map(|d| d.amount.cents)
+            .fold(0i64, i64::saturating_add),
+    );
+    Ok(StatementPosition {
+        entity: entity_ref(app, &p.entity),
+        iupd: p.iupd.clone(),
+        kind: p.kind.clone(),
+        description: p.description.clone(),
+        status: p.status(today),
+        validity: p.validity,
+        expiry: p.expiry,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        open_amount: p.open_amount().into(),
+        paid_pagopa,
+        paid_offline,
+        refunds_due,
+        notices,
+        payments,
+        variations,
+        double_payments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_cents_and_text() {
+        assert_eq!(
+            Money::from(Cents(123_456)),
+            Money {
+                cents: 123_456,
+                text: "1234.56".into()
+            }
+        );
+        assert_eq!(money(5).text, "0.05");
+    }
+
+    #[test]
+    fn anonymous_debtors_have_no_statement() {
+        let e = debtor_of("ANONIMO").expect_err("refused");
+        assert_eq!(e.field.as_deref(), Some("debtor"));
+        assert!(debtor_of("not-a-code").is_err());
+        assert!(debtor_of("RSSMRA80A01H501U").is_ok());
+    }
+}
