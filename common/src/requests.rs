@@ -14,7 +14,7 @@ use crate::model::{Debtor, Metadata, OptionKind, TransferTarget};
 use crate::money::Cents;
 
 /// A position as an authority loads it (`PUT /positions/{iupd}`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PositionIn {
     pub kind: String,
@@ -27,7 +27,7 @@ pub struct PositionIn {
     pub options: Vec<OptionIn>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptionIn {
     pub kind: OptionKind,
@@ -35,7 +35,7 @@ pub struct OptionIn {
 }
 
 /// An instalment; without `nav` (and `iuv`) mpay numbers it from the entity's settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstalmentIn {
     #[serde(default)]
@@ -52,7 +52,7 @@ pub struct InstalmentIn {
 
 /// A transfer; `id` defaults to its position (1..5), `beneficiary` to the entity, `target` to the
 /// beneficiary's first configured account.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferIn {
     #[serde(default)]
@@ -69,7 +69,7 @@ pub struct TransferIn {
 }
 
 /// Body of cancel and restore.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonIn {
     pub reason: String,
@@ -77,7 +77,7 @@ pub struct ReasonIn {
 
 /// Sgravio: the instalment's new amount; `transfer_amounts` default to taking the cut from the
 /// last transfers first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReductionIn {
     pub new_amount: Cents,
@@ -88,7 +88,7 @@ pub struct ReductionIn {
 }
 
 /// Money collected outside pagoPA.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflinePaymentIn {
     pub channel: OfflineChannel,
@@ -100,7 +100,7 @@ pub struct OfflinePaymentIn {
 }
 
 /// Rateizzazione: `replaced` notices stop being payable, `instalments` become a new plan.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleIn {
     pub replaced: Vec<Nav>,

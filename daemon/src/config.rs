@@ -32,6 +32,38 @@ pub struct Config {
     /// statement (`/api/v1/statements/{debtor}`) and nothing else.
     #[serde(default)]
     pub portal_keys: Vec<ApiKeyConfig>,
+    /// The operators' console listener.
+    #[serde(default)]
+    pub console: ConsoleConfig,
+    /// Who may use the console, and with which role.
+    #[serde(default)]
+    pub operators: Vec<OperatorConfig>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The Unix socket the console connects to (default: `DATA_DIR/console.sock`). It is
+    /// created with mode 0660; the daemon knows each caller by its uid (SO_PEERCRED).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// The group that owns the socket (the operators' group); default: the daemon's own.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// An operator: a local user, by uid or user name, and a role.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The name in the audit trail and in the ledger (`operator:NAME`).
+    pub name: String,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// A user name of this host (`/etc/passwd`), instead of `uid`.
+    #[serde(default)]
+    pub user: Option<String>,
+    pub role: mpay_common::console::Role,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +357,28 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// The uid of a user name, from `/etc/passwd`.
+pub fn user_uid(user: &str) -> Option<u32> {
+    id_of("/etc/passwd", user)
+}
+
+/// The gid of a group name, from `/etc/group`.
+pub fn group_gid(group: &str) -> Option<u32> {
+    id_of("/etc/group", group)
+}
+
+/// The third field of the `name:…` line of a passwd-style file.
+fn id_of(file: &str, name: &str) -> Option<u32> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next()? == name).then_some(())?;
+            fields.nth(1)?.parse().ok()
+        })
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -542,7 +596,59 @@ impl Config {
             }
         }
         check_keys("", "portal_keys", &self.portal_keys, &mut digests)?;
+        let mut names = HashSet::new();
+        let mut uids = HashSet::new();
+        for (i, o) in self.operators.iter().enumerate() {
+            let key = format!("operators[{i}]");
+            if o.name.trim().is_empty() || o.name.len() > 64 {
+                return Err(invalid(format!("{key}.name"), "1 to 64 characters"));
+            }
+            if !names.insert(o.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{} appears twice", o.name),
+                ));
+            }
+            let uid = match (o.uid, &o.user) {
+                (Some(uid), None) => uid,
+                (None, Some(user)) => user_uid(user).ok_or_else(|| {
+                    invalid(
+                        format!("{key}.user"),
+                        format!("no user {user:?} on this host"),
+                    )
+                })?,
+                _ => {
+                    return Err(invalid(key, "give either uid or user"));
+                }
+            };
+            if !uids.insert(uid) {
+                return Err(invalid(key, format!("uid {uid} has two operators")));
+            }
+        }
+        if let Some(group) = &self.console.group
+            && group_gid(group).is_none()
+        {
+            return Err(invalid(
+                "console.group",
+                format!("no group {group:?} on this host"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The console socket's path.
+    pub fn console_socket(&self) -> PathBuf {
+        self.console
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("console.sock"))
+    }
+
+    /// The operator a local uid is, if any.
+    pub fn operator_of(&self, uid: u32) -> Option<&OperatorConfig> {
+        self.operators
+            .iter()
+            .find(|o| o.uid == Some(uid) || o.user.as_deref().and_then(user_uid) == Some(uid))
     }
 
     pub fn entity(&self, code: &EntityFiscalCode) -> Option<&EntityConfig> {

@@ -23,6 +23,8 @@ pub struct Ready {
     pub station: SocketAddr,
     /// The authorities' REST API.
     pub api: SocketAddr,
+    /// The operators' console socket.
+    pub console: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -48,6 +50,7 @@ impl Daemon {
                 store: Arc::new(store),
                 metrics: crate::metrics::Metrics::new(),
                 clock: crate::clock::Clock::system(),
+                live: crate::live::LiveStats::default(),
             }),
         })
     }
@@ -68,6 +71,8 @@ impl Daemon {
         let api = tokio::net::TcpListener::bind(config.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot bind {}", config.api.listen))?;
+        let console_socket = config.console_socket();
+        let console = crate::rpc::bind(&console_socket, config.console.group.as_deref())?;
         // Fail before READY if the TLS material is unusable.
         if let Some(tls) = &config.station.tls {
             crate::station_http::tls_acceptor(tls)?;
@@ -76,6 +81,7 @@ impl Daemon {
             admin: admin.local_addr()?,
             station: station.local_addr()?,
             api: api.local_addr()?,
+            console: console_socket.clone(),
         };
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -90,6 +96,11 @@ impl Daemon {
         // The background tasks, started here and stopped by the same signal as the listeners.
         let (api_router, api_state) = crate::api::router(Arc::clone(&self.app));
         let inbox_watcher = crate::api::bulk::watch(api_state, stop.clone());
+        let console_task = tokio::spawn(crate::rpc::serve(
+            Arc::clone(&self.app),
+            console,
+            stop.clone(),
+        ));
         let station_task = tokio::spawn(crate::station_http::serve(
             Arc::clone(&self.app),
             station,
@@ -136,6 +147,8 @@ impl Daemon {
             .context("api listener task")?
             .context("api listener failed")?;
         inbox_watcher.await.context("inbox watcher task")?;
+        console_task.await.context("console listener task")?;
+        let _ = std::fs::remove_file(&console_socket);
 
         tracing::info!("stopping: closing the store");
         let store = Arc::clone(&self.app.store);

@@ -17,8 +17,9 @@ use mpay_common::model::{
 use mpay_common::money::Cents;
 
 use crate::config::{
-    AdminConfig, ApiConfig, ApiKeyConfig, BrokerConfig, Config, EntityConfig, JournalConfig,
-    LogConfig, ServiceConfig, StationConfig, StationListenerConfig, StoreConfig,
+    AdminConfig, ApiConfig, ApiKeyConfig, BrokerConfig, Config, ConsoleConfig, EntityConfig,
+    JournalConfig, LogConfig, OperatorConfig, ServiceConfig, StationConfig, StationListenerConfig,
+    StoreConfig,
 };
 use crate::store::{PositionId, Store, StoreError};
 
@@ -139,7 +140,21 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
             name: PORTAL_KEY.0.into(),
             sha256: crate::config::hex(&crate::config::key_digest(PORTAL_KEY.1)),
         }],
+        console: ConsoleConfig::default(),
+        // Whoever runs the demo is its administrator at the console.
+        operators: vec![OperatorConfig {
+            name: "demo".into(),
+            uid: Some(own_uid()),
+            user: None,
+            role: mpay_common::console::Role::Admin,
+        }],
     }
+}
+
+/// The uid this process runs as.
+pub fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
 const SURNAMES: [&str; 24] = [

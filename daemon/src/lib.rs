@@ -9,8 +9,10 @@ pub mod daemon;
 pub mod demo;
 pub mod http_client;
 pub mod journal;
+pub mod live;
 pub mod metrics;
 pub mod pagopa;
+pub mod rpc;
 pub mod service;
 pub mod simulator;
 pub mod station;
@@ -26,4 +28,6 @@ pub struct App {
     pub store: Arc<store::Store>,
     pub metrics: metrics::Metrics,
     pub clock: clock::Clock,
+    /// The station's traffic second by second, for the console.
+    pub live: live::LiveStats,
 }

@@ -148,7 +148,7 @@ impl Metrics {
 }
 
 /// Resident memory of this process, from /proc (Linux).
-fn rss_bytes() -> Option<i64> {
+pub fn rss_bytes() -> Option<i64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

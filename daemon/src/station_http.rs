@@ -50,6 +50,10 @@ async fn soap(
     let action = headers.get("soapaction").and_then(|v| v.to_str().ok());
     let handled = shared.station.handle(&body, action, Some(peer)).await;
     shared.app.metrics.observe(&handled.exchange);
+    shared
+        .app
+        .live
+        .record(shared.app.clock.now(), &handled.exchange);
     let response = handled.response;
     shared
         .journal

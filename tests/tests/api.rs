@@ -313,10 +313,18 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
     // Through the debtor index: one page, with no empty pages before the first match.
     let (status, page) = api(&d, "GET", &positions("?debtor=RSSMRA80A01H501U"), None);
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["positions"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(
+        page["positions"].as_array().map(Vec::len),
+        Some(2),
+        "{page}"
+    );
     assert!(page["next"].is_null(), "{page}");
     let (_, page) = api(&d, "GET", &positions("?debtor=VRDLGU70A01F205R"), None);
-    assert_eq!(page["positions"].as_array().map(Vec::len), Some(0), "{page}");
+    assert_eq!(
+        page["positions"].as_array().map(Vec::len),
+        Some(0),
+        "{page}"
+    );
     assert!(page["next"].is_null(), "{page}");
     let (status, err) = api(&d, "GET", &positions("?status=Whatever"), None);
     assert_eq!((status, err["field"].as_str()), (400, Some("status")));

@@ -3,12 +3,15 @@
 //! requests into these calls and the `ServiceError`s back into their own answers; no rule lives
 //! in an adapter (DESIGN.md invariant 8).
 //!
+//! - `console`: what the operators' console asks: lookups by any key, search by typed text,
+//!   status, the live feed, traffic, jobs, audit, and audited manual adjustments.
 //! - `positions`: load (one path for the API and bulk files), read, and every variation.
 //! - `search`: one entity's positions by status, debtor, kind and due dates.
 //! - `statements`: the citizen statement, per entity or across entities.
 //!
 //! The calls block on the store: async adapters run them in `spawn_blocking`.
 
+pub mod console;
 pub mod positions;
 pub mod search;
 pub mod statements;

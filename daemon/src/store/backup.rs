@@ -274,7 +274,8 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
             let position = Position::fold(entity, events.iter().map(|s| &s.event))
                 .map_err(|e| err(format!("position {id} does not fold: {e}")))?;
             store.write_position(batch, id, None, &position)?;
-            for (k, v) in entries {
+            for ((k, v), stored) in entries.into_iter().zip(&events) {
+                batch.insert(keys::change(stored.commit, id).as_slice(), &k[9..13]);
                 batch.insert(k, v);
             }
             Ok(1)

@@ -152,6 +152,19 @@ impl Store {
         }
     }
 
+    /// The newest jobs, newest first, at most `limit`.
+    pub fn recent_jobs(&self, limit: usize) -> Result<Vec<BulkJob>, StoreError> {
+        self.jobs
+            .scan_prefix([JOB])
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                let (_, v) = entry?;
+                codec::decode(&v, "a bulk job")
+            })
+            .collect()
+    }
+
     /// The jobs that were running when the daemon last stopped, or are running now.
     pub fn running_jobs(&self) -> Result<Vec<BulkJob>, StoreError> {
         let mut out = Vec::new();

@@ -108,6 +108,11 @@ impl Store {
         })
     }
 
+    /// The sequence number the next exchange will get.
+    pub fn next_journal_seq(&self) -> u64 {
+        self.journal_seq.load(Ordering::Relaxed)
+    }
+
     /// Appends records with their bodies and waits until both are durable.
     pub fn append_journal(
         &self,

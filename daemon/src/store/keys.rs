@@ -18,11 +18,19 @@ pub const BY_IUV: u8 = 0x04;
 pub const BY_DEBTOR: u8 = 0x05;
 /// Receipts, keyed `(entity it was sent to, receiptId)`: their ledger effect commits with them.
 pub const RECEIPT: u8 = 0x06;
+/// The changes feed: `(commit, position id)` → the ledger sequence number that commit wrote.
+/// Derived (a restore rebuilds it from the ledger's commit numbers); the console follows it.
+pub const CHANGE: u8 = 0x07;
+/// Debtors by name: `(folded name from one of its words on, 0, position id)` → nothing, for
+/// each of the name's first four words, so that a prefix search finds "Rossi" in "Mario Rossi".
+pub const BY_NAME: u8 = 0x08;
 
 pub const META_FORMAT: &[u8] = b"\x00format";
 pub const META_NEXT_POSITION: &[u8] = b"\x00next-position";
 pub const META_COMMIT: &[u8] = b"\x00commit";
 pub const META_POSITIONS: &[u8] = b"\x00positions";
+/// Present once every position is in the name index (stores older than it get it at open).
+pub const META_NAME_INDEX: &[u8] = b"\x00index/name";
 
 /// `META "sequence/" entity` → next IUV sequence number for that entity.
 pub fn meta_sequence(entity: &EntityFiscalCode) -> Vec<u8> {
@@ -44,6 +52,53 @@ pub fn ledger(id: PositionId, seq: u32) -> [u8; 13] {
     k[1..9].copy_from_slice(&id.to_be_bytes());
     k[9..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+pub fn change(commit: u64, id: PositionId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = CHANGE;
+    k[1..9].copy_from_slice(&commit.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A name folded for searching: lower case, single spaces, at most 48 bytes.
+pub fn fold_name(name: &str) -> String {
+    let mut out = String::new();
+    for word in name.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    while out.len() > 48 {
+        out.pop();
+    }
+    out
+}
+
+/// The name index's prefix for names that start with `prefix`.
+pub fn by_name_prefix(prefix: &str) -> Vec<u8> {
+    let mut k = vec![BY_NAME];
+    k.extend_from_slice(fold_name(prefix).as_bytes());
+    k
+}
+
+/// The name index's keys of a position.
+pub fn by_name(name: &str, id: PositionId) -> Vec<Vec<u8>> {
+    let folded = fold_name(name);
+    let mut starts: Vec<usize> = vec![0];
+    starts.extend(folded.match_indices(' ').map(|(i, _)| i + 1).take(3));
+    starts
+        .into_iter()
+        .map(|at| {
+            let mut k = vec![BY_NAME];
+            k.extend_from_slice(&folded.as_bytes()[at..]);
+            k.push(0);
+            k.extend_from_slice(&id.to_be_bytes());
+            k
+        })
+        .collect()
 }
 
 /// Prefix of all ledger entries of one position.

@@ -8,6 +8,7 @@
 //!
 //! The calls block: async callers go through `tokio::task::spawn_blocking`.
 
+mod audit;
 mod backup;
 mod cache;
 pub mod codec;
@@ -160,6 +161,9 @@ pub struct Store {
     journal: sled::Tree,
     /// Bulk-load job records (`jobs.rs`).
     jobs: sled::Tree,
+    /// The operators' audit trail (`audit.rs`), and its next number once known.
+    audit: sled::Tree,
+    audit_seq: Mutex<Option<u64>>,
     /// The journal's body files, and the lock their writer and pruner share.
     bodies_dir: std::path::PathBuf,
     journal_files: Mutex<()>,
@@ -218,6 +222,7 @@ impl Store {
                     ));
                 }
                 data.insert(keys::META_FORMAT, &u64::from(STORE_FORMAT).to_be_bytes())?;
+                data.insert(keys::META_NAME_INDEX, &[])?;
                 db.flush()?;
             }
             Some(v) => {
@@ -243,14 +248,17 @@ impl Store {
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
         let journal = db.open_tree("journal")?;
         let jobs = db.open_tree("jobs")?;
+        let audit = db.open_tree("audit")?;
         let bodies_dir = journal::bodies_dir(dir);
         fsync::create_dir_all(&bodies_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
         })?;
-        Ok(Store {
+        let store = Store {
             journal_seq,
             journal,
             jobs,
+            audit,
+            audit_seq: Mutex::new(None),
             bodies_dir,
             journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),
@@ -261,7 +269,9 @@ impl Store {
             writer: Mutex::new(writer),
             group,
             flusher: Mutex::new(Some(flusher)),
-        })
+        };
+        store.build_name_index()?;
+        Ok(store)
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -459,6 +469,7 @@ impl Store {
                 self.index_position(&mut batch, id, None, &position);
                 batch.insert(&keys::position(id), snapshot);
                 batch.insert(&keys::ledger(id, 0), codec::with_commit(commit, &event)?);
+                batch.insert(&keys::change(commit, id), &0u32.to_be_bytes());
                 Ok(id)
             });
             results.push(outcome);
@@ -507,6 +518,10 @@ impl Store {
             event,
         };
         batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
+        batch.insert(
+            &keys::change(stored.commit, id),
+            &before.events.to_be_bytes(),
+        );
         self.commit(applying, w, batch, vec![(id, after.clone())], |_| {})?;
         Ok(after)
     }
@@ -556,6 +571,15 @@ impl Store {
         }
         if before.is_none() {
             batch.insert(keys::by_iupd(entity, &after.iupd), &value);
+        }
+        let old_name = before.map(|b| b.debtor.name.as_str());
+        if old_name != Some(after.debtor.name.as_str()) {
+            for key in old_name.map(|n| keys::by_name(n, id)).unwrap_or_default() {
+                batch.remove(key);
+            }
+            for key in keys::by_name(&after.debtor.name, id) {
+                batch.insert(key, &[]);
+            }
         }
         let old_debtor = before.map(|b| &b.debtor.code);
         if old_debtor != Some(&after.debtor.code) {
@@ -649,6 +673,58 @@ impl Store {
         Ok(out)
     }
 
+    /// Positions whose debtor's name starts with `prefix` (case and spacing aside), of one
+    /// entity or all, in name order, at most `limit`.
+    pub fn by_name_prefix(
+        &self,
+        prefix: &str,
+        entity: Option<&EntityFiscalCode>,
+        limit: usize,
+    ) -> Result<Vec<(PositionId, Position)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.data.scan_prefix(keys::by_name_prefix(prefix)) {
+            if out.len() == limit {
+                break;
+            }
+            let (k, _) = entry?;
+            let id = k
+                .len()
+                .checked_sub(8)
+                .and_then(|at| keys::decode_id(&k[at..]))
+                .ok_or_else(|| StoreError::Corrupt("name index key".into()))?;
+            if !out.iter().any(|(seen, _)| *seen == id)
+                && let Some(p) = self.position(id)?
+                && entity.is_none_or(|e| e == &p.entity)
+            {
+                out.push((id, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts every position in the name index, once, for a store written before it existed.
+    fn build_name_index(&self) -> Result<(), StoreError> {
+        if self.data.contains_key(keys::META_NAME_INDEX)? {
+            return Ok(());
+        }
+        let mut from = 0;
+        loop {
+            let chunk = self.positions(from, 10_000)?;
+            let Some((last, _)) = chunk.last() else { break };
+            from = last + 1;
+            let mut batch = sled::Batch::default();
+            for (id, p) in &chunk {
+                for key in keys::by_name(&p.debtor.name, *id) {
+                    batch.insert(key, &[]);
+                }
+            }
+            self.data.apply_batch(batch)?;
+        }
+        let applying = self.group.begin();
+        self.data.insert(keys::META_NAME_INDEX, &[])?;
+        applying.wait_durable()
+    }
+
     /// The debtor's positions (of every entity) from position `from` on, in id order: at most
     /// `limit` index entries are read, so a caller can page through them.
     pub fn by_debtor_from(
@@ -674,6 +750,43 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Ledger entries committed after `commit`, in commit order, at most `limit`: the changes
+    /// feed the console follows. Each with its position's id, entity and iupd.
+    pub fn changes_after(
+        &self,
+        commit: u64,
+        limit: usize,
+    ) -> Result<Vec<(PositionId, Position, u32, StoredEvent)>, StoreError> {
+        let start = keys::change(commit.saturating_add(1), 0);
+        let end = [keys::CHANGE + 1];
+        let mut out = Vec::new();
+        for entry in self
+            .data
+            .range(start.as_slice()..end.as_slice())
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            let corrupt = || StoreError::Corrupt("changes feed key".into());
+            let id = keys::decode_id(&k[9..17]).ok_or_else(corrupt)?;
+            let seq = v
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt())?;
+            let (Some(p), Some(e)) = (self.position(id)?, self.data.get(keys::ledger(id, seq))?)
+            else {
+                continue;
+            };
+            out.push((id, p, seq, codec::decode(&e, "a ledger event")?));
+        }
+        Ok(out)
+    }
+
+    /// The number of the last commit.
+    pub fn last_commit(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// The whole ledger of a position, in order.

@@ -121,6 +121,7 @@ impl Store {
                             updated.push((id, after.clone()));
                             let stored = StoredEvent { commit, event };
                             batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
+                            batch.insert(&keys::change(commit, id), &before.events.to_be_bytes());
                         }
                         Err(e) => {
                             tracing::warn!(receipt = %record.receipt_id, "receipt not applied: {e}");

@@ -1,0 +1,186 @@
+//! The citizen statement (estratto conto) as the REST API and the console show it: every
+//! position of one debtor with its notices, payments, variations and double payments, and the
+//! totals. Built by the daemon's statement service from the ledger.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
+use crate::ledger::{InstalmentStatus, OfflineChannel, PositionStatus};
+use crate::model::OptionKind;
+use crate::money::Cents;
+
+/// Positions one statement lists at most (`truncated` says when the debtor has more).
+pub const MAX_POSITIONS: usize = 1000;
+
+/// An amount as integer cents and as euro text ("12.34").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    pub cents: i64,
+    pub text: String,
+}
+
+impl From<Cents> for Money {
+    fn from(c: Cents) -> Money {
+        Money {
+            cents: c.0,
+            text: c.to_string(),
+        }
+    }
+}
+
+pub fn money(cents: i64) -> Money {
+    Cents(cents).into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityRef {
+    pub fiscal_code: EntityFiscalCode,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    pub debtor: String,
+    /// The entity the statement is limited to; null: every entity served.
+    pub entity: Option<EntityRef>,
+    /// The day the statuses are computed for (Europe/Rome).
+    pub date: Date,
+    pub generated_at: Timestamp,
+    pub totals: Totals,
+    /// Newest first.
+    pub positions: Vec<StatementPosition>,
+    /// The debtor has more positions than one statement lists; the oldest are left out.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub positions: usize,
+    /// Sum over the positions of the least the debtor must still pay to settle each.
+    pub open_amount: Money,
+    /// Every pagoPA receipt, double payments included.
+    pub paid_pagopa: Money,
+    pub paid_offline: Money,
+    /// pagoPA payments for notices that were no longer due.
+    pub refunds_due: Money,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatementPosition {
+    pub entity: EntityRef,
+    pub iupd: Iupd,
+    pub kind: String,
+    pub description: String,
+    pub status: PositionStatus,
+    pub validity: Option<Date>,
+    pub expiry: Option<Date>,
+    /// When the position was loaded, and when it last changed.
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub open_amount: Money,
+    pub paid_pagopa: Money,
+    pub paid_offline: Money,
+    pub refunds_due: Money,
+    pub notices: Vec<StatementNotice>,
+    /// Oldest first.
+    pub payments: Vec<PaymentLine>,
+    /// Reductions, plan changes, cancellations, restores and replacements; oldest first.
+    pub variations: Vec<Variation>,
+    pub double_payments: Vec<DoublePaymentLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatementNotice {
+    pub nav: Nav,
+    pub iuv: Iuv,
+    /// Index of the payment option (0: the original; plans added by a reschedule follow).
+    pub option: usize,
+    pub option_kind: OptionKind,
+    pub description: String,
+    /// Current amount (after reductions).
+    pub amount: Money,
+    pub original_amount: Money,
+    /// Still owed on this notice.
+    pub due_amount: Money,
+    pub due: Date,
+    pub status: InstalmentStatus,
+    /// `PAGOPA|002|NAV|CF|cents` while the notice is payable.
+    pub qr: Option<String>,
+}
+
+/// Money received for the position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "via")]
+pub enum PaymentLine {
+    #[serde(rename = "pagopa")]
+    PagoPa {
+        nav: Nav,
+        paid_at: Timestamp,
+        psp: String,
+        amount: Money,
+        receipt_id: String,
+        /// The notice was no longer due: a refund is owed (see `double_payments`).
+        double_payment: bool,
+    },
+    #[serde(rename = "offline")]
+    Offline {
+        nav: Nav,
+        channel: OfflineChannel,
+        /// The day the money was paid.
+        date: Date,
+        amount: Money,
+        reference: String,
+        /// When the authority recorded it.
+        recorded_at: Timestamp,
+        reason: Option<String>,
+    },
+}
+
+/// A change to what is owed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Variation {
+    /// Sgravio.
+    Reduced {
+        at: Timestamp,
+        reason: Option<String>,
+        nav: Nav,
+        old_amount: Money,
+        new_amount: Money,
+        /// The administrative act granting it.
+        act: String,
+    },
+    /// Rateizzazione: `replaced` notices stop being payable, `new` ones form a plan.
+    Rescheduled {
+        at: Timestamp,
+        reason: Option<String>,
+        replaced: Vec<Nav>,
+        new: Vec<Nav>,
+    },
+    Cancelled {
+        at: Timestamp,
+        reason: Option<String>,
+    },
+    Restored {
+        at: Timestamp,
+        reason: Option<String>,
+    },
+    /// The authority replaced the position's data before anything was paid.
+    Updated {
+        at: Timestamp,
+        reason: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoublePaymentLine {
+    pub nav: Nav,
+    pub receipt_id: String,
+    pub paid_at: Timestamp,
+    /// The refund due.
+    pub amount: Money,
+    /// What the notice was when the payment arrived.
+    pub found: InstalmentStatus,
+}

@@ -1,0 +1,110 @@
+//! Words and numbers as the console shows them, shared by the screens and the command line.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use mpay_common::ledger::{Actor, Change, Event};
+use mpay_common::money::Cents;
+
+/// The authorities' time zone (bundled with the binary).
+pub fn rome() -> TimeZone {
+    TimeZone::get("Europe/Rome").unwrap_or(TimeZone::UTC)
+}
+
+/// `2026-11-30 16:05:06`, Rome time.
+pub fn when(at: Timestamp) -> String {
+    at.to_zoned_datetime(rome())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Today in Rome.
+pub fn today() -> jiff::civil::Date {
+    Timestamp::now().to_zoned_datetime(rome()).date()
+}
+
+/// `16:05:06`, Rome time.
+pub fn clock(at: Timestamp) -> String {
+    at.to_zoned_datetime(rome())
+        .strftime("%H:%M:%S")
+        .to_string()
+}
+
+pub fn euro(c: Cents) -> String {
+    format!("{c} €")
+}
+
+pub fn actor(a: &Actor) -> String {
+    match a {
+        Actor::ApiKey(k) => format!("api:{k}"),
+        Actor::Operator(o) => format!("operator:{o}"),
+        Actor::Node => "node".into(),
+        Actor::System => "system".into(),
+    }
+}
+
+/// One line for a ledger event: what changed, in the domain's words.
+pub fn change(c: &Change) -> String {
+    match c {
+        Change::Loaded(d) => format!("loaded: {}", d.description),
+        Change::Updated(d) => format!("replaced: {}", d.description),
+        Change::DebtorUpdated(d) => format!("debtor now {} {}", d.code, d.name),
+        Change::Reduced {
+            nav,
+            old_amount,
+            new_amount,
+            act,
+            ..
+        } => format!("reduced {nav}: {old_amount} → {new_amount} (act {act})"),
+        Change::Rescheduled { replaced, plan } => format!(
+            "rescheduled {} notice(s) into {} instalment(s)",
+            replaced.len(),
+            plan.instalments.len()
+        ),
+        Change::PaidOffline {
+            nav,
+            channel,
+            date,
+            amount,
+            reference,
+        } => format!("paid offline {nav}: {amount} on {date} via {channel:?} ({reference})"),
+        Change::Cancelled => "cancelled".into(),
+        Change::Restored => "restored".into(),
+        Change::PaidViaPagoPa {
+            nav,
+            receipt_id,
+            amount,
+            psp,
+            ..
+        } => format!("paid via pagoPA {nav}: {amount} (receipt {receipt_id}, {psp})"),
+        Change::Reported {
+            nav,
+            flow_id,
+            amount,
+        } => format!("reported {nav}: {amount} in flow {flow_id}"),
+        Change::Credited {
+            nav,
+            reference,
+            amount,
+        } => format!("credited {nav}: {amount} ({reference})"),
+        Change::OperatorAdjustment { note } => format!("note: {note}"),
+    }
+}
+
+/// A ledger event on one line: when, who, what, why.
+pub fn event(e: &Event) -> String {
+    let mut line = format!(
+        "{}  {:<18} {}",
+        when(e.at),
+        actor(&e.actor),
+        change(&e.change)
+    );
+    if let Some(r) = &e.reason {
+        line.push_str(&format!(" — {r}"));
+    }
+    line
+}
+
+/// Bytes in MiB, one decimal.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

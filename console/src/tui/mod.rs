@@ -1,0 +1,64 @@
+//! The terminal UI: `app` (state and keys), `view` (drawing), `worker` (the connection). The
+//! drawing loop never waits on the daemon: keys become requests for the worker, answers come
+//! back on a channel, and the screen is redrawn only when something changed (or once a second
+//! for the clock), so an idle console costs nearly nothing.
+
+pub mod app;
+pub mod view;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+
+use app::App;
+use view::Theme;
+
+/// Runs the console until the operator quits.
+pub fn run(runtime: tokio::runtime::Handle, socket: PathBuf) -> anyhow::Result<()> {
+    let (request_tx, request_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reply_tx, replies) = mpsc::channel();
+    runtime.spawn(worker::run(socket, request_rx, reply_tx));
+    let mut app = App::new(crate::format::today());
+    let theme = Theme::from_env();
+    // Restores the terminal on panic too (ratatui's hook).
+    let mut terminal = ratatui::try_init()?;
+    let mut dirty = true;
+    let mut drawn = Instant::now();
+    let result = loop {
+        while let Ok(reply) = replies.try_recv() {
+            app.apply(reply);
+            dirty = true;
+        }
+        if dirty || drawn.elapsed() >= Duration::from_secs(1) {
+            if let Err(e) = terminal.draw(|f| view::draw(f, &app, theme)) {
+                break Err(e.into());
+            }
+            dirty = false;
+            drawn = Instant::now();
+        }
+        match event::poll(Duration::from_millis(50)) {
+            Ok(true) => match event::read() {
+                Ok(Event::Key(key)) if key.kind == KeyEventKind::Press => {
+                    app.message = None;
+                    for request in app.key(key) {
+                        let _ = request_tx.send(request);
+                    }
+                    dirty = true;
+                }
+                Ok(Event::Resize(_, _)) => dirty = true,
+                Ok(_) => {}
+                Err(e) => break Err(e.into()),
+            },
+            Ok(false) => {}
+            Err(e) => break Err(e.into()),
+        }
+        if app.quit {
+            break Ok(());
+        }
+    };
+    ratatui::restore();
+    result
+}

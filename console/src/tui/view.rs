@@ -1,0 +1,829 @@
+//! Drawing: one pure function per screen region, from `App` to a frame. Colours only mark
+//! outcomes and the selection, in the terminal's own palette (readable on light and dark
+//! backgrounds); with `NO_COLOR` set there are none, and the selection is reverse video.
+
+use mpay_common::console::Role;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Tabs, Wrap};
+
+use super::app::{App, Connection, Focus, Screen};
+use crate::format;
+
+/// Colours on or off.
+#[derive(Clone, Copy, Debug)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Theme {
+        Theme {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+
+    fn good(self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    fn bad(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
+    fn title(self) -> Style {
+        Style::default().add_modifier(Modifier::BOLD)
+    }
+
+    fn selected(self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+
+    fn dim(self) -> Style {
+        if self.color {
+            Style::default().add_modifier(Modifier::DIM)
+        } else {
+            Style::default()
+        }
+    }
+}
+
+pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
+    let [top, body, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    header(frame, top, app, theme);
+    match app.screen {
+        Screen::Dashboard => dashboard(frame, body, app, theme),
+        Screen::Traffic if app.exchange.is_some() => exchange(frame, body, app, theme),
+        Screen::Traffic => traffic(frame, body, app, theme),
+        Screen::Positions if app.position.is_some() => position(frame, body, app, theme),
+        Screen::Positions => positions(frame, body, app, theme),
+        Screen::Statement => statement(frame, body, app, theme),
+        Screen::Jobs => jobs(frame, body, app, theme),
+        Screen::Audit => audit(frame, body, app, theme),
+    }
+    footer(frame, bottom, app, theme);
+    if app.form.is_some() {
+        form(frame, body, app, theme);
+    }
+    if app.help {
+        help(frame, body, app);
+    }
+}
+
+fn header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let [tabs, state] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(30)]).areas(area);
+    let titles: Vec<String> = Screen::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{} {}", i + 1, s.title()))
+        .collect();
+    let selected = Screen::ALL.iter().position(|s| *s == app.screen);
+    frame.render_widget(
+        Tabs::new(titles)
+            .select(selected)
+            .highlight_style(theme.selected())
+            .divider("|")
+            .padding("", ""),
+        tabs,
+    );
+    let (text, style) = match &app.connection {
+        Connection::Connecting => ("connecting…".to_string(), theme.dim()),
+        Connection::Connected(h) => (format!("● {} ({})", h.operator, h.role), theme.good()),
+        Connection::Lost(_) => ("○ reconnecting…".to_string(), theme.bad()),
+    };
+    frame.render_widget(
+        Paragraph::new(Span::styled(text, style)).alignment(ratatui::layout::Alignment::Right),
+        state,
+    );
+}
+
+fn footer(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let text = if let Some(m) = &app.message {
+        m.clone()
+    } else if let Connection::Lost(why) = &app.connection {
+        why.clone()
+    } else {
+        keys_line(app).to_string()
+    };
+    let style = if app
+        .message
+        .as_deref()
+        .is_some_and(|m| !m.starts_with("done"))
+    {
+        theme.bad()
+    } else {
+        theme.dim()
+    };
+    frame.render_widget(Paragraph::new(Span::styled(text, style)), area);
+}
+
+fn keys_line(app: &App) -> &'static str {
+    if app.form.is_some() {
+        return "Tab next field · Enter review · y apply · Esc cancel";
+    }
+    if app.focus == Focus::Input {
+        return "type, then Enter · Esc leaves the field";
+    }
+    match app.screen {
+        Screen::Positions if app.position.is_some() => {
+            "↑↓ notice · r reduce · o offline payment · c cancel · R restore · q back · ? keys"
+        }
+        Screen::Positions => "/ search · ↑↓ · Enter open · 1-6 screens · ? keys · q back",
+        Screen::Traffic if app.exchange.is_some() => "↑↓ PgUp PgDn scroll · q back",
+        Screen::Traffic => "/ filter · ↑↓ · Enter messages · ? keys · q back",
+        Screen::Statement => "/ fiscal code · ? keys · q back",
+        Screen::Jobs | Screen::Audit => "g refresh · ? keys · q back",
+        Screen::Dashboard => "1-6 or Tab screens · / search · ? keys · q quit",
+    }
+}
+
+fn block(title: &str) -> Block<'_> {
+    Block::default().borders(Borders::ALL).title(title)
+}
+
+fn dashboard(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Some(s) = &app.status else {
+        frame.render_widget(
+            Paragraph::new("waiting for the daemon…").block(block("Dashboard")),
+            area,
+        );
+        return;
+    };
+    let [head, spark, table] = Layout::vertical([
+        Constraint::Length(6),
+        Constraint::Length(5),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    let last = s
+        .traffic
+        .iter()
+        .rev()
+        .skip(1)
+        .find(|t| !t.counts.is_empty());
+    let minute: u64 = s
+        .traffic
+        .iter()
+        .rev()
+        .take(60)
+        .flat_map(|t| t.counts.iter().map(|(_, _, n)| n))
+        .sum();
+    let faults: u64 = s.traffic.iter().rev().take(60).map(|t| t.faults).sum();
+    let health = match &s.problem {
+        None => Span::styled("healthy", theme.good()),
+        Some(p) => Span::styled(format!("UNHEALTHY: {p}"), theme.bad()),
+    };
+    let lines = vec![
+        Line::from(vec![
+            Span::styled(format!("mpayd {}  ", s.version), theme.title()),
+            health,
+            Span::raw(match s.started_at {
+                Some(t) => format!("  up since {}", format::when(t)),
+                None => String::new(),
+            }),
+        ]),
+        Line::from(format!(
+            "store: {} positions · {} commits · {} fsyncs · disk {} · memory {}",
+            s.positions,
+            s.commits,
+            s.flushes,
+            format::mib(s.disk_bytes),
+            format::mib(s.rss_bytes)
+        )),
+        Line::from(format!(
+            "last minute: {minute} exchanges · {faults} faults · last second p50 {} µs p99 {} µs",
+            last.map_or(0, |t| t.p50_us),
+            last.map_or(0, |t| t.p99_us)
+        )),
+        Line::from(format!(
+            "receipts since start {} · bulk jobs running {}",
+            s.receipts_since_start, s.jobs_running
+        )),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(block("Dashboard")), head);
+    let per_second: Vec<u64> = s
+        .traffic
+        .iter()
+        .map(|t| t.counts.iter().map(|(_, _, n)| n).sum())
+        .collect();
+    let width = spark.width.saturating_sub(2) as usize;
+    let shown = &per_second[per_second.len().saturating_sub(width)..];
+    let peak = shown.iter().copied().max().unwrap_or(0);
+    frame.render_widget(
+        Sparkline::default()
+            .block(block(&format!("Exchanges per second (peak {peak})")))
+            .data(shown)
+            .style(theme.fg(Color::Cyan)),
+        spark,
+    );
+    // Per operation and outcome over the last minute.
+    let mut by_op: Vec<(String, String, u64)> = Vec::new();
+    for t in s.traffic.iter().rev().take(60) {
+        for (op, out, n) in &t.counts {
+            match by_op.iter_mut().find(|(o, u, _)| o == op && u == out) {
+                Some((_, _, m)) => *m += n,
+                None => by_op.push((op.clone(), out.clone(), *n)),
+            }
+        }
+    }
+    by_op.sort();
+    let rows = by_op.into_iter().map(|(op, out, n)| {
+        let style = if out == "OK" {
+            theme.good()
+        } else {
+            theme.bad()
+        };
+        Row::new(vec![
+            Span::raw(op),
+            Span::styled(out, style),
+            Span::raw(format!("{n:>8}")),
+            Span::raw(format!("{:>8.1}", n as f64 / 60.0)),
+        ])
+    });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(26),
+                Constraint::Length(8),
+                Constraint::Length(10),
+                Constraint::Length(10),
+            ],
+        )
+        .header(Row::new(vec!["operation", "outcome", "last 60s", "per s"]).style(theme.title()))
+        .block(block("Station")),
+        table,
+    );
+}
+
+fn input_line<'a>(label: &'a str, value: &'a str, focused: bool, theme: Theme) -> Paragraph<'a> {
+    let cursor = if focused { "█" } else { "" };
+    let style = if focused {
+        theme.title()
+    } else {
+        Style::default()
+    };
+    Paragraph::new(Line::from(vec![
+        Span::styled(label, style),
+        Span::raw(value),
+        Span::raw(cursor),
+    ]))
+}
+
+fn traffic(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let [filter, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(
+        input_line(
+            "filter (entity= op= outcome= nav=): ",
+            &app.traffic_filter,
+            app.focus == Focus::Input,
+            theme,
+        ),
+        filter,
+    );
+    let visible = app.visible_traffic();
+    let height = list.height.saturating_sub(3) as usize;
+    let first = app
+        .traffic_selected
+        .saturating_sub(height.saturating_sub(1));
+    let rows = visible
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(height.max(1))
+        .map(|(i, e)| {
+            let outcome = if e.outcome == "OK" {
+                theme.good()
+            } else {
+                theme.bad()
+            };
+            let row = Row::new(vec![
+                Span::raw(format::clock(e.at)),
+                Span::raw(e.operation.clone()),
+                Span::raw(e.entity.clone().unwrap_or_default()),
+                Span::raw(e.nav.clone().unwrap_or_default()),
+                Span::styled(e.outcome.clone(), outcome),
+                Span::raw(e.fault_code.clone().unwrap_or_default()),
+                Span::raw(format!("{:>7}", e.latency_us)),
+            ]);
+            if i == app.traffic_selected {
+                row.style(theme.selected())
+            } else {
+                row
+            }
+        });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(8),
+                Constraint::Length(22),
+                Constraint::Length(11),
+                Constraint::Length(18),
+                Constraint::Length(3),
+                Constraint::Length(20),
+                Constraint::Length(7),
+            ],
+        )
+        .header(
+            Row::new(vec![
+                "time",
+                "operation",
+                "entity",
+                "nav",
+                "out",
+                "fault",
+                "µs",
+            ])
+            .style(theme.title()),
+        )
+        .block(block(&format!("Traffic ({} shown)", visible.len()))),
+        list,
+    );
+}
+
+/// XML laid out one element per line, indented, for reading.
+pub fn pretty_xml(xml: &str) -> String {
+    let mut out = String::new();
+    let mut depth: usize = 0;
+    let mut rest = xml.trim();
+    while let Some(start) = rest.find('<') {
+        let text = rest[..start].trim();
+        if !text.is_empty() {
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(text);
+            out.push('\n');
+        }
+        let Some(end) = rest[start..].find('>') else {
+            break;
+        };
+        let tag = &rest[start..start + end + 1];
+        let closing = tag.starts_with("</");
+        let selfclosing = tag.ends_with("/>") || tag.starts_with("<?") || tag.starts_with("<!");
+        if closing {
+            depth = depth.saturating_sub(1);
+        }
+        // An element with only text inside stays on one line.
+        let after = &rest[start + end + 1..];
+        if !closing
+            && !selfclosing
+            && let Some(lt) = after.find('<')
+            && after[lt..].starts_with("</")
+            && !after[..lt].contains('>')
+        {
+            let close_end = after[lt..].find('>').map_or(after.len(), |e| lt + e + 1);
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(tag);
+            out.push_str(after[..lt].trim());
+            out.push_str(&after[lt..close_end]);
+            out.push('\n');
+            rest = &after[close_end..];
+            continue;
+        }
+        out.push_str(&"  ".repeat(depth));
+        out.push_str(tag);
+        out.push('\n');
+        if !closing && !selfclosing {
+            depth += 1;
+        }
+        rest = after;
+    }
+    out
+}
+
+fn exchange(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Some(d) = &app.exchange else { return };
+    let e = &d.exchange;
+    let mut text = format!(
+        "#{} {} {} entity {} nav {} → {} {} in {} µs from {}\n\nREQUEST\n",
+        e.seq,
+        format::when(e.at),
+        e.operation,
+        e.entity.as_deref().unwrap_or("-"),
+        e.nav.as_deref().unwrap_or("-"),
+        e.outcome,
+        e.fault_code.as_deref().unwrap_or(""),
+        e.latency_us,
+        e.remote.as_deref().unwrap_or("-")
+    );
+    match &d.request {
+        Some(r) => text.push_str(&pretty_xml(r)),
+        None => text.push_str("(the messages of that day were pruned)\n"),
+    }
+    text.push_str("\nRESPONSE\n");
+    if let Some(r) = &d.response {
+        text.push_str(&pretty_xml(r));
+    }
+    let _ = theme;
+    frame.render_widget(
+        Paragraph::new(text)
+            .block(block("Exchange"))
+            .scroll((app.exchange_scroll, 0)),
+        area,
+    );
+}
+
+fn positions(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let [input, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(
+        input_line(
+            "search (NAV, IUV, iupd, fiscal code, name): ",
+            &app.search,
+            app.focus == Focus::Input,
+            theme,
+        ),
+        input,
+    );
+    let wide = list.width >= 120;
+    let height = list.height.saturating_sub(3) as usize;
+    let first = app.row_selected.saturating_sub(height.saturating_sub(1));
+    let rows = app
+        .rows
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(height.max(1))
+        .map(|(i, r)| {
+            let mut cells = vec![
+                r.iupd.to_string(),
+                r.debtor_name.clone(),
+                format!("{:?}", r.status),
+                format!("{:>10}", r.open_amount.to_string()),
+            ];
+            if wide {
+                cells.insert(0, r.entity.to_string());
+                cells.push(r.debtor_code.to_string());
+                cells.push(r.navs.first().map(ToString::to_string).unwrap_or_default());
+            }
+            let row = Row::new(cells);
+            if i == app.row_selected {
+                row.style(theme.selected())
+            } else {
+                row
+            }
+        });
+    let mut widths = vec![
+        Constraint::Length(26),
+        Constraint::Min(12),
+        Constraint::Length(13),
+        Constraint::Length(10),
+    ];
+    let mut header = vec!["iupd", "debtor", "status", "open"];
+    if wide {
+        widths.insert(0, Constraint::Length(11));
+        widths.push(Constraint::Length(16));
+        widths.push(Constraint::Length(18));
+        header.insert(0, "entity");
+        header.push("fiscal code");
+        header.push("first notice");
+    }
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(Row::new(header).style(theme.title()))
+            .block(block(&format!("Positions ({})", app.rows.len()))),
+        list,
+    );
+}
+
+fn position(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Some(v) = &app.position else { return };
+    let p = &v.position;
+    let status = p.status(app.today);
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!("{}/{}", p.entity, p.iupd), theme.title()),
+            Span::raw(format!("  {}  {:?}", p.kind, status)),
+        ]),
+        Line::from(p.description.clone()),
+        Line::from(format!(
+            "debtor {} {}  ·  open {}",
+            p.debtor.code,
+            p.debtor.name,
+            format::euro(p.open_amount())
+        )),
+        Line::from(""),
+    ];
+    let mut n = 0;
+    for (o, opt) in p.options.iter().enumerate() {
+        lines.push(Line::styled(
+            format!("option {} ({:?})", o + 1, opt.kind),
+            theme.title(),
+        ));
+        for i in &opt.instalments {
+            let state = p.instalment_status(i, app.today);
+            let transfers: Vec<String> = i
+                .terms
+                .transfers
+                .iter()
+                .map(|t| format!("{} {}", t.beneficiary, t.amount))
+                .collect();
+            let line = format!(
+                "  {}  due {}  {:>10}  still due {:>10}  {:?}  [{}]",
+                i.terms.nav,
+                i.terms.due,
+                i.terms.amount,
+                i.due(),
+                state,
+                transfers.join(", ")
+            );
+            let style = if n == app.notice_selected {
+                theme.selected()
+            } else {
+                Style::default()
+            };
+            lines.push(Line::styled(line, style));
+            n += 1;
+        }
+    }
+    for d in &p.double_payments {
+        lines.push(Line::styled(
+            format!(
+                "double payment: {} receipt {} — refund due {}",
+                d.nav, d.receipt_id, d.amount
+            ),
+            theme.bad(),
+        ));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled(
+        format!("ledger ({} events)", v.ledger.len()),
+        theme.title(),
+    ));
+    for e in &v.ledger {
+        lines.push(Line::from(format!("  {}", format::event(&e.event))));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block("Position"))
+            .wrap(Wrap { trim: false })
+            .scroll((app.position_scroll, 0)),
+        area,
+    );
+}
+
+fn statement(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let [input, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(
+        input_line(
+            "fiscal code: ",
+            &app.statement_input,
+            app.focus == Focus::Input,
+            theme,
+        ),
+        input,
+    );
+    let Some(s) = &app.statement else {
+        frame.render_widget(
+            Paragraph::new(
+                "type / then a fiscal code: every position of that citizen, across entities",
+            )
+            .block(block("Statement")),
+            body,
+        );
+        return;
+    };
+    let mut lines = vec![
+        Line::styled(
+            format!("{} — {} position(s)", s.debtor, s.totals.positions),
+            theme.title(),
+        ),
+        Line::from(format!(
+            "open {} € · paid via pagoPA {} € · paid offline {} € · refunds due {} €",
+            s.totals.open_amount.text,
+            s.totals.paid_pagopa.text,
+            s.totals.paid_offline.text,
+            s.totals.refunds_due.text
+        )),
+        Line::from(""),
+    ];
+    for p in &s.positions {
+        lines.push(Line::from(format!(
+            "{} {:<20} {:<14} open {:>10} €  {}",
+            p.entity.fiscal_code,
+            p.iupd,
+            format!("{:?}", p.status),
+            p.open_amount.text,
+            p.description
+        )));
+    }
+    if s.truncated {
+        lines.push(Line::styled(
+            "(more positions than a statement lists)",
+            theme.bad(),
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block("Statement"))
+            .wrap(Wrap { trim: false }),
+        body,
+    );
+}
+
+fn jobs(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let rows = app.jobs.iter().map(|j| {
+        let status = if j.file_error.is_some() {
+            theme.bad()
+        } else if j.status == "done" {
+            theme.good()
+        } else {
+            Style::default()
+        };
+        Row::new(vec![
+            Span::raw(format!("{:>5}", j.id)),
+            Span::raw(j.entity.clone()),
+            Span::raw(j.file.clone()),
+            Span::styled(j.status.clone(), status),
+            Span::raw(format!("{}/{}", j.rows_done, j.rows_total)),
+            Span::raw(format!("{}", j.created + j.replaced)),
+            Span::raw(format!("{}", j.rejected_rows)),
+        ])
+    });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(5),
+                Constraint::Length(11),
+                Constraint::Min(10),
+                Constraint::Length(11),
+                Constraint::Length(15),
+                Constraint::Length(8),
+                Constraint::Length(8),
+            ],
+        )
+        .header(
+            Row::new(vec![
+                "id", "entity", "file", "status", "rows", "loaded", "rejected",
+            ])
+            .style(theme.title()),
+        )
+        .block(block("Bulk jobs")),
+        area,
+    );
+}
+
+fn audit(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let rows = app.audit.iter().map(|r| {
+        let outcome = if r.outcome == "ok" {
+            theme.good()
+        } else {
+            theme.bad()
+        };
+        Row::new(vec![
+            Span::raw(format::when(r.at)),
+            Span::raw(format::actor(&r.actor)),
+            Span::raw(r.action.clone()),
+            Span::raw(r.target.clone()),
+            Span::styled(r.outcome.clone(), outcome),
+            Span::raw(r.reason.clone()),
+        ])
+    });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(19),
+                Constraint::Length(16),
+                Constraint::Length(11),
+                Constraint::Length(24),
+                Constraint::Length(12),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["when", "who", "action", "on", "outcome", "reason"]).style(theme.title()),
+        )
+        .block(block("Audit")),
+        area,
+    );
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn form(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Some(f) = &app.form else { return };
+    let mut lines = Vec::new();
+    if let Some((nav, now)) = &f.nav {
+        lines.push(Line::from(format!("notice {nav}, now {now}")));
+        lines.push(Line::from(""));
+    }
+    if f.confirming {
+        lines.push(Line::styled("Apply this change?", theme.title()));
+        for s in f.summary() {
+            lines.push(Line::from(format!("  {s}")));
+        }
+        lines.push(Line::from(format!(
+            "  reason: {}",
+            f.fields
+                .iter()
+                .find(|x| x.label == "reason")
+                .map(|x| x.value.as_str())
+                .unwrap_or("")
+        )));
+        lines.push(Line::from(""));
+        lines.push(Line::styled("y apply · any other key back", theme.title()));
+    } else {
+        for (i, field) in f.fields.iter().enumerate() {
+            let focused = i == f.focus;
+            let label = format!("{:>11}: ", field.label);
+            let mut spans = vec![
+                Span::styled(
+                    label,
+                    if focused {
+                        theme.title()
+                    } else {
+                        Style::default()
+                    },
+                ),
+                Span::raw(field.value.clone()),
+            ];
+            if focused {
+                spans.push(Span::raw("█"));
+            }
+            lines.push(Line::from(spans));
+            if let Some(p) = f.problem(i).filter(|_| !field.value.is_empty() || focused) {
+                lines.push(Line::styled(format!("             {p}"), theme.bad()));
+            }
+        }
+    }
+    let area = centered(area, 76, (lines.len() as u16) + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block(f.kind.title()))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+fn help(frame: &mut Frame, area: Rect, app: &App) {
+    let mut lines: Vec<Line> = vec![
+        Line::from("1-6, Tab   screens"),
+        Line::from("/          search (positions, statement, traffic filter)"),
+        Line::from("q, Esc     back; quit from the dashboard"),
+        Line::from("?          these keys"),
+        Line::from("Ctrl-C     quit"),
+        Line::from(""),
+    ];
+    let role = match &app.connection {
+        Connection::Connected(h) => Some(h.role),
+        _ => None,
+    };
+    match app.screen {
+        Screen::Positions => {
+            lines.push(Line::from("↑↓ Enter   choose and open a position"));
+            if role >= Some(Role::Operator) {
+                lines.push(Line::from(
+                    "r          reduce the selected notice (sgravio)",
+                ));
+                lines.push(Line::from("o          record an offline payment for it"));
+                lines.push(Line::from("c / R      cancel / restore the position"));
+            } else {
+                lines.push(Line::from("(adjustments need the operator role)"));
+            }
+            lines.push(Line::from("PgUp PgDn  scroll the ledger"));
+        }
+        Screen::Traffic => {
+            lines.push(Line::from(
+                "↑↓ Enter   choose an exchange, read its messages",
+            ));
+            lines.push(Line::from(
+                "/          filter: entity=CF op=paSendRTV2 outcome=KO nav=N",
+            ));
+        }
+        Screen::Jobs | Screen::Audit => lines.push(Line::from("g          refresh")),
+        _ => {}
+    }
+    let area = centered(area, 66, lines.len() as u16 + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).block(block(&format!("Keys — {}", app.screen.title()))),
+        area,
+    );
+}
