@@ -220,6 +220,24 @@ pub struct PositionRow {
     pub navs: Vec<Nav>,
 }
 
+impl PositionRow {
+    /// The row of position `id`, with its status as of `today`.
+    pub fn new(id: u64, p: &Position, today: jiff::civil::Date) -> PositionRow {
+        PositionRow {
+            id,
+            entity: p.entity.clone(),
+            iupd: p.iupd.clone(),
+            kind: p.kind.clone(),
+            debtor_code: p.debtor.code.clone(),
+            debtor_name: p.debtor.name.clone(),
+            description: p.description.clone(),
+            status: p.status(today),
+            open_amount: p.open_amount(),
+            navs: p.instalments().map(|i| i.terms.nav.clone()).collect(),
+        }
+    }
+}
+
 /// A manual adjustment, as the console's forms and the CLI make it. They go through the same
 /// services and rules as the REST API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -249,8 +249,8 @@ pub async fn run(socket: PathBuf, json: bool, command: Command) -> Result<(), Fa
                     s.positions,
                     s.commits,
                     s.flushes,
-                    format::mib(s.disk_bytes),
-                    format::mib(s.rss_bytes),
+                    format::bytes(s.disk_bytes),
+                    format::bytes(s.rss_bytes),
                     last,
                     s.receipts_since_start,
                     s.jobs_running

@@ -26,6 +26,25 @@ pub fn mpayd_bin() -> PathBuf {
     bin
 }
 
+/// The `mpay` console binary of this build, beside `mpayd`. `MPAY_BIN` overrides it.
+pub fn mpay_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MPAY_BIN") {
+        return PathBuf::from(p);
+    }
+    mpayd_bin().with_file_name("mpay")
+}
+
+/// Runs `mpay ARGS` against the console socket `socket`; returns its output.
+pub fn mpay(socket: &Path, args: &[&str]) -> Output {
+    Command::new(mpay_bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mpay")
+}
+
 /// Runs `mpayd ARGS` to completion.
 pub fn mpayd(args: &[&str]) -> Output {
     Command::new(mpayd_bin())
@@ -125,6 +144,8 @@ pub struct Daemon {
     pub station: SocketAddr,
     /// The authorities' REST API listener (the demo's; for `run`, whatever the file says).
     pub api: Option<SocketAddr>,
+    /// The console socket, once known from the ready file.
+    pub console: Option<PathBuf>,
     /// Where a demo daemon reports its listeners once they are bound.
     ready_file: Option<PathBuf>,
     pub data_dir: PathBuf,
@@ -170,6 +191,27 @@ impl Daemon {
             Some(ready_file),
             data_dir,
             wrapper,
+        )
+    }
+
+    /// `mpayd run --config FILE`, learning where it listens from its ready file (for
+    /// configurations that let it pick free ports, such as the demo's `mpayd.toml`).
+    pub fn run_config(config: &Path, data_dir: &Path) -> Daemon {
+        let ready_file = data_dir.with_extension("ready.json");
+        let _ = std::fs::remove_file(&ready_file);
+        let ready_path = ready_file.to_str().expect("utf-8 path").to_string();
+        Daemon::spawn(
+            &[
+                "run",
+                "--config",
+                config.to_str().expect("utf-8 path"),
+                "--ready-file",
+                &ready_path,
+            ],
+            None,
+            Some(ready_file),
+            data_dir,
+            &[],
         )
     }
 
@@ -219,6 +261,7 @@ impl Daemon {
             admin,
             station,
             api: None,
+            console: None,
             ready_file,
             data_dir: data_dir.to_path_buf(),
             log,
@@ -251,6 +294,7 @@ impl Daemon {
                     self.admin = admin;
                     self.station = station;
                     self.api = addr("api");
+                    self.console = ready["console"].as_str().map(PathBuf::from);
                     self.ready_file = None;
                 }
             }

@@ -86,8 +86,16 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
 }
 
 fn header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
-    let [tabs, state] =
-        Layout::horizontal([Constraint::Min(10), Constraint::Length(30)]).areas(area);
+    let (text, style) = match &app.connection {
+        Connection::Connecting => ("connecting…".to_string(), theme.dim()),
+        Connection::Connected(h) => (format!("● {} ({})", h.operator, h.role), theme.good()),
+        Connection::Lost(_) => ("○ reconnecting…".to_string(), theme.bad()),
+    };
+    let [tabs, state] = Layout::horizontal([
+        Constraint::Min(10),
+        Constraint::Length(text.chars().count() as u16 + 1),
+    ])
+    .areas(area);
     let titles: Vec<String> = Screen::ALL
         .iter()
         .enumerate()
@@ -102,11 +110,6 @@ fn header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             .padding("", ""),
         tabs,
     );
-    let (text, style) = match &app.connection {
-        Connection::Connecting => ("connecting…".to_string(), theme.dim()),
-        Connection::Connected(h) => (format!("● {} ({})", h.operator, h.role), theme.good()),
-        Connection::Lost(_) => ("○ reconnecting…".to_string(), theme.bad()),
-    };
     frame.render_widget(
         Paragraph::new(Span::styled(text, style)).alignment(ratatui::layout::Alignment::Right),
         state,
@@ -166,7 +169,7 @@ fn dashboard(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     };
     let [head, spark, table] = Layout::vertical([
-        Constraint::Length(6),
+        Constraint::Length(7),
         Constraint::Length(5),
         Constraint::Min(3),
     ])
@@ -199,12 +202,16 @@ fn dashboard(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             }),
         ]),
         Line::from(format!(
-            "store: {} positions · {} commits · {} fsyncs · disk {} · memory {}",
+            "store: {} positions · disk {} · memory {}",
             s.positions,
+            format::bytes(s.disk_bytes),
+            format::bytes(s.rss_bytes)
+        )),
+        Line::from(format!(
+            "durable commits {} · fsyncs {} ({:.1} commits per fsync)",
             s.commits,
             s.flushes,
-            format::mib(s.disk_bytes),
-            format::mib(s.rss_bytes)
+            s.commits as f64 / s.flushes.max(1) as f64
         )),
         Line::from(format!(
             "last minute: {minute} exchanges · {faults} faults · last second p50 {} µs p99 {} µs",
@@ -298,6 +305,7 @@ fn traffic(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         filter,
     );
     let visible = app.visible_traffic();
+    let wide = list.width >= 100;
     let height = list.height.saturating_sub(3) as usize;
     let first = app
         .traffic_selected
@@ -313,47 +321,41 @@ fn traffic(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             } else {
                 theme.bad()
             };
-            let row = Row::new(vec![
+            let mut cells = vec![
                 Span::raw(format::clock(e.at)),
                 Span::raw(e.operation.clone()),
-                Span::raw(e.entity.clone().unwrap_or_default()),
                 Span::raw(e.nav.clone().unwrap_or_default()),
                 Span::styled(e.outcome.clone(), outcome),
                 Span::raw(e.fault_code.clone().unwrap_or_default()),
                 Span::raw(format!("{:>7}", e.latency_us)),
-            ]);
+            ];
+            if wide {
+                cells.insert(2, Span::raw(e.entity.clone().unwrap_or_default()));
+            }
+            let row = Row::new(cells);
             if i == app.traffic_selected {
                 row.style(theme.selected())
             } else {
                 row
             }
         });
+    let mut widths = vec![
+        Constraint::Length(8),
+        Constraint::Length(22),
+        Constraint::Length(18),
+        Constraint::Length(3),
+        Constraint::Min(10),
+        Constraint::Length(7),
+    ];
+    let mut header = vec!["time", "operation", "nav", "out", "fault", "µs"];
+    if wide {
+        widths.insert(2, Constraint::Length(11));
+        header.insert(2, "entity");
+    }
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(8),
-                Constraint::Length(22),
-                Constraint::Length(11),
-                Constraint::Length(18),
-                Constraint::Length(3),
-                Constraint::Length(20),
-                Constraint::Length(7),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                "time",
-                "operation",
-                "entity",
-                "nav",
-                "out",
-                "fault",
-                "µs",
-            ])
-            .style(theme.title()),
-        )
-        .block(block(&format!("Traffic ({} shown)", visible.len()))),
+        Table::new(rows, widths)
+            .header(Row::new(header).style(theme.title()))
+            .block(block(&format!("Traffic ({} shown)", visible.len()))),
         list,
     );
 }
@@ -434,6 +436,7 @@ fn exchange(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     frame.render_widget(
         Paragraph::new(text)
             .block(block("Exchange"))
+            .wrap(Wrap { trim: false })
             .scroll((app.exchange_scroll, 0)),
         area,
     );

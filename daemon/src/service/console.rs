@@ -78,18 +78,7 @@ pub fn view(app: &App, id: PositionId, position: Position) -> Result<PositionVie
 }
 
 pub fn row(app: &App, id: PositionId, p: &Position) -> PositionRow {
-    PositionRow {
-        id,
-        entity: p.entity.clone(),
-        iupd: p.iupd.clone(),
-        kind: p.kind.clone(),
-        debtor_code: p.debtor.code.clone(),
-        debtor_name: p.debtor.name.clone(),
-        description: p.description.clone(),
-        status: p.status(app.clock.today()),
-        open_amount: p.open_amount(),
-        navs: p.instalments().map(|i| i.terms.nav.clone()).collect(),
-    }
+    PositionRow::new(id, p, app.clock.today())
 }
 
 /// Results of a search at most.

@@ -1,0 +1,401 @@
+//! Every screen drawn on fixed data at 80×24 and 160×48, compared with the snapshots under
+//! `tests/snapshots/` (`cargo insta review` after an intended change). Then the keys that move
+//! between them, and the styles the text snapshots cannot show.
+
+use jiff::Timestamp;
+use jiff::civil::date;
+use mpay_common::console::{
+    AuditRecord, Exchange, ExchangeDetail, Hello, JobRow, LedgerEntry, PositionRow, PositionView,
+    Role, Status, TrafficSecond,
+};
+use mpay_common::ids::{AuxDigit, IuvSettings};
+use mpay_common::ledger::{Actor, Change, Event, Position};
+use mpay_common::model::{
+    Debtor, Instalment, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
+};
+use mpay_common::money::Cents;
+use mpay_common::statement::{EntityRef, Money, Statement, Totals};
+use mpay_console::tui::app::{App, Connection, Reply, Request, Screen};
+use mpay_console::tui::view::{self, Theme};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+fn at(s: &str) -> Timestamp {
+    s.parse().expect("instant")
+}
+
+fn position() -> (Position, Vec<LedgerEntry>) {
+    let settings = IuvSettings {
+        aux: AuxDigit::Three,
+        segregation_code: Some(1),
+        application_code: None,
+    };
+    let nav = settings.notice(16_421).expect("nav");
+    let entity = "00123456782".parse().expect("cf");
+    let data = PositionData {
+        iupd: "TARI-2026-0000087".parse().expect("iupd"),
+        kind: "TARI".into(),
+        debtor: Debtor {
+            code: "RSSMRA80A01H501U".parse().expect("cf"),
+            name: "Mario Rossi".into(),
+            street: None,
+            postal_code: None,
+            city: Some("Castelverde".into()),
+            province: None,
+            country: None,
+            email: None,
+        },
+        description: "Tassa rifiuti 2026".into(),
+        validity: None,
+        expiry: None,
+        options: vec![PaymentOption {
+            kind: OptionKind::Single,
+            instalments: vec![Instalment {
+                iuv: nav.iuv(),
+                nav: nav.clone(),
+                amount: Cents(10_000),
+                due: date(2026, 12, 31),
+                description: "TARI 2026".into(),
+                transfers: vec![
+                    Transfer {
+                        id: 1,
+                        beneficiary: "00123456782".parse().expect("cf"),
+                        target: TransferTarget::Bank(
+                            "IT92R0306902117100000046111".parse().expect("iban"),
+                        ),
+                        amount: Cents(9_500),
+                        remittance: "TARI".into(),
+                        category: "9/0101101IM/".into(),
+                        metadata: Vec::new(),
+                    },
+                    Transfer {
+                        id: 2,
+                        beneficiary: "80001234568".parse().expect("cf"),
+                        target: TransferTarget::Bank(
+                            "IT92R0306902117100000046111".parse().expect("iban"),
+                        ),
+                        amount: Cents(500),
+                        remittance: "TEFA".into(),
+                        category: "9/0101102IM/".into(),
+                        metadata: Vec::new(),
+                    },
+                ],
+                metadata: Vec::new(),
+            }],
+        }],
+    };
+    let events = vec![
+        Event::new(
+            at("2026-11-02T09:00:00Z"),
+            Actor::ApiKey("tributi".into()),
+            Change::Loaded(data),
+        ),
+        Event::new(
+            at("2026-11-20T10:30:00Z"),
+            Actor::Operator("anna".into()),
+            Change::Reduced {
+                nav,
+                old_amount: Cents(10_000),
+                new_amount: Cents(8_000),
+                transfer_amounts: vec![Cents(7_600), Cents(400)],
+                act: "DET-2026-17".into(),
+            },
+        )
+        .with_reason("ricalcolo superficie"),
+    ];
+    let p = Position::fold(entity, &events).expect("folds");
+    let ledger = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| LedgerEntry {
+            commit: i as u64 + 10,
+            event,
+        })
+        .collect();
+    (p, ledger)
+}
+
+fn exchange(seq: u64, op: &str, outcome: &str, fault: Option<&str>) -> Exchange {
+    Exchange {
+        seq,
+        at: at("2026-11-30T15:00:00Z"),
+        operation: op.into(),
+        entity: Some("00123456782".into()),
+        station: Some("01111111116_01".into()),
+        nav: Some("301000000000016421".into()),
+        outcome: outcome.into(),
+        fault_code: fault.map(Into::into),
+        latency_us: 900 + seq,
+        remote: Some("127.0.0.1".into()),
+    }
+}
+
+/// The fixture: a connected console with a little of everything.
+fn app() -> App {
+    let mut app = App::new(date(2026, 11, 30));
+    app.apply(Reply::Connected(Hello {
+        protocol: 1,
+        version: "0.1.0".into(),
+        operator: "anna".into(),
+        role: Role::Operator,
+    }));
+    let traffic = (0..120)
+        .map(|i| TrafficSecond {
+            second: 1_795_000_000 + i,
+            counts: vec![
+                (
+                    "paVerifyPaymentNotice".into(),
+                    "OK".into(),
+                    (i % 7) as u64 + 3,
+                ),
+                ("paSendRTV2".into(), "OK".into(), (i % 5) as u64),
+                ("paVerifyPaymentNotice".into(), "KO".into(), (i % 3) as u64),
+            ],
+            faults: (i % 3) as u64,
+            p50_us: 850,
+            p99_us: 4_200,
+        })
+        .collect();
+    app.apply(Reply::Status(Box::new(Status {
+        version: "0.1.0".into(),
+        started_at: Some(at("2026-11-30T07:00:00Z")),
+        healthy: true,
+        problem: None,
+        positions: 1_000_000,
+        commits: 1_254_331,
+        flushes: 402_117,
+        disk_bytes: 3 << 30,
+        rss_bytes: 412 << 20,
+        traffic,
+        receipts_since_start: 18_204,
+        jobs_running: 1,
+        cursor: Default::default(),
+    })));
+    app.apply(Reply::Traffic(vec![
+        exchange(3, "paSendRTV2", "OK", None),
+        exchange(2, "paGetPaymentV2", "OK", None),
+        exchange(
+            1,
+            "paVerifyPaymentNotice",
+            "KO",
+            Some("PAA_PAGAMENTO_SCONOSCIUTO"),
+        ),
+    ]));
+    let (p, _) = position();
+    app.apply(Reply::Rows(vec![PositionRow::new(87, &p, date(2026, 11, 30))]));
+    app.search = "rossi".into();
+    app.apply(Reply::Jobs(vec![JobRow {
+        id: 12,
+        entity: "00123456782".into(),
+        file: "tari-2026.csv".into(),
+        status: "done".into(),
+        rows_total: 48_000,
+        rows_done: 48_000,
+        created: 47_990,
+        replaced: 0,
+        unchanged: 0,
+        rejected_rows: 10,
+        started: Some(at("2026-11-30T06:00:00Z")),
+        finished: Some(at("2026-11-30T06:00:09Z")),
+        file_error: None,
+    }]));
+    app.apply(Reply::Audit(vec![AuditRecord {
+        seq: 1,
+        at: at("2026-11-20T10:30:00Z"),
+        actor: Actor::Operator("anna".into()),
+        origin: "uid 1001 pid 4242".into(),
+        action: "reduce".into(),
+        target: "00123456782/TARI-2026-0000087".into(),
+        reason: "ricalcolo superficie".into(),
+        outcome: "ok".into(),
+    }]));
+    app.apply(Reply::Statement(Box::new(Statement {
+        debtor: "RSSMRA80A01H501U".into(),
+        entity: None,
+        date: date(2026, 11, 30),
+        generated_at: at("2026-11-30T15:00:00Z"),
+        totals: Totals {
+            positions: 0,
+            open_amount: Money::from(Cents(8_000)),
+            paid_pagopa: Money::from(Cents(0)),
+            paid_offline: Money::from(Cents(0)),
+            refunds_due: Money::from(Cents(0)),
+        },
+        positions: Vec::new(),
+        truncated: false,
+    })));
+    let _ = EntityRef {
+        fiscal_code: p.entity.clone(),
+        name: String::new(),
+    };
+    app.message = None;
+    app
+}
+
+fn with_position(mut app: App) -> App {
+    let (position, ledger) = position();
+    app.apply(Reply::Position(Box::new(PositionView {
+        id: 87,
+        position,
+        ledger,
+    })));
+    app
+}
+
+fn draw(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal
+        .draw(|f| view::draw(f, app, Theme { color: true }))
+        .expect("draw");
+    terminal
+}
+
+fn key(app: &mut App, code: KeyCode) -> Vec<Request> {
+    app.key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn snapshot_both(name: &str, app: &App) {
+    for (w, h) in [(80, 24), (160, 48)] {
+        let terminal = draw(app, w, h);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), terminal.backend());
+    }
+}
+
+#[test]
+fn every_screen_at_two_sizes() {
+    let mut app = app();
+    for screen in Screen::ALL {
+        app.screen = screen;
+        snapshot_both(&screen.title().to_lowercase(), &app);
+    }
+    let mut detail = with_position(app);
+    detail.screen = Screen::Positions;
+    snapshot_both("position", &detail);
+    key(&mut detail, KeyCode::Char('r'));
+    for c in "70.00".chars() {
+        key(&mut detail, KeyCode::Char(c));
+    }
+    snapshot_both("reduce_form", &detail);
+    key(&mut detail, KeyCode::Tab);
+    for c in "DET-9".chars() {
+        key(&mut detail, KeyCode::Char(c));
+    }
+    key(&mut detail, KeyCode::Tab);
+    for c in "errore di calcolo".chars() {
+        key(&mut detail, KeyCode::Char(c));
+    }
+    key(&mut detail, KeyCode::Enter);
+    snapshot_both("reduce_confirm", &detail);
+    let mut help = detail;
+    help.form = None;
+    help.help = true;
+    snapshot_both("help", &help);
+    let mut exchange = app_with_exchange();
+    exchange.screen = Screen::Traffic;
+    snapshot_both("exchange", &exchange);
+    let mut lost = self::app();
+    lost.apply(Reply::Lost(
+        "cannot reach mpayd at /run/mpay/console.sock".into(),
+    ));
+    snapshot_both("reconnecting", &lost);
+}
+
+fn app_with_exchange() -> App {
+    let mut app = app();
+    app.apply(Reply::Exchange(Box::new(ExchangeDetail {
+        exchange: exchange(1, "paVerifyPaymentNotice", "KO", Some("PAA_PAGAMENTO_SCONOSCIUTO")),
+        request: Some(
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><paf:paVerifyPaymentNoticeReq xmlns:paf=\"http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd\"><idPA>00123456782</idPA><qrCode><fiscalCode>00123456782</fiscalCode><noticeNumber>301000000000016421</noticeNumber></qrCode></paf:paVerifyPaymentNoticeReq></soapenv:Body></soapenv:Envelope>".into(),
+        ),
+        response: Some("<soapenv:Envelope><soapenv:Body><outcome>KO</outcome></soapenv:Body></soapenv:Envelope>".into()),
+    })));
+    app
+}
+
+#[test]
+fn keys_move_between_screens_and_ask_the_daemon() {
+    let mut app = app();
+    assert_eq!(app.screen, Screen::Dashboard);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.screen, Screen::Traffic);
+    assert_eq!(key(&mut app, KeyCode::Char('5')), vec![Request::Jobs]);
+    assert_eq!(app.screen, Screen::Jobs);
+    // `/` from anywhere goes to the search, typing goes into it, Enter asks.
+    key(&mut app, KeyCode::Char('/'));
+    assert_eq!(app.screen, Screen::Positions);
+    app.search.clear();
+    for c in "301000000000016421".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let asked = key(&mut app, KeyCode::Enter);
+    assert!(
+        matches!(&asked[..], [Request::Search(s)] if s.text == "301000000000016421"),
+        "{asked:?}"
+    );
+    // Enter on a result opens it.
+    let asked = key(&mut app, KeyCode::Enter);
+    assert!(matches!(&asked[..], [Request::Position(_)]), "{asked:?}");
+    // A reduction needs a valid amount, an act and a reason before it can be confirmed.
+    let mut app = with_position(app);
+    key(&mut app, KeyCode::Char('r'));
+    key(&mut app, KeyCode::Enter);
+    assert!(!app.form.as_ref().expect("form").confirming);
+    for c in "90.00".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let form = app.form.as_ref().expect("form");
+    assert_eq!(form.problem(0).as_deref(), Some("must be less than 80.00"));
+    for _ in 0..5 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    for c in "60.00".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('D'));
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('x'));
+    key(&mut app, KeyCode::Enter);
+    assert!(app.form.as_ref().expect("form").confirming);
+    let asked = key(&mut app, KeyCode::Char('y'));
+    assert!(matches!(&asked[..], [Request::Adjust(_, _)]), "{asked:?}");
+    // q goes back, then to the dashboard, then quits.
+    app.form = None;
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.position.is_none());
+    key(&mut app, KeyCode::Char('q'));
+    assert_eq!(app.screen, Screen::Dashboard);
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn outcomes_are_coloured_unless_no_color() {
+    let mut app = app();
+    app.screen = Screen::Traffic;
+    let red_ko = |theme: Theme| {
+        let mut terminal = Terminal::new(TestBackend::new(100, 10)).expect("terminal");
+        terminal.draw(|f| view::draw(f, &app, theme)).expect("draw");
+        let buffer = terminal.backend().buffer().clone();
+        (0..buffer.area.height).any(|y| {
+            (0..buffer.area.width.saturating_sub(1)).any(|x| {
+                buffer[(x, y)].symbol() == "K"
+                    && buffer[(x + 1, y)].symbol() == "O"
+                    && buffer[(x, y)].fg == ratatui::style::Color::Red
+            })
+        })
+    };
+    assert!(red_ko(Theme { color: true }));
+    assert!(!red_ko(Theme { color: false }));
+    assert!(matches!(app.connection, Connection::Connected(_)));
+}
+
+#[test]
+fn messages_are_laid_out_for_reading() {
+    let xml = "<a><b>1</b><c><d>x</d></c></a>";
+    assert_eq!(
+        view::pretty_xml(xml),
+        "<a>\n  <b>1</b>\n  <c>\n    <d>x</d>\n  </c>\n</a>\n"
+    );
+}
