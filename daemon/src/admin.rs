@@ -1,5 +1,7 @@
 //! The admin HTTP listener: `/healthz` for supervisors and load balancers, `/metrics` for
-//! Prometheus, `/backup` for `mpayd backup`. Bind it to a private address.
+//! Prometheus. `/backup` (for `mpayd backup`), `/notices` and `/journal` carry debtors' data and
+//! have no authentication: they are served only when the listener is bound to loopback, where
+//! only this host's users reach them; operators read the same through the console's roles.
 
 use std::sync::Arc;
 
@@ -15,14 +17,24 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::App;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/backup", get(backup))
-        .route("/notices", get(notices))
-        .route("/journal", get(journal))
-        .route("/journal/{seq}", get(journal_bodies))
-        .with_state(app)
+        .route("/metrics", get(metrics));
+    let listen = app.config.admin.listen;
+    let router = if listen.ip().is_loopback() {
+        router
+            .route("/backup", get(backup))
+            .route("/notices", get(notices))
+            .route("/journal", get(journal))
+            .route("/journal/{seq}", get(journal_bodies))
+    } else {
+        tracing::warn!(
+            %listen,
+            "admin listener not on loopback: /backup, /notices and /journal are off (use the console)"
+        );
+        router
+    };
+    router.with_state(app)
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

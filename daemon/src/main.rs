@@ -65,6 +65,10 @@ enum Command {
         /// daemon pick free ports with port 0).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Open the operators' console (`mpay`, beside this binary) in this terminal; the demo
+        /// stops when it is closed. The daemon's log then goes to DATA_DIR/mpayd.log.
+        #[arg(long)]
+        console: bool,
     },
     /// Read an API key from stdin and print its SHA-256, for `[[entities.api_keys]] sha256`.
     HashKey,
@@ -143,6 +147,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             api,
             traffic,
             ready_file,
+            console,
         } => demo_run(
             &data_dir,
             positions,
@@ -150,6 +155,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             [admin, station, api],
             traffic,
             ready_file.as_deref(),
+            console,
         ),
         Command::HashKey => {
             let mut key = String::new();
@@ -258,11 +264,25 @@ fn demo_run(
     [admin, station, api]: [SocketAddr; 3],
     traffic: f64,
     ready_file: Option<&Path>,
+    console: bool,
 ) -> anyhow::Result<()> {
     let mut config = demo::config(data_dir, admin, station);
     config.api.listen = api;
-    telemetry::init(&LogConfig::default()).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(data_dir)?;
+    let console_bin = std::env::current_exe()?.with_file_name("mpay");
+    if console {
+        if !console_bin.exists() {
+            anyhow::bail!(
+                "the console {} is not built: run `cargo build --release` (it builds both)",
+                console_bin.display()
+            );
+        }
+        let log = data_dir.join("mpayd.log");
+        telemetry::init_to_file(&LogConfig::default(), &log).map_err(anyhow::Error::msg)?;
+        println!("mpay demo: the daemon logs to {}", log.display());
+    } else {
+        telemetry::init(&LogConfig::default()).map_err(anyhow::Error::msg)?;
+    }
     let config_path = data_dir.join("mpayd.toml");
     std::fs::write(&config_path, config.to_toml())
         .with_context(|| format!("cannot write {}", config_path.display()))?;
@@ -281,7 +301,16 @@ fn demo_run(
         );
     }
     let store_positions = daemon.app.store.stats().positions;
-    runtime()?.block_on(daemon.serve(termination(), |ready| {
+    // With the console: the demo ends when the operator closes it.
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            () = termination() => {}
+            _ = closed, if console => {}
+        }
+    };
+    let mut closed_tx = Some(closed_tx);
+    runtime()?.block_on(daemon.serve(shutdown, |ready| {
         // The file names the addresses actually bound, so `mpayd backup --config` finds the
         // admin listener even when the demo was given port 0.
         let mut bound = config.clone();
@@ -343,7 +372,30 @@ fn demo_run(
                 traffic,
             ));
         }
-        println!("stop with Ctrl-C");
+        if console {
+            println!("  console        {} --socket {}", console_bin.display(), ready.console.display());
+            let socket = ready.console.clone();
+            let bin = console_bin.clone();
+            let closed_tx = closed_tx.take();
+            std::thread::spawn(move || {
+                // Give the operator a moment to read the addresses above.
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                match std::process::Command::new(&bin).arg("--socket").arg(&socket).status() {
+                    Ok(status) if !status.success() => eprintln!("mpay ended with {status}"),
+                    Err(e) => eprintln!("cannot start {}: {e}", bin.display()),
+                    Ok(_) => {}
+                }
+                if let Some(tx) = closed_tx {
+                    let _ = tx.send(());
+                }
+            });
+        } else {
+            println!(
+                "  console        mpay --socket {} (another terminal)",
+                ready.console.display()
+            );
+            println!("stop with Ctrl-C");
+        }
     }))
 }
 

@@ -5,6 +5,27 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Installs the global subscriber writing to `file` (appended, no colours) instead of stderr:
+/// for `mpayd demo --console`, whose terminal belongs to the console.
+pub fn init_to_file(log: &LogConfig, file: &std::path::Path) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
+        _ => EnvFilter::try_new(&log.level),
+    }
+    .map_err(|e| format!("log.level: {e}"))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(out))
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
 pub fn init(log: &LogConfig) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {

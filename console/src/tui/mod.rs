@@ -8,7 +8,8 @@ pub mod view;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
@@ -21,6 +22,27 @@ pub fn run(runtime: tokio::runtime::Handle, socket: PathBuf) -> anyhow::Result<(
     let (request_tx, request_rx) = tokio::sync::mpsc::unbounded_channel();
     let (reply_tx, replies) = mpsc::channel();
     runtime.spawn(worker::run(socket, request_rx, reply_tx));
+    // Signals end the console like `q` does, so that the terminal is always given back.
+    let signalled = Arc::new(AtomicBool::new(false));
+    {
+        let signalled = Arc::clone(&signalled);
+        runtime.spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+                _ = int.recv() => {}
+            }
+            signalled.store(true, Ordering::Relaxed);
+        });
+    }
     let mut app = App::new(crate::format::today());
     let theme = Theme::from_env();
     // Restores the terminal on panic too (ratatui's hook).
@@ -55,7 +77,7 @@ pub fn run(runtime: tokio::runtime::Handle, socket: PathBuf) -> anyhow::Result<(
             Ok(false) => {}
             Err(e) => break Err(e.into()),
         }
-        if app.quit {
+        if app.quit || signalled.load(Ordering::Relaxed) {
             break Ok(());
         }
     };
