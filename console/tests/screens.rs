@@ -183,7 +183,11 @@ fn app() -> App {
         ),
     ]));
     let (p, _) = position();
-    app.apply(Reply::Rows(vec![PositionRow::new(87, &p, date(2026, 11, 30))]));
+    app.apply(Reply::Rows(vec![PositionRow::new(
+        87,
+        &p,
+        date(2026, 11, 30),
+    )]));
     app.search = "rossi".into();
     app.apply(Reply::Jobs(vec![JobRow {
         id: 12,
@@ -360,6 +364,36 @@ fn keys_move_between_screens_and_ask_the_daemon() {
     assert!(app.form.as_ref().expect("form").confirming);
     let asked = key(&mut app, KeyCode::Char('y'));
     assert!(matches!(&asked[..], [Request::Adjust(_, _)]), "{asked:?}");
+    // The debtor's data: prefilled, corrected, the change shown before it is applied.
+    app.form = None;
+    key(&mut app, KeyCode::Char('d'));
+    let form = app.form.as_mut().expect("debtor form");
+    assert_eq!(form.fields[0].value, "Mario Rossi");
+    form.focus = 3;
+    form.fields[3].value = "Montalto".into();
+    form.fields[4].value = "rm".into();
+    assert_eq!(
+        form.problem(4).as_deref(),
+        Some("two capital letters (RM, MI, …)")
+    );
+    form.fields[4].value = "RM".into();
+    form.fields[6].value = "trasferito".into();
+    key(&mut app, KeyCode::Enter);
+    let form = app.form.as_ref().expect("debtor form");
+    assert!(form.confirming);
+    assert_eq!(
+        form.summary(),
+        [
+            "city: \"Castelverde\" → \"Montalto\"",
+            "province: \"\" → \"RM\""
+        ]
+    );
+    let asked = key(&mut app, KeyCode::Char('y'));
+    assert!(
+        matches!(&asked[..], [Request::Adjust(_, mpay_common::console::Adjustment::Debtor { debtor, reason })]
+            if debtor.city.as_deref() == Some("Montalto") && reason == "trasferito"),
+        "{asked:?}"
+    );
     // q goes back, then to the dashboard, then quits.
     app.form = None;
     key(&mut app, KeyCode::Char('q'));

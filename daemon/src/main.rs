@@ -373,14 +373,22 @@ fn demo_run(
             ));
         }
         if console {
-            println!("  console        {} --socket {}", console_bin.display(), ready.console.display());
+            println!(
+                "  console        {} --socket {}",
+                console_bin.display(),
+                ready.console.display()
+            );
             let socket = ready.console.clone();
             let bin = console_bin.clone();
             let closed_tx = closed_tx.take();
             std::thread::spawn(move || {
                 // Give the operator a moment to read the addresses above.
                 std::thread::sleep(std::time::Duration::from_secs(2));
-                match std::process::Command::new(&bin).arg("--socket").arg(&socket).status() {
+                match std::process::Command::new(&bin)
+                    .arg("--socket")
+                    .arg(&socket)
+                    .status()
+                {
                     Ok(status) if !status.success() => eprintln!("mpay ended with {status}"),
                     Err(e) => eprintln!("cannot start {}: {e}", bin.display()),
                     Ok(_) => {}

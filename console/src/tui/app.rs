@@ -10,6 +10,7 @@ use mpay_common::console::{
 };
 use mpay_common::ids::Nav;
 use mpay_common::ledger::OfflineChannel;
+use mpay_common::model::Debtor;
 use mpay_common::money::Cents;
 use mpay_common::requests::{OfflinePaymentIn, ReductionIn};
 use mpay_common::statement::Statement;
@@ -101,6 +102,8 @@ pub struct Form {
     pub focus: usize,
     /// Showing the before and after, waiting for `y`.
     pub confirming: bool,
+    /// The debtor as it is (for the correction of the debtor's data).
+    pub debtor: Option<Debtor>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +112,7 @@ pub enum FormKind {
     Cancel,
     Restore,
     PayOffline,
+    Debtor,
 }
 
 impl FormKind {
@@ -118,6 +122,7 @@ impl FormKind {
             FormKind::Cancel => "Cancel the position",
             FormKind::Restore => "Restore the position",
             FormKind::PayOffline => "Record an offline payment",
+            FormKind::Debtor => "Correct the debtor's data",
         }
     }
 }
@@ -135,6 +140,22 @@ impl Field {
             value: String::new(),
         }
     }
+
+    fn with(label: &'static str, value: Option<&str>) -> Field {
+        Field {
+            label,
+            value: value.unwrap_or_default().to_string(),
+        }
+    }
+}
+
+fn is_province(v: &str) -> bool {
+    v.len() == 2 && v.chars().all(|c| c.is_ascii_uppercase())
+}
+
+/// An optional text: None when left empty.
+fn optional(v: String) -> Option<String> {
+    (!v.is_empty()).then_some(v)
 }
 
 impl Form {
@@ -161,6 +182,14 @@ impl Form {
                 Err(_) => Some("a date, YYYY-MM-DD".into()),
             },
             "reason" if v.is_empty() => Some("required: say why".into()),
+            "name" if v.is_empty() => Some("required".into()),
+            "name" if v.chars().count() > 70 => Some("at most 70 characters".into()),
+            "province" if !(v.is_empty() || is_province(v)) => {
+                Some("two capital letters (RM, MI, …)".into())
+            }
+            "email" if !(v.is_empty() || v.contains('@') && v.len() <= 256) => {
+                Some("an e-mail address".into())
+            }
             _ => None,
         }
     }
@@ -195,6 +224,21 @@ impl Form {
             },
             FormKind::Cancel => Adjustment::Cancel { reason },
             FormKind::Restore => Adjustment::Restore { reason },
+            FormKind::Debtor => {
+                let now = self.debtor.clone()?;
+                Adjustment::Debtor {
+                    debtor: Debtor {
+                        name: self.value("name"),
+                        street: optional(self.value("street")),
+                        postal_code: optional(self.value("postal code")),
+                        city: optional(self.value("city")),
+                        province: optional(self.value("province")),
+                        email: optional(self.value("email")),
+                        ..now
+                    },
+                    reason,
+                }
+            }
             FormKind::PayOffline => Adjustment::PayOffline {
                 nav: self.nav.as_ref()?.0.clone(),
                 payment: OfflinePaymentIn {
@@ -222,6 +266,27 @@ impl Form {
                 vec!["the position and all its notices: payable → cancelled".into()]
             }
             FormKind::Restore => vec!["the position: cancelled → payable again".into()],
+            FormKind::Debtor => {
+                let Some(now) = &self.debtor else {
+                    return Vec::new();
+                };
+                let show = |label: &str, before: Option<&str>| {
+                    let after = self.value(label);
+                    let before = before.unwrap_or("");
+                    (before != after).then(|| format!("{label}: {before:?} → {after:?}"))
+                };
+                [
+                    show("name", Some(&now.name)),
+                    show("street", now.street.as_deref()),
+                    show("postal code", now.postal_code.as_deref()),
+                    show("city", now.city.as_deref()),
+                    show("province", now.province.as_deref()),
+                    show("email", now.email.as_deref()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
+            }
             FormKind::PayOffline => vec![format!(
                 "notice {}: {} paid at the counter on {} (ref. {})",
                 notice.map(|(n, _)| n.to_string()).unwrap_or_default(),
@@ -427,7 +492,22 @@ impl App {
             return;
         };
         let nav = self.notices().get(self.notice_selected).cloned();
+        let debtor = self.position.as_ref().map(|v| v.position.debtor.clone());
         let fields = match kind {
+            FormKind::Debtor => {
+                let Some(d) = debtor.clone() else {
+                    return;
+                };
+                vec![
+                    Field::with("name", Some(&d.name)),
+                    Field::with("street", d.street.as_deref()),
+                    Field::with("postal code", d.postal_code.as_deref()),
+                    Field::with("city", d.city.as_deref()),
+                    Field::with("province", d.province.as_deref()),
+                    Field::with("email", d.email.as_deref()),
+                    Field::new("reason"),
+                ]
+            }
             FormKind::Reduce => vec![
                 Field::new("new amount"),
                 Field::new("act"),
@@ -455,6 +535,7 @@ impl App {
             fields,
             focus: 0,
             confirming: false,
+            debtor,
         });
     }
 
@@ -615,6 +696,7 @@ impl App {
                     KeyCode::Char('c') => self.open_form(FormKind::Cancel),
                     KeyCode::Char('R') => self.open_form(FormKind::Restore),
                     KeyCode::Char('o') => self.open_form(FormKind::PayOffline),
+                    KeyCode::Char('d') => self.open_form(FormKind::Debtor),
                     _ => {}
                 }
             }

@@ -145,7 +145,7 @@ fn keys_line(app: &App) -> &'static str {
     }
     match app.screen {
         Screen::Positions if app.position.is_some() => {
-            "↑↓ notice · r reduce · o offline payment · c cancel · R restore · q back · ? keys"
+            "↑↓ notice · r reduce · o offline payment · d debtor · c cancel · R restore · q back"
         }
         Screen::Positions => "/ search · ↑↓ · Enter open · 1-6 screens · ? keys · q back",
         Screen::Traffic if app.exchange.is_some() => "↑↓ PgUp PgDn scroll · q back",
@@ -806,6 +806,7 @@ fn help(frame: &mut Frame, area: Rect, app: &App) {
                     "r          reduce the selected notice (sgravio)",
                 ));
                 lines.push(Line::from("o          record an offline payment for it"));
+                lines.push(Line::from("d          correct the debtor's data"));
                 lines.push(Line::from("c / R      cancel / restore the position"));
             } else {
                 lines.push(Line::from("(adjustments need the operator role)"));

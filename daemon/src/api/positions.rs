@@ -211,7 +211,14 @@ pub async fn debtor(
     JsonBody(body): JsonBody<Debtor>,
 ) -> Answer {
     vary(api, auth, move |app, auth, iupd| {
-        positions::update_debtor(app, &auth.entity(app).fiscal_code, &auth.actor, iupd, body)
+        positions::update_debtor(
+            app,
+            &auth.entity(app).fiscal_code,
+            &auth.actor,
+            iupd,
+            body,
+            None,
+        )
     })
     .await
 }

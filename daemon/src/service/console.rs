@@ -169,8 +169,8 @@ pub fn adjust(
                     .ok_or_else(|| ServiceError::not_found(format!("entity {cf} not served")))?;
                 positions::reschedule(app, entity, &actor, iupd, plan)
             }
-            Adjustment::Debtor { debtor, .. } => {
-                positions::update_debtor(app, cf, &actor, iupd, debtor)
+            Adjustment::Debtor { debtor, reason } => {
+                positions::update_debtor(app, cf, &actor, iupd, debtor, Some(reason))
             }
         }?;
         let (id, _) = find(app, key)?;

@@ -124,9 +124,10 @@ pub fn update_debtor(
     actor: &Actor,
     iupd: &Iupd,
     debtor: Debtor,
+    reason: Option<String>,
 ) -> Result<Position, ServiceError> {
     vary(app, entity, iupd, None, |p| {
-        Ok((p.debtor != debtor).then(|| event(app, actor, Change::DebtorUpdated(debtor), None)))
+        Ok((p.debtor != debtor).then(|| event(app, actor, Change::DebtorUpdated(debtor), reason)))
     })
 }
 
