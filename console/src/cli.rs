@@ -5,8 +5,6 @@
 //! or the position's state does not allow it); 4 not allowed (not an operator, role too low);
 //! 5 not found.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use jiff::civil::Date;
 use mpay_common::console::{
@@ -19,7 +17,7 @@ use mpay_common::money::Cents;
 use mpay_common::requests::{OfflinePaymentIn, ReductionIn};
 use serde::Serialize;
 
-use crate::client::{self, Connection, deadline};
+use crate::client::{self, Connection, Target, deadline};
 use crate::format;
 
 #[derive(Subcommand, Debug)]
@@ -224,8 +222,8 @@ fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) 
 }
 
 /// Runs one command against the daemon at `socket`.
-pub async fn run(socket: PathBuf, json: bool, command: Command) -> Result<(), Failure> {
-    let Connection { client, .. } = client::connect(&socket).await.map_err(failure)?;
+pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Failure> {
+    let Connection { client, .. } = client::connect_to(&target).await.map_err(failure)?;
     let c = &client;
     match command {
         Command::Status => {

@@ -325,7 +325,21 @@ fn keys_move_between_screens_and_ask_the_daemon() {
     assert_eq!(app.screen, Screen::Traffic);
     assert_eq!(key(&mut app, KeyCode::Char('5')), vec![Request::Jobs]);
     assert_eq!(app.screen, Screen::Jobs);
-    // `/` from anywhere goes to the search, typing goes into it, Enter asks.
+    assert_eq!(
+        key(&mut app, KeyCode::Char('6')),
+        vec![Request::Audit(None)]
+    );
+    key(&mut app, KeyCode::Char('/'));
+    for c in "anna".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        vec![Request::Audit(Some("anna".into()))]
+    );
+    assert_eq!(app.screen, Screen::Audit);
+    // `/` from a screen without a line of its own goes to the search; Enter asks.
+    key(&mut app, KeyCode::Char('1'));
     key(&mut app, KeyCode::Char('/'));
     assert_eq!(app.screen, Screen::Positions);
     app.search.clear();
@@ -432,4 +446,26 @@ fn messages_are_laid_out_for_reading() {
         view::pretty_xml(xml),
         "<a>\n  <b>1</b>\n  <c>\n    <d>x</d>\n  </c>\n</a>\n"
     );
+}
+
+#[test]
+fn a_plan_keeps_each_beneficiary_s_share() {
+    let (p, _) = position();
+    let notice = p.instalments().next().expect("notice");
+    // 80.00 still due, 76.00 + 4.00, in three monthly instalments.
+    let plan =
+        mpay_console::tui::app::plan(notice.due(), 3, date(2027, 1, 31), &notice.terms.transfers)
+            .expect("a plan");
+    let amounts: Vec<i64> = plan.iter().map(|i| i.amount.0).collect();
+    assert_eq!(amounts, [2_667, 2_667, 2_666]);
+    let dues: Vec<String> = plan.iter().map(|i| i.due.to_string()).collect();
+    assert_eq!(dues, ["2027-01-31", "2027-02-28", "2027-03-31"]);
+    for i in &plan {
+        let shares: Vec<i64> = i.transfers.iter().map(|t| t.amount.0).collect();
+        assert_eq!(shares.iter().sum::<i64>(), i.amount.0);
+        // 5 % to the province, within a cent.
+        assert!((shares[1] * 20 - i.amount.0).abs() <= 20, "{shares:?}");
+    }
+    let tefa: i64 = plan.iter().map(|i| i.transfers[1].amount.0).sum();
+    assert_eq!(tefa, 400);
 }

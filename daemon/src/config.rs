@@ -50,6 +50,12 @@ pub struct ConsoleConfig {
     /// The group that owns the socket (the operators' group); default: the daemon's own.
     #[serde(default)]
     pub group: Option<String>,
+    /// A TCP listener for remote consoles (off by default). It needs `tls` with `client_ca`:
+    /// an operator is known by the SHA-256 of their client certificate.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// An operator: a local user, by uid or user name, and a role.
@@ -63,6 +69,10 @@ pub struct OperatorConfig {
     /// A user name of this host (`/etc/passwd`), instead of `uid`.
     #[serde(default)]
     pub user: Option<String>,
+    /// For a remote console: the SHA-256 of the operator's client certificate (DER), in hex
+    /// (`openssl x509 -in cert.pem -outform der | sha256sum`).
+    #[serde(default)]
+    pub certificate_sha256: Option<String>,
     pub role: mpay_common::console::Role,
 }
 
@@ -610,20 +620,48 @@ impl Config {
                 ));
             }
             let uid = match (o.uid, &o.user) {
-                (Some(uid), None) => uid,
-                (None, Some(user)) => user_uid(user).ok_or_else(|| {
+                (Some(uid), None) => Some(uid),
+                (None, Some(user)) => Some(user_uid(user).ok_or_else(|| {
                     invalid(
                         format!("{key}.user"),
                         format!("no user {user:?} on this host"),
                     )
-                })?,
+                })?),
+                (None, None) if o.certificate_sha256.is_some() => None,
                 _ => {
-                    return Err(invalid(key, "give either uid or user"));
+                    return Err(invalid(
+                        key,
+                        "give uid or user (a local operator), certificate_sha256 (a remote one), \
+                         or both",
+                    ));
                 }
             };
-            if !uids.insert(uid) {
+            if let Some(uid) = uid
+                && !uids.insert(uid)
+            {
                 return Err(invalid(key, format!("uid {uid} has two operators")));
             }
+            if let Some(f) = &o.certificate_sha256
+                && (f.len() != 64 || !f.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    format!("{key}.certificate_sha256"),
+                    "64 hexadecimal digits",
+                ));
+            }
+        }
+        if self.console.listen.is_some()
+            && self
+                .console
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca.is_none())
+        {
+            return Err(invalid(
+                "console.tls",
+                "a remote console listener needs TLS with client_ca: operators are known by \
+                 their client certificate",
+            ));
         }
         if let Some(group) = &self.console.group
             && group_gid(group).is_none()
@@ -642,6 +680,17 @@ impl Config {
             .socket
             .clone()
             .unwrap_or_else(|| self.data_dir.join("console.sock"))
+    }
+
+    /// The operator a client certificate (DER) belongs to, if any.
+    pub fn operator_of_certificate(&self, der: &[u8]) -> Option<&OperatorConfig> {
+        use sha2::Digest;
+        let fingerprint = hex(&sha2::Sha256::digest(der));
+        self.operators.iter().find(|o| {
+            o.certificate_sha256
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(&fingerprint))
+        })
     }
 
     /// The operator a local uid is, if any.

@@ -25,6 +25,8 @@ pub struct Ready {
     pub api: SocketAddr,
     /// The operators' console socket.
     pub console: std::path::PathBuf,
+    /// The remote consoles' TLS listener, when configured.
+    pub remote_console: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -73,6 +75,15 @@ impl Daemon {
             .with_context(|| format!("api.listen: cannot bind {}", config.api.listen))?;
         let console_socket = config.console_socket();
         let console = crate::rpc::bind(&console_socket, config.console.group.as_deref())?;
+        let remote_console = match (config.console.listen, &config.console.tls) {
+            (Some(listen), Some(tls)) => Some((
+                tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("console.listen: cannot bind {listen}"))?,
+                crate::station_http::tls_acceptor_for("console.tls", tls)?,
+            )),
+            _ => None,
+        };
         // Fail before READY if the TLS material is unusable.
         if let Some(tls) = &config.station.tls {
             crate::station_http::tls_acceptor(tls)?;
@@ -82,6 +93,10 @@ impl Daemon {
             station: station.local_addr()?,
             api: api.local_addr()?,
             console: console_socket.clone(),
+            remote_console: match &remote_console {
+                Some((l, _)) => Some(l.local_addr()?),
+                None => None,
+            },
         };
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -101,6 +116,14 @@ impl Daemon {
             console,
             stop.clone(),
         ));
+        let remote_console_task = remote_console.map(|(listener, acceptor)| {
+            tokio::spawn(crate::rpc::serve_tls(
+                Arc::clone(&self.app),
+                listener,
+                acceptor,
+                stop.clone(),
+            ))
+        });
         let station_task = tokio::spawn(crate::station_http::serve(
             Arc::clone(&self.app),
             station,
@@ -148,6 +171,9 @@ impl Daemon {
             .context("api listener failed")?;
         inbox_watcher.await.context("inbox watcher task")?;
         console_task.await.context("console listener task")?;
+        if let Some(task) = remote_console_task {
+            task.await.context("remote console listener task")?;
+        }
         let _ = std::fs::remove_file(&console_socket);
 
         tracing::info!("stopping: closing the store");

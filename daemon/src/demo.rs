@@ -146,6 +146,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
             name: "demo".into(),
             uid: Some(own_uid()),
             user: None,
+            certificate_sha256: None,
             role: mpay_common::console::Role::Admin,
         }],
     }

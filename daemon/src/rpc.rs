@@ -76,14 +76,100 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Serves one console connection as `caller`.
+fn serve_connection<S>(app: &Arc<App>, stream: S, caller: Caller)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let mut codec = LengthDelimitedCodec::builder();
+    codec.max_frame_length(MAX_FRAME);
+    let transport = tarpc::serde_transport::new(codec.new_framed(stream), Json::default());
+    let server = Server {
+        app: Arc::clone(app),
+        caller: Arc::new(caller),
+    };
+    let channel = BaseChannel::with_defaults(transport).max_concurrent_requests(MAX_IN_FLIGHT);
+    tokio::spawn(
+        channel
+            .execute(server.serve())
+            .for_each_concurrent(MAX_IN_FLIGHT, |call| call),
+    );
+}
+
+/// Serves remote consoles over TCP with mutual TLS until `stop` says true. The operator is the
+/// one whose `certificate_sha256` is the client certificate's.
+pub async fn serve_tls(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("console: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (app, acceptor) = (Arc::clone(&app), acceptor.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, "remote console refused: TLS: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "remote console refused: TLS handshake timed out");
+                    return;
+                }
+            };
+            let der = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .unwrap_or_default();
+            let origin = format!("tls {peer}");
+            let caller = match app.config.operator_of_certificate(&der) {
+                Some(o) => {
+                    tracing::info!(operator = %o.name, %origin, "remote console connected");
+                    Caller::Known(
+                        Operator {
+                            name: o.name.clone(),
+                            origin,
+                        },
+                        o.role,
+                    )
+                }
+                None => {
+                    tracing::warn!(%origin, "remote console refused: certificate of no operator");
+                    Caller::Stranger(
+                        "this client certificate is no operator's of this mpayd: an \
+                         administrator adds its SHA-256 to [[operators]] in mpayd.toml"
+                            .into(),
+                    )
+                }
+            };
+            serve_connection(&app, tls, caller);
+        });
+    }
+}
+
 /// Serves consoles until `stop` says true.
 pub async fn serve(
     app: Arc<App>,
     listener: UnixListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut codec = LengthDelimitedCodec::builder();
-    codec.max_frame_length(MAX_FRAME);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -116,7 +202,7 @@ pub async fn serve(
                     }
                     None => {
                         tracing::warn!(%origin, "console refused: not an operator");
-                        Caller::Unknown(cred.uid())
+                        Caller::Stranger(svc::not_an_operator(cred.uid()).message)
                     }
                 }
             }
@@ -125,24 +211,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let transport = tarpc::serde_transport::new(codec.new_framed(stream), Json::default());
-        let server = Server {
-            app: Arc::clone(&app),
-            caller: Arc::new(caller),
-        };
-        let channel = BaseChannel::with_defaults(transport).max_concurrent_requests(MAX_IN_FLIGHT);
-        tokio::spawn(
-            channel
-                .execute(server.serve())
-                .for_each_concurrent(MAX_IN_FLIGHT, |call| call),
-        );
+        serve_connection(&app, stream, caller);
     }
 }
 
 enum Caller {
     Known(Operator, Role),
-    /// A uid with no operator: every call is refused.
-    Unknown(u32),
+    /// A uid or a certificate of no operator: every call is refused with this message.
+    Stranger(String),
 }
 
 #[derive(Clone)]
@@ -155,7 +231,7 @@ impl Server {
     /// The operator, if their role is at least `needed`.
     fn may(&self, needed: Role) -> RpcResult<&Operator> {
         match &*self.caller {
-            Caller::Unknown(uid) => Err(svc::not_an_operator(*uid).into()),
+            Caller::Stranger(why) => Err(RpcError::new("NOT_AN_OPERATOR", why.clone())),
             Caller::Known(op, role) if *role >= needed => Ok(op),
             Caller::Known(op, role) => Err(RpcError::new(
                 "FORBIDDEN",
@@ -191,7 +267,7 @@ impl Console for Server {
             ));
         }
         match &*self.caller {
-            Caller::Unknown(uid) => Err(svc::not_an_operator(*uid).into()),
+            Caller::Stranger(why) => Err(RpcError::new("NOT_AN_OPERATOR", why.clone())),
             Caller::Known(op, role) => Ok(Hello {
                 protocol: PROTOCOL,
                 version: mpay_common::VERSION.into(),

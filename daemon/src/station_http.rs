@@ -70,14 +70,20 @@ async fn soap(
 /// Builds the TLS acceptor: the station's certificate, and the node's client certificate
 /// required when `client_ca` is set.
 pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
+    tls_acceptor_for("station.tls", tls)
+}
+
+/// A TLS acceptor from `tls`, whose keys are named `KEY.cert`, `KEY.key`, `KEY.client_ca` in
+/// errors. With `client_ca`, a client certificate signed by it is required (mutual TLS).
+pub fn tls_acceptor_for(key_name: &str, tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
-        .with_context(|| format!("station.tls.cert: {}", tls.cert.display()))?
+        .with_context(|| format!("{key_name}.cert: {}", tls.cert.display()))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("station.tls.cert: {}", tls.cert.display()))?;
+        .with_context(|| format!("{key_name}.cert: {}", tls.cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .with_context(|| format!("station.tls.key: {}", tls.key.display()))?;
+        .with_context(|| format!("{key_name}.key: {}", tls.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -86,27 +92,25 @@ pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("station.tls.client_ca: {}", path.display()))?
+                .with_context(|| format!("{key_name}.client_ca: {}", path.display()))?
             {
                 roots
-                    .add(
-                        cert.with_context(|| format!("station.tls.client_ca: {}", path.display()))?,
-                    )
-                    .context("station.tls.client_ca: not a CA certificate")?;
+                    .add(cert.with_context(|| format!("{key_name}.client_ca: {}", path.display()))?)
+                    .with_context(|| format!("{key_name}.client_ca: not a CA certificate"))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
             )
             .build()
-            .context("station.tls.client_ca")?;
+            .with_context(|| format!("{key_name}.client_ca"))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let config = builder
         .with_single_cert(certs, key)
-        .context("station.tls: certificate and key do not match")?;
+        .with_context(|| format!("{key_name}: certificate and key do not match"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: runs the real `mpayd` binary on a temporary data folder and
 //! talks to it over real sockets, as a sysadmin, the node or an authority would.
 
+pub mod pki;
 pub mod xsd;
 
 use std::io::{Read, Write};
@@ -146,6 +147,8 @@ pub struct Daemon {
     pub api: Option<SocketAddr>,
     /// The console socket, once known from the ready file.
     pub console: Option<PathBuf>,
+    /// The remote consoles' TLS listener, when configured.
+    pub remote_console: Option<SocketAddr>,
     /// Where a demo daemon reports its listeners once they are bound.
     ready_file: Option<PathBuf>,
     pub data_dir: PathBuf,
@@ -262,6 +265,7 @@ impl Daemon {
             station,
             api: None,
             console: None,
+            remote_console: None,
             ready_file,
             data_dir: data_dir.to_path_buf(),
             log,
@@ -295,6 +299,7 @@ impl Daemon {
                     self.station = station;
                     self.api = addr("api");
                     self.console = ready["console"].as_str().map(PathBuf::from);
+                    self.remote_console = addr("remote_console");
                     self.ready_file = None;
                 }
             }

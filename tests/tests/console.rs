@@ -415,3 +415,90 @@ fn an_operator_reduces_a_notice_in_the_terminal_ui() {
     tmux.wait_for("paVerifyPaymentNotice");
     tmux.keys(&["q"]);
 }
+
+#[test]
+fn a_remote_console_is_known_by_its_client_certificate() {
+    use mpay_tests::pki::{ca, leaf};
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 20).ready();
+    let nav = payable(&d)["nav"].as_str().expect("nav").to_string();
+    let (ca_pem, issuer) = ca("mpay operators CA");
+    let (_, stranger_ca) = ca("someone else's CA");
+    let server = leaf("localhost", &issuer, true);
+    let anna = leaf("anna", &issuer, false);
+    let listed_nowhere = leaf("mallory", &issuer, false);
+    let foreign = leaf("anna", &stranger_ca, false);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write pem");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+    let ca_path = write("ca.pem", &ca_pem);
+    let (server_cert, server_key) = (
+        write("server.pem", &server.0),
+        write("server.key", &server.1),
+    );
+    let fingerprint: String = sha2::Sha256::digest(&anna.2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let d = with_operator(d, |t| {
+        let tls = format!(
+            "[console]\nlisten = \"127.0.0.1:0\"\n\n[console.tls]\ncert = \"{server_cert}\"\n\
+             key = \"{server_key}\"\nclient_ca = \"{ca_path}\"\n"
+        );
+        format!(
+            "{}\n[[operators]]\nname = \"anna\"\ncertificate_sha256 = \"{fingerprint}\"\n\
+             role = \"operator\"\n",
+            t.replace("[console]\n", &tls)
+        )
+    });
+    let remote = d
+        .remote_console
+        .expect("remote console listener")
+        .to_string();
+    let as_remote = |who: &(String, String, Vec<u8>), args: &[&str]| {
+        let cert = write("client.pem", &who.0);
+        let key = write("client.key", &who.1);
+        Command::new(mpay_tests::mpay_bin())
+            .args([
+                "--connect",
+                &remote,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--ca",
+                &ca_path,
+            ])
+            .args(args)
+            .output()
+            .expect("run mpay")
+    };
+    let status = as_remote(&anna, &["--json", "status"]);
+    assert!(status.status.success(), "{status:?}");
+    let out = as_remote(
+        &anna,
+        &["cancel", "--nav", &nav, "--reason", "annullato da remoto"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let audit = json(&mpay(socket(&d), &["--json", "audit"]));
+    assert_eq!(audit[0]["actor"]["Operator"], "anna", "{audit}");
+    assert!(
+        audit[0]["origin"]
+            .as_str()
+            .expect("origin")
+            .starts_with("tls 127.0.0.1:")
+    );
+    // A certificate of the right CA that no operator has: refused by the daemon.
+    let out = as_remote(&listed_nowhere, &["status"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no operator"),
+        "{out:?}"
+    );
+    // A certificate of another CA: the TLS handshake fails.
+    let out = as_remote(&foreign, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mpay_tests::pki::{ca, leaf};
 use mpay_tests::{Daemon, STATION_PATH, free_port};
 use mpayd::simulator::requests::{self, Caller, read_answer};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 struct Pki {
     ca_pem: String,
@@ -18,24 +18,8 @@ struct Pki {
     stranger: (String, String),
 }
 
-fn leaf(name: &str, issuer: &Issuer<'_, KeyPair>, server: bool) -> (String, String) {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
-    if server {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-    }
-    let cert = params.signed_by(&key, issuer).expect("sign");
-    (cert.pem(), key.serialize_pem())
-}
-
-fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&key).expect("self-signed");
-    (cert.pem(), Issuer::new(params, key))
+fn pem((cert, key, _): (String, String, Vec<u8>)) -> (String, String) {
+    (cert, key)
 }
 
 fn pki() -> Pki {
@@ -43,9 +27,9 @@ fn pki() -> Pki {
     let (_, other) = ca("someone else's CA");
     Pki {
         ca_pem,
-        server: leaf("localhost", &issuer, true),
-        client: leaf("nodo-dei-pagamenti", &issuer, false),
-        stranger: leaf("nodo-dei-pagamenti", &other, false),
+        server: pem(leaf("localhost", &issuer, true)),
+        client: pem(leaf("nodo-dei-pagamenti", &issuer, false)),
+        stranger: pem(leaf("nodo-dei-pagamenti", &other, false)),
     }
 }
 

@@ -12,7 +12,9 @@ use mpay_common::ids::Nav;
 use mpay_common::ledger::OfflineChannel;
 use mpay_common::model::Debtor;
 use mpay_common::money::Cents;
-use mpay_common::requests::{OfflinePaymentIn, ReductionIn};
+use mpay_common::requests::{
+    InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn, TransferIn,
+};
 use mpay_common::statement::Statement;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -59,7 +61,8 @@ pub enum Request {
     Adjust(PositionKey, Adjustment),
     Statement(String),
     Jobs,
-    Audit,
+    /// The audit trail, of one operator or all.
+    Audit(Option<String>),
     Exchange(u64),
     Traffic(TrafficFilter),
 }
@@ -104,6 +107,10 @@ pub struct Form {
     pub confirming: bool,
     /// The debtor as it is (for the correction of the debtor's data).
     pub debtor: Option<Debtor>,
+    /// The notice's transfers (for a rescheduling, which keeps each beneficiary's share).
+    pub transfers: Vec<mpay_common::model::Transfer>,
+    /// Today, for dates that must be in the future.
+    pub today: jiff::civil::Date,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +120,7 @@ pub enum FormKind {
     Restore,
     PayOffline,
     Debtor,
+    Reschedule,
 }
 
 impl FormKind {
@@ -123,6 +131,7 @@ impl FormKind {
             FormKind::Restore => "Restore the position",
             FormKind::PayOffline => "Record an offline payment",
             FormKind::Debtor => "Correct the debtor's data",
+            FormKind::Reschedule => "Reschedule a notice into instalments",
         }
     }
 }
@@ -147,6 +156,76 @@ impl Field {
             value: value.unwrap_or_default().to_string(),
         }
     }
+}
+
+/// `amount` split in proportion to `weights`, largest remainder first, in cents.
+fn split(amount: i64, weights: &[i64]) -> Vec<i64> {
+    let weight: i64 = weights.iter().sum();
+    let mut shares: Vec<i64> = weights.iter().map(|w| amount * w / weight).collect();
+    let mut rest = amount - shares.iter().sum::<i64>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((amount * weights[i]) % weight));
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        shares[i] += 1;
+        rest -= 1;
+    }
+    shares
+}
+
+/// `total` in `n` monthly instalments from `first`, each split over the notice's transfers so
+/// that every beneficiary keeps its share: of each instalment within a cent, of the whole plan
+/// exactly (the split is made on the running totals, so rounding never adds up).
+pub fn plan(
+    total: Cents,
+    n: u32,
+    first: jiff::civil::Date,
+    transfers: &[mpay_common::model::Transfer],
+) -> Option<Vec<InstalmentIn>> {
+    let n64 = i64::from(n);
+    let weights: Vec<i64> = transfers.iter().map(|t| t.amount.0).collect();
+    if weights.iter().sum::<i64>() <= 0 || total.0 < n64 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut paid_so_far = 0;
+    let mut shares_so_far = vec![0; weights.len()];
+    for k in 0..n64 {
+        let amount = total.0 / n64 + i64::from(k < total.0 % n64);
+        paid_so_far += amount;
+        let running = split(paid_so_far, &weights);
+        let shares: Vec<i64> = running
+            .iter()
+            .zip(&shares_so_far)
+            .map(|(r, s)| r - s)
+            .collect();
+        shares_so_far = running;
+        let due = first.checked_add(jiff::Span::new().months(k)).ok()?;
+        out.push(InstalmentIn {
+            nav: None,
+            iuv: None,
+            amount: Cents(amount),
+            due,
+            description: format!("Rata {} di {n}", k + 1),
+            transfers: transfers
+                .iter()
+                .zip(&shares)
+                .map(|(t, share)| TransferIn {
+                    id: Some(t.id),
+                    beneficiary: Some(t.beneficiary.clone()),
+                    target: Some(t.target.clone()),
+                    amount: Cents(*share),
+                    remittance: t.remittance.clone(),
+                    category: t.category.clone(),
+                    metadata: Vec::new(),
+                })
+                .collect(),
+            metadata: Vec::new(),
+        });
+    }
+    Some(out)
 }
 
 fn is_province(v: &str) -> bool {
@@ -182,6 +261,15 @@ impl Form {
                 Err(_) => Some("a date, YYYY-MM-DD".into()),
             },
             "reason" if v.is_empty() => Some("required: say why".into()),
+            "instalments" => match v.parse::<u32>() {
+                Ok(n) if (2..=36).contains(&n) => None,
+                _ => Some("from 2 to 36".into()),
+            },
+            "first due" => match v.parse::<jiff::civil::Date>() {
+                Ok(d) if d > self.today => None,
+                Ok(_) => Some("a day after today".into()),
+                Err(_) => Some("a date, YYYY-MM-DD".into()),
+            },
             "name" if v.is_empty() => Some("required".into()),
             "name" if v.chars().count() > 70 => Some("at most 70 characters".into()),
             "province" if !(v.is_empty() || is_province(v)) => {
@@ -239,6 +327,16 @@ impl Form {
                     reason,
                 }
             }
+            FormKind::Reschedule => {
+                let (nav, due) = self.nav.clone()?;
+                let n: u32 = self.value("instalments").parse().ok()?;
+                let first: jiff::civil::Date = self.value("first due").parse().ok()?;
+                Adjustment::Reschedule(RescheduleIn {
+                    replaced: vec![nav],
+                    instalments: plan(due, n, first, &self.transfers)?,
+                    reason,
+                })
+            }
             FormKind::PayOffline => Adjustment::PayOffline {
                 nav: self.nav.as_ref()?.0.clone(),
                 payment: OfflinePaymentIn {
@@ -266,6 +364,24 @@ impl Form {
                 vec!["the position and all its notices: payable → cancelled".into()]
             }
             FormKind::Restore => vec!["the position: cancelled → payable again".into()],
+            FormKind::Reschedule => {
+                let mut lines = vec![format!(
+                    "notice {}: {} → replaced by this plan",
+                    notice.map(|(n, _)| n.to_string()).unwrap_or_default(),
+                    notice.map(|(_, a)| a.to_string()).unwrap_or_default(),
+                )];
+                if let Some(Adjustment::Reschedule(r)) = self.adjustment() {
+                    for (k, i) in r.instalments.iter().enumerate() {
+                        lines.push(format!(
+                            "  instalment {}: {} due {}",
+                            k + 1,
+                            i.amount,
+                            i.due
+                        ));
+                    }
+                }
+                lines
+            }
             FormKind::Debtor => {
                 let Some(now) = &self.debtor else {
                     return Vec::new();
@@ -332,6 +448,8 @@ pub struct App {
     pub statement: Option<Statement>,
     pub jobs: Vec<JobRow>,
     pub audit: Vec<AuditRecord>,
+    /// The operator the audit screen shows (empty: all).
+    pub audit_operator: String,
     pub quit: bool,
     /// Today in Rome, for new forms' dates (set by the loop; fixed in tests).
     pub today: jiff::civil::Date,
@@ -362,6 +480,7 @@ impl App {
             statement: None,
             jobs: Vec::new(),
             audit: Vec::new(),
+            audit_operator: String::new(),
             quit: false,
             today,
         }
@@ -493,7 +612,19 @@ impl App {
         };
         let nav = self.notices().get(self.notice_selected).cloned();
         let debtor = self.position.as_ref().map(|v| v.position.debtor.clone());
+        let notice = self.position.as_ref().and_then(|v| {
+            v.position
+                .instalments()
+                .nth(self.notice_selected)
+                .map(|i| (i.terms.transfers.clone(), i.due()))
+        });
+        let (transfers, still_due) = notice.unwrap_or_default();
         let fields = match kind {
+            FormKind::Reschedule => vec![
+                Field::new("instalments"),
+                Field::new("first due"),
+                Field::new("reason"),
+            ],
             FormKind::Debtor => {
                 let Some(d) = debtor.clone() else {
                     return;
@@ -525,9 +656,18 @@ impl App {
                 ]
             }
         };
-        if matches!(kind, FormKind::Reduce | FormKind::PayOffline) && nav.is_none() {
+        if matches!(
+            kind,
+            FormKind::Reduce | FormKind::PayOffline | FormKind::Reschedule
+        ) && nav.is_none()
+        {
             return;
         }
+        // A plan replaces what is still due on the notice.
+        let nav = match kind {
+            FormKind::Reschedule => nav.map(|(n, _)| (n, still_due)),
+            _ => nav,
+        };
         self.form = Some(Form {
             kind,
             key,
@@ -536,6 +676,8 @@ impl App {
             focus: 0,
             confirming: false,
             debtor,
+            transfers,
+            today: self.today,
         });
     }
 
@@ -567,7 +709,7 @@ impl App {
             KeyCode::Char('/') => {
                 if matches!(
                     self.screen,
-                    Screen::Positions | Screen::Statement | Screen::Traffic
+                    Screen::Positions | Screen::Statement | Screen::Traffic | Screen::Audit
                 ) {
                     if self.screen == Screen::Positions {
                         self.position = None;
@@ -584,6 +726,11 @@ impl App {
         Vec::new()
     }
 
+    fn audit_request(&self) -> Request {
+        let operator = self.audit_operator.trim();
+        Request::Audit((!operator.is_empty()).then(|| operator.to_string()))
+    }
+
     fn switch(&mut self, by: usize) {
         let i = Screen::ALL
             .iter()
@@ -596,7 +743,7 @@ impl App {
         self.screen = screen;
         match screen {
             Screen::Jobs => vec![Request::Jobs],
-            Screen::Audit => vec![Request::Audit],
+            Screen::Audit => vec![self.audit_request()],
             _ => Vec::new(),
         }
     }
@@ -616,6 +763,7 @@ impl App {
         let line = match self.screen {
             Screen::Statement => &mut self.statement_input,
             Screen::Traffic => &mut self.traffic_filter,
+            Screen::Audit => &mut self.audit_operator,
             _ => &mut self.search,
         };
         match key.code {
@@ -635,6 +783,7 @@ impl App {
                         self.traffic_selected = 0;
                         return vec![Request::Traffic(self.filter())];
                     }
+                    Screen::Audit => return vec![self.audit_request()],
                     Screen::Positions if !text.is_empty() => {
                         return vec![Request::Search(Search {
                             entity: None,
@@ -697,6 +846,7 @@ impl App {
                     KeyCode::Char('R') => self.open_form(FormKind::Restore),
                     KeyCode::Char('o') => self.open_form(FormKind::PayOffline),
                     KeyCode::Char('d') => self.open_form(FormKind::Debtor),
+                    KeyCode::Char('p') => self.open_form(FormKind::Reschedule),
                     _ => {}
                 }
             }
@@ -715,7 +865,7 @@ impl App {
                 }
             }
             Screen::Jobs if key.code == KeyCode::Char('g') => return vec![Request::Jobs],
-            Screen::Audit if key.code == KeyCode::Char('g') => return vec![Request::Audit],
+            Screen::Audit if key.code == KeyCode::Char('g') => return vec![self.audit_request()],
             _ => {}
         }
         Vec::new()

@@ -7,7 +7,6 @@ pub mod app;
 pub mod view;
 mod worker;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -18,10 +17,10 @@ use app::App;
 use view::Theme;
 
 /// Runs the console until the operator quits.
-pub fn run(runtime: tokio::runtime::Handle, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(runtime: tokio::runtime::Handle, target: crate::client::Target) -> anyhow::Result<()> {
     let (request_tx, request_rx) = tokio::sync::mpsc::unbounded_channel();
     let (reply_tx, replies) = mpsc::channel();
-    runtime.spawn(worker::run(socket, request_rx, reply_tx));
+    runtime.spawn(worker::run(target, request_rx, reply_tx));
     // Signals end the console like `q` does, so that the terminal is always given back.
     let signalled = Arc::new(AtomicBool::new(false));
     {

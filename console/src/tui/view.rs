@@ -145,13 +145,14 @@ fn keys_line(app: &App) -> &'static str {
     }
     match app.screen {
         Screen::Positions if app.position.is_some() => {
-            "↑↓ notice · r reduce · o offline payment · d debtor · c cancel · R restore · q back"
+            "↑↓ notice · r reduce · o paid offline · p plan · d debtor · c cancel · R restore"
         }
         Screen::Positions => "/ search · ↑↓ · Enter open · 1-6 screens · ? keys · q back",
         Screen::Traffic if app.exchange.is_some() => "↑↓ PgUp PgDn scroll · q back",
         Screen::Traffic => "/ filter · ↑↓ · Enter messages · ? keys · q back",
         Screen::Statement => "/ fiscal code · ? keys · q back",
-        Screen::Jobs | Screen::Audit => "g refresh · ? keys · q back",
+        Screen::Jobs => "g refresh · ? keys · q back",
+        Screen::Audit => "/ operator · g refresh · ? keys · q back",
         Screen::Dashboard => "1-6 or Tab screens · / search · ? keys · q quit",
     }
 }
@@ -683,6 +684,16 @@ fn jobs(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 }
 
 fn audit(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let [input, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(
+        input_line(
+            "operator (empty: all): ",
+            &app.audit_operator,
+            app.focus == Focus::Input,
+            theme,
+        ),
+        input,
+    );
     let rows = app.audit.iter().map(|r| {
         let outcome = if r.outcome == "ok" {
             theme.good()
@@ -806,6 +817,9 @@ fn help(frame: &mut Frame, area: Rect, app: &App) {
                     "r          reduce the selected notice (sgravio)",
                 ));
                 lines.push(Line::from("o          record an offline payment for it"));
+                lines.push(Line::from(
+                    "p          reschedule it into monthly instalments",
+                ));
                 lines.push(Line::from("d          correct the debtor's data"));
                 lines.push(Line::from("c / R      cancel / restore the position"));
             } else {

@@ -3,7 +3,6 @@
 //! across reconnections, so nothing is lost or repeated), asks for the status every second,
 //! and runs the screen's requests. Answers go back to the drawing loop as `Reply`s.
 
-use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -12,17 +11,13 @@ use mpay_common::console::{Cursor, TrafficFilter};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::app::{Reply, Request};
-use crate::client::{self, deadline};
+use crate::client::{self, Target, deadline};
 
 /// Runs until the drawing loop drops its end of `requests`.
-pub async fn run(
-    socket: PathBuf,
-    mut requests: UnboundedReceiver<Request>,
-    replies: Sender<Reply>,
-) {
+pub async fn run(target: Target, mut requests: UnboundedReceiver<Request>, replies: Sender<Reply>) {
     let mut cursor: Option<Cursor> = None;
     loop {
-        let connection = match client::connect(&socket).await {
+        let connection = match client::connect_to(&target).await {
             Ok(c) => c,
             Err(e) => {
                 if replies.send(Reply::Lost(format!("{e:#}"))).is_err() {
@@ -154,7 +149,7 @@ async fn call(c: &ConsoleClient, request: Request) -> Reply {
         Request::Adjust(_, a) => a.action(),
         Request::Statement(_) => "statement",
         Request::Jobs => "jobs",
-        Request::Audit => "audit",
+        Request::Audit(_) => "audit",
         Request::Exchange(_) => "exchange",
         Request::Traffic(_) => "traffic",
     };
@@ -186,7 +181,9 @@ async fn call(c: &ConsoleClient, request: Request) -> Reply {
             Reply::Statement(Box::new(s))
         }),
         Request::Jobs => answer!(c.jobs(deadline(10), 200), Reply::Jobs),
-        Request::Audit => answer!(c.audit(deadline(10), None, None, 500), Reply::Audit),
+        Request::Audit(operator) => {
+            answer!(c.audit(deadline(10), operator, None, 500), Reply::Audit)
+        }
         Request::Exchange(seq) => answer!(c.exchange(deadline(10), seq), |d| Reply::Exchange(
             Box::new(d)
         )),

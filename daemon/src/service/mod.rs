@@ -15,6 +15,8 @@ pub mod console;
 pub mod positions;
 pub mod search;
 pub mod statements;
+#[cfg(test)]
+mod tests;
 
 use mpay_common::ledger::LedgerError;
 use mpay_common::model::ModelError;
