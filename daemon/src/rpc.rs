@@ -140,16 +140,7 @@ pub async fn serve_tls(
                 .unwrap_or_default();
             let origin = format!("tls {peer}");
             let caller = match app.config.operator_of_certificate(&der) {
-                Some(o) => {
-                    tracing::info!(operator = %o.name, %origin, "remote console connected");
-                    Caller::Known(
-                        Operator {
-                            name: o.name.clone(),
-                            origin,
-                        },
-                        o.role,
-                    )
-                }
+                Some(o) => Caller::known(o, origin),
                 None => {
                     tracing::warn!(%origin, "remote console refused: certificate of no operator");
                     Caller::Stranger(
@@ -190,16 +181,7 @@ pub async fn serve(
                     None => format!("uid {}", cred.uid()),
                 };
                 match app.config.operator_of(cred.uid()) {
-                    Some(o) => {
-                        tracing::info!(operator = %o.name, %origin, "console connected");
-                        Caller::Known(
-                            Operator {
-                                name: o.name.clone(),
-                                origin,
-                            },
-                            o.role,
-                        )
-                    }
+                    Some(o) => Caller::known(o, origin),
                     None => {
                         tracing::warn!(%origin, "console refused: not an operator");
                         Caller::Stranger(svc::not_an_operator(cred.uid()).message)
@@ -219,6 +201,19 @@ enum Caller {
     Known(Operator, Role),
     /// A uid or a certificate of no operator: every call is refused with this message.
     Stranger(String),
+}
+
+impl Caller {
+    fn known(o: &crate::config::OperatorConfig, origin: String) -> Caller {
+        tracing::info!(operator = %o.name, %origin, "console connected");
+        Caller::Known(
+            Operator {
+                name: o.name.clone(),
+                origin,
+            },
+            o.role,
+        )
+    }
 }
 
 #[derive(Clone)]
