@@ -46,6 +46,17 @@ pub fn run(runtime: tokio::runtime::Handle, target: crate::client::Target) -> an
     let theme = Theme::from_env();
     // Restores the terminal on panic too (ratatui's hook).
     let mut terminal = ratatui::try_init()?;
+    // Keys come from a thread of their own: reading a terminal that has gone away can keep
+    // crossterm's read busy for good, and the loop must still see signals and failed draws (the
+    // process exits with that thread still in it).
+    let (keys, input) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = event::read() {
+            if keys.send(event).is_err() {
+                return;
+            }
+        }
+    });
     let mut dirty = true;
     let mut drawn = Instant::now();
     let result = loop {
@@ -60,21 +71,19 @@ pub fn run(runtime: tokio::runtime::Handle, target: crate::client::Target) -> an
             dirty = false;
             drawn = Instant::now();
         }
-        match event::poll(Duration::from_millis(50)) {
-            Ok(true) => match event::read() {
-                Ok(Event::Key(key)) if key.kind == KeyEventKind::Press => {
-                    app.message = None;
-                    for request in app.key(key) {
-                        let _ = request_tx.send(request);
-                    }
-                    dirty = true;
+        match input.recv_timeout(Duration::from_millis(50)) {
+            Ok(Event::Key(key)) if key.kind == KeyEventKind::Press => {
+                app.message = None;
+                for request in app.key(key) {
+                    let _ = request_tx.send(request);
                 }
-                Ok(Event::Resize(_, _)) => dirty = true,
-                Ok(_) => {}
-                Err(e) => break Err(e.into()),
-            },
-            Ok(false) => {}
-            Err(e) => break Err(e.into()),
+                dirty = true;
+            }
+            Ok(Event::Resize(_, _)) => dirty = true,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!("the terminal is gone"));
+            }
         }
         if app.quit || signalled.load(Ordering::Relaxed) {
             break Ok(());
