@@ -160,6 +160,9 @@ pub struct EventPage {
     pub events: Vec<LiveEvent>,
     /// Pass it to the next call.
     pub next: Cursor,
+    /// Events passed over in `tail` mode.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// How an operator names a position.
@@ -364,7 +367,9 @@ pub mod rpc {
         async fn hello(protocol: u32, client: String) -> RpcResult<Hello>;
         async fn status() -> RpcResult<Status>;
         /// What happened after `after`, at most `max`, waiting up to `wait_ms` for something.
-        async fn events(after: Cursor, max: u32, wait_ms: u32) -> RpcResult<EventPage>;
+        /// With `tail`, a follower that is more than `max` behind skips to the newest `max` (a
+        /// screen shows the newest; a script that must see everything leaves it off).
+        async fn events(after: Cursor, max: u32, wait_ms: u32, tail: bool) -> RpcResult<EventPage>;
         /// The newest exchanges that match, newest first.
         async fn traffic(
             filter: TrafficFilter,

@@ -325,7 +325,7 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
                 commit: u64::MAX,
             };
             loop {
-                let page = call(c.events(deadline(10), cursor, 1000, 5000).await)?;
+                let page = call(c.events(deadline(10), cursor, 1000, 5000, false).await)?;
                 cursor.exchange = page.next.exchange;
                 for e in page.events {
                     if let LiveEvent::Exchange(x) = e

@@ -283,13 +283,16 @@ impl Console for Server {
         after: Cursor,
         max: u32,
         wait_ms: u32,
+        tail: bool,
     ) -> RpcResult<EventPage> {
         self.may(Role::Viewer)?;
         let max = max.clamp(1, 5000) as usize;
         let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms.min(MAX_WAIT_MS)));
         loop {
             let page = self
-                .blocking(Role::Viewer, move |app, _| svc::events(app, after, max))
+                .blocking(Role::Viewer, move |app, _| {
+                    svc::events(app, after, max, tail)
+                })
                 .await?;
             if !page.events.is_empty() || Instant::now() >= deadline {
                 return Ok(page);

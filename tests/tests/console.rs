@@ -242,7 +242,7 @@ fn the_live_feed_resumes_after_a_restart_without_losing_or_repeating() {
             let mut got = Vec::new();
             let deadline_at = Instant::now() + Duration::from_secs(20);
             while got.len() < want && Instant::now() < deadline_at {
-                let page = client::answer(c.events(deadline(10), cursor, 100, 2000).await)
+                let page = client::answer(c.events(deadline(10), cursor, 100, 2000, false).await)
                     .expect("events");
                 cursor = page.next;
                 got.extend(page.events);
@@ -308,6 +308,15 @@ fn the_live_feed_resumes_after_a_restart_without_losing_or_repeating() {
     // The same cursor read again gives the same events: they are stored, not in memory.
     let (again, _) = follow(socket(&d), cursor, 3);
     assert_eq!(seqs(&again), seqs(&second));
+    // A screen asks for the tail: the newest exchange, and how many it passed over.
+    let tail = runtime.block_on(async {
+        let c = client::connect(socket(&d)).await.expect("connect").client;
+        let mut behind = cursor;
+        behind.commit = u64::MAX;
+        client::answer(c.events(deadline(10), behind, 1, 0, true).await).expect("events")
+    });
+    assert_eq!(seqs(&tail.events), [start.exchange + 4]);
+    assert_eq!(tail.skipped, 1);
 }
 
 /// tmux on a server of its own, so that the test never touches an operator's sessions.

@@ -67,6 +67,10 @@ pub async fn run(target: Target, mut requests: UnboundedReceiver<Request>, repli
     }
 }
 
+/// Events a screen takes at a time, and how often it asks.
+const FEED_PAGE: u32 = 100;
+const FEED_PACE: Duration = Duration::from_millis(100);
+
 /// Long-polls the live feed; returns the cursor reached when the connection fails.
 async fn follow(
     client: ConsoleClient,
@@ -89,8 +93,15 @@ async fn follow(
         },
     };
     loop {
-        match client.events(deadline(10), cursor, 500, 5000).await {
+        // A screen shows the newest exchanges: ask for the tail, at most ten times a second,
+        // so that a console costs the station little however busy it is.
+        let asked = tokio::time::Instant::now();
+        match client
+            .events(deadline(10), cursor, FEED_PAGE, 5000, true)
+            .await
+        {
             Ok(Ok(page)) => {
+                tokio::time::sleep_until(asked + FEED_PACE).await;
                 cursor = page.next;
                 if !page.events.is_empty() && replies.send(Reply::Events(page.events)).is_err() {
                     return Some(cursor);

@@ -233,8 +233,27 @@ fn exchange(e: JournalEntry) -> Exchange {
 }
 
 /// What happened after `after`: exchanges, then ledger changes, at most `max` in all.
-/// `next.exchange` is the sequence number of the next exchange to read.
-pub fn events(app: &App, after: Cursor, max: usize) -> Result<EventPage, ServiceError> {
+/// `next.exchange` is the sequence number of the next exchange to read. With `tail`, a
+/// follower more than `max` behind skips to the newest `max` of each kind.
+pub fn events(
+    app: &App,
+    mut after: Cursor,
+    max: usize,
+    tail: bool,
+) -> Result<EventPage, ServiceError> {
+    let mut skipped = 0;
+    if tail {
+        let newest = app.store.next_journal_seq().saturating_sub(max as u64);
+        if newest > after.exchange {
+            skipped += newest - after.exchange;
+            after.exchange = newest;
+        }
+        let newest = app.store.last_commit().saturating_sub(max as u64);
+        if newest > after.commit {
+            skipped += newest - after.commit;
+            after.commit = newest;
+        }
+    }
     let mut next = after;
     let mut events = Vec::new();
     for e in app.store.journal(after.exchange, max)? {
@@ -255,7 +274,11 @@ pub fn events(app: &App, after: Cursor, max: usize) -> Result<EventPage, Service
             })));
         }
     }
-    Ok(EventPage { events, next })
+    Ok(EventPage {
+        events,
+        next,
+        skipped,
+    })
 }
 
 /// The newest exchanges before `before` that match, newest first; at most `max`, reading at
