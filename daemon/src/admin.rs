@@ -86,7 +86,15 @@ impl std::io::Write for ChannelWriter {
 }
 
 async fn backup(State(app): State<Arc<App>>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    // A store that cannot write may not be able to read either: say so plainly, before a byte.
+    if let Err(why) = app.store.healthy() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store is failing: {why}"),
+        )
+            .into_response();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let store = Arc::clone(&app.store);
     tokio::task::spawn_blocking(move || {
         let errors = tx.clone();
@@ -103,9 +111,30 @@ async fn backup(State(app): State<Arc<App>>) -> Response {
             }
         }
     });
+    // The first chunk tells a backup that could not start (its reason goes back as the answer)
+    // from one that did (streamed; a later failure breaks the stream, never a false end).
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the backup failed: {e}"),
+            )
+                .into_response();
+        }
+        None => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the backup ended before it began",
+            )
+                .into_response();
+        }
+    };
+    let rest = ReceiverStream::new(rx);
+    let stream = futures::StreamExt::chain(futures::stream::once(async { Ok(first) }), rest);
     (
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(ReceiverStream::new(rx)),
+        Body::from_stream(stream),
     )
         .into_response()
 }

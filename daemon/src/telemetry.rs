@@ -5,6 +5,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// A log writer that never fails: a log line that cannot be written (stderr on a full disk, a
+/// closed pipe) is dropped, never a panic or an error in the code that logged it.
+struct Quiet<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Quiet<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
 /// Installs the global subscriber writing to `file` (appended, no colours) instead of stderr:
 /// for `mpayd demo --console`, whose terminal belongs to the console.
 pub fn init_to_file(log: &LogConfig, file: &std::path::Path) -> Result<(), String> {
@@ -35,7 +51,7 @@ pub fn init(log: &LogConfig) -> Result<(), String> {
     .map_err(|e| format!("log.level: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| Quiet(std::io::stderr()));
     let result = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

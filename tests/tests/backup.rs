@@ -94,3 +94,47 @@ fn a_damaged_backup_is_refused_and_nothing_is_replaced() {
     let daemon = Daemon::demo(&data, 40).ready();
     assert_eq!(daemon.health()["store"]["positions"], 40);
 }
+
+#[test]
+fn a_damaged_store_is_replaced_by_a_restore_without_being_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let daemon = Daemon::demo(&data, 40).ready();
+    let config = data.join("mpayd.toml");
+    let config = config.to_str().expect("path");
+    let path = dir.path().join("b.mpaybak");
+    let (ok, out) = run(&["backup", "--config", config, path.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    assert!(daemon.stop().success());
+
+    // The store's file is damaged beyond what its engine recovers from.
+    let db = data.join("store").join("db");
+    let mut bytes = std::fs::read(&db).expect("read db");
+    bytes.truncate(bytes.len() / 2);
+    for b in bytes.iter_mut().skip(64).step_by(97) {
+        *b ^= 0x5A;
+    }
+    std::fs::write(&db, &bytes).expect("damage db");
+    let damaged = std::fs::read(&db).expect("read db");
+
+    let (ok, out) = run(&["restore", "--config", config, path.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("restored 40 positions"), "{out}");
+    // The damaged store was kept aside as it was, untouched by any attempt to open it.
+    let aside = std::fs::read_dir(&data)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("store.before-restore-")
+        })
+        .expect("the old store kept aside");
+    let kept = std::fs::read(aside.path().join("db")).expect("kept db");
+    assert!(
+        kept == damaged,
+        "the damaged store was changed before it was kept aside"
+    );
+    let daemon = Daemon::demo(&data, 40).ready();
+    assert_eq!(daemon.health()["store"]["positions"], 40);
+}

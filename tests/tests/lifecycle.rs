@@ -56,3 +56,68 @@ fn after_kill_9_the_daemon_restarts_with_everything_acknowledged() {
     assert_eq!(daemon.health()["store"]["positions"], before);
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn a_log_that_cannot_be_written_never_stops_the_daemon() {
+    // stderr on a full disk: every log line fails to be written.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let ready = dir.path().join("ready.json");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut child = std::process::Command::new(mpay_tests::mpayd_bin())
+        .args([
+            "demo",
+            "--data-dir",
+            data.to_str().expect("path"),
+            "--positions",
+            "20",
+        ])
+        .args([
+            "--traffic",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+            "--station",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--api",
+            "127.0.0.1:0",
+            "--ready-file",
+            ready.to_str().expect("path"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(full)
+        .spawn()
+        .expect("start mpayd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let admin = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(a) = v["admin"].as_str()
+        {
+            break a.parse().expect("address");
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("mpayd exited with {status} while its log could not be written");
+        }
+        assert!(std::time::Instant::now() < deadline, "mpayd not ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // An error that is logged (an unknown path) is answered, and health still answers.
+    assert_eq!(http_get(admin, "/nowhere").expect("admin").0, 404);
+    assert_eq!(http_get(admin, "/healthz").expect("health").0, 200);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert!(
+        status.success(),
+        "a SIGTERM stop with an unwritable log: {status}"
+    );
+}

@@ -362,22 +362,39 @@ fn tempdir_near(base: &Path) -> Result<PathBuf, StoreError> {
     )))
 }
 
+/// Refuses while a process holds the store's lock (the running daemon). Checked on the lock
+/// alone, without opening the store: a damaged store must not stop its own restore, and a failed
+/// open must not touch it.
+fn ensure_not_in_use(store_dir: &Path) -> Result<(), StoreError> {
+    let db = store_dir.join("db");
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(&db) {
+        Ok(f) => f,
+        // No store file: nothing anyone could hold.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(format!("cannot open {}: {e}", db.display()))),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "{} is in use by another process (is mpayd running? stop it first)",
+            store_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(err(format!("cannot lock {}: {e}", db.display())))
+        }
+    }
+}
+
 /// Restores a backup into `store_dir`. The backup is rebuilt and verified in a new folder beside
 /// it first; only then is the current store (if any) moved aside, never deleted, and the new one
-/// put in its place. Refuses while a daemon has the store open.
+/// put in its place. Refuses while a daemon has the store open; never opens the current store,
+/// so a damaged one can always be replaced.
 pub fn restore(
     backup: &Path,
     store_dir: &Path,
 ) -> Result<(BackupSummary, Option<PathBuf>), StoreError> {
     if store_dir.exists() {
-        // Opening takes sled's lock: it fails if a daemon is running on this store. A store of a
-        // newer format was opened (and is not in use): restoring an older backup over it is the
-        // documented way back from an upgrade.
-        match Store::open(store_dir, &StoreOptions::default()) {
-            Ok(store) => drop(store),
-            Err(StoreError::TooNew { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        ensure_not_in_use(store_dir)?;
     }
     let parent = store_dir
         .parent()
