@@ -29,11 +29,34 @@ pub struct Ready {
     pub remote_console: Option<SocketAddr>,
 }
 
+/// Whether opening may create a new, empty store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    Yes,
+    No,
+}
+
 impl Daemon {
     /// Opens the store (creating the data folder). Blocking: call it before the runtime serves,
     /// or from `spawn_blocking`.
     pub fn open(config: Config) -> anyhow::Result<Daemon> {
+        Daemon::open_with(config, Create::Yes)
+    }
+
+    /// Opens the store; with `Create::No` a missing store is an error, not a new empty one: an
+    /// unmounted or emptied data folder must not turn into a station that calls every real
+    /// notice unknown.
+    pub fn open_with(config: Config, create: Create) -> anyhow::Result<Daemon> {
         let dir = config.store_dir();
+        if create == Create::No && !dir.join("db").exists() {
+            anyhow::bail!(
+                "there is no store in {}: for a new installation create it with \
+                 `mpayd init --config FILE` (or start once with `mpayd run --init`); if a store \
+                 should be there, check that the data folder is mounted and restore a backup if \
+                 it is lost",
+                dir.display()
+            );
+        }
         crate::store::fsync::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let options = StoreOptions {

@@ -35,6 +35,15 @@ enum Command {
         /// Once serving, write the listeners' addresses there as JSON (for scripts).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Create the store if there is none (the first start of a new installation). Without
+        /// it, a missing store stops the daemon instead of starting an empty one.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Create the store of a new installation and exit (a store that exists is left as it is).
+    Init {
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Check a configuration file and exit: 0 if valid, 1 with the reason if not.
     CheckConfig { config: PathBuf },
@@ -118,10 +127,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config, ready_file } => {
+        Command::Init { config } => {
+            let config = Config::load(&config)?;
+            let dir = config.store_dir();
+            let existed = dir.join("db").exists();
+            let daemon = Daemon::open_with(config, mpayd::daemon::Create::Yes)?;
+            daemon.app.store.close()?;
+            if existed {
+                println!("{}: the store exists; nothing to do", dir.display());
+            } else {
+                println!("{}: a new, empty store", dir.display());
+            }
+            Ok(())
+        }
+        Command::Run {
+            config,
+            ready_file,
+            init,
+        } => {
             let config = Config::load(&config)?;
             telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
-            let daemon = Daemon::open(config)?;
+            let create = if init {
+                mpayd::daemon::Create::Yes
+            } else {
+                mpayd::daemon::Create::No
+            };
+            let daemon = Daemon::open_with(config, create)?;
             runtime()?.block_on(daemon.serve(termination(), |ready| {
                 if let Some(path) = &ready_file {
                     mpayd::daemon::write_ready_file(path, ready);

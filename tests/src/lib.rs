@@ -221,7 +221,12 @@ impl Daemon {
     /// `mpayd run --config FILE`, where the file's listeners are `admin` and `station`.
     pub fn run(config: &Path, admin: SocketAddr, station: SocketAddr, data_dir: &Path) -> Daemon {
         Daemon::spawn(
-            &["run", "--config", config.to_str().expect("utf-8 path")],
+            &[
+                "run",
+                "--config",
+                config.to_str().expect("utf-8 path"),
+                "--init",
+            ],
             Some((admin, station)),
             None,
             data_dir,

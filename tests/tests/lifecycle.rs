@@ -121,3 +121,40 @@ fn a_log_that_cannot_be_written_never_stops_the_daemon() {
         "a SIGTERM stop with an unwritable log: {status}"
     );
 }
+
+#[test]
+fn a_missing_store_is_an_error_unless_it_is_created_on_purpose() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let daemon = Daemon::demo(&data, 30).ready();
+    let config = data.join("mpayd.toml");
+    let config = config.to_str().expect("path");
+    assert!(daemon.stop().success());
+
+    // The data folder lost its store (an unmounted disk, a wrong path): refused, nothing made.
+    let moved = dir.path().join("store.elsewhere");
+    std::fs::rename(data.join("store"), &moved).expect("move the store away");
+    let out = mpayd(&["run", "--config", config]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("there is no store") && err.contains("mpayd init"),
+        "{err}"
+    );
+    assert!(
+        !data.join("store").exists(),
+        "a refused start created a store"
+    );
+
+    // Put back, it starts as before; created on purpose, a new installation starts empty.
+    std::fs::rename(&moved, data.join("store")).expect("put the store back");
+    let again = Daemon::run_config(&data.join("mpayd.toml"), &data).ready();
+    assert_eq!(again.health()["store"]["positions"], 30);
+    assert!(again.stop().success());
+    std::fs::rename(data.join("store"), &moved).expect("move the store away");
+    let out = mpayd(&["init", "--config", config]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a new, empty store"));
+    let fresh = Daemon::run_config(&data.join("mpayd.toml"), &data).ready();
+    assert_eq!(fresh.health()["store"]["positions"], 0);
+}
