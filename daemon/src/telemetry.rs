@@ -49,8 +49,13 @@ pub fn init(log: &LogConfig) -> Result<(), String> {
         _ => EnvFilter::try_new(&log.level),
     }
     .map_err(|e| format!("log.level: {e}"))?;
+    // Colours only for a person at a terminal: never in files, pipes or journald, nor with
+    // NO_COLOR set.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(|| Quiet(std::io::stderr()));
     let result = match log.format {
         LogFormat::Text => builder.try_init(),

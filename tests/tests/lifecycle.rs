@@ -19,6 +19,10 @@ fn demo_serves_health_and_metrics_and_stops_cleanly() {
     assert!(text.contains("mpay_resident_memory_bytes"), "{text}");
     let log = daemon.log_text();
     assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a log file: {log}"
+    );
+    assert!(
         log.contains("entity         00123456782 Comune di Castelverde"),
         "{log}"
     );
