@@ -15,6 +15,27 @@ fn run(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// A demo store of `positions` in `dir/demo`, backed up to `dir/b.mpaybak`, its daemon stopped:
+/// the data folder, its configuration and the backup.
+fn backed_up(
+    dir: &std::path::Path,
+    positions: u64,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("demo");
+    let daemon = Daemon::demo(&data, positions).ready();
+    let config = data.join("mpayd.toml");
+    let path = dir.join("b.mpaybak");
+    let (ok, out) = run(&[
+        "backup",
+        "--config",
+        config.to_str().expect("path"),
+        path.to_str().expect("path"),
+    ]);
+    assert!(ok, "{out}");
+    assert!(daemon.stop().success());
+    (data, config, path)
+}
+
 #[test]
 fn online_backup_then_restore_gives_back_the_same_store() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -64,14 +85,8 @@ fn online_backup_then_restore_gives_back_the_same_store() {
 #[test]
 fn a_damaged_backup_is_refused_and_nothing_is_replaced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("demo");
-    let daemon = Daemon::demo(&data, 40).ready();
-    let config = data.join("mpayd.toml");
+    let (data, config, path) = backed_up(dir.path(), 40);
     let config = config.to_str().expect("path");
-    let path = dir.path().join("b.mpaybak");
-    let (ok, out) = run(&["backup", "--config", config, path.to_str().expect("path")]);
-    assert!(ok, "{out}");
-    assert!(daemon.stop().success());
 
     let mut bytes = std::fs::read(&path).expect("read");
     let n = bytes.len() / 3;
@@ -98,14 +113,8 @@ fn a_damaged_backup_is_refused_and_nothing_is_replaced() {
 #[test]
 fn a_damaged_store_is_replaced_by_a_restore_without_being_opened() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("demo");
-    let daemon = Daemon::demo(&data, 40).ready();
-    let config = data.join("mpayd.toml");
+    let (data, config, path) = backed_up(dir.path(), 40);
     let config = config.to_str().expect("path");
-    let path = dir.path().join("b.mpaybak");
-    let (ok, out) = run(&["backup", "--config", config, path.to_str().expect("path")]);
-    assert!(ok, "{out}");
-    assert!(daemon.stop().success());
 
     // The store's file is damaged beyond what its engine recovers from.
     let db = data.join("store").join("db");
