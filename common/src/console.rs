@@ -100,6 +100,10 @@ pub struct Status {
     pub traffic: Vec<TrafficSecond>,
     /// Receipts answered OK since the daemon started.
     pub receipts_since_start: u64,
+    /// Of the receipts stored since the daemon started, those that paid a notice already paid
+    /// or no longer due: a refund is owed.
+    #[serde(default)]
+    pub double_payments_since_start: u64,
     pub jobs_running: u64,
     /// Where the live feed stands now: a console starts following from here.
     pub cursor: Cursor,

@@ -238,7 +238,8 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
                     .sum();
                 format!(
                     "mpayd {}  {}\npositions {}  commits {}  fsyncs {}  disk {}  memory {}\n\
-                     exchanges in the last minute {}  receipts since start {}  jobs running {}\n",
+                     exchanges in the last minute {}  receipts since start {} (double payments \
+                     {})  jobs running {}\n",
                     s.version,
                     match &s.problem {
                         None => "healthy".to_string(),
@@ -251,6 +252,7 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
                     format::bytes(s.rss_bytes),
                     last,
                     s.receipts_since_start,
+                    s.double_payments_since_start,
                     s.jobs_running
                 )
             });

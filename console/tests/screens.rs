@@ -169,6 +169,7 @@ fn app() -> App {
         rss_bytes: 412 << 20,
         traffic,
         receipts_since_start: 18_204,
+        double_payments_since_start: 3,
         jobs_running: 1,
         cursor: Default::default(),
     })));

@@ -25,6 +25,7 @@ struct Second {
 struct Ring {
     seconds: Vec<Second>,
     receipts: u64,
+    double_payments: u64,
 }
 
 pub struct LiveStats {
@@ -129,6 +130,24 @@ impl LiveStats {
     /// Receipts answered OK since the daemon started.
     pub fn receipts(&self) -> u64 {
         self.ring.lock().unwrap_or_else(|p| p.into_inner()).receipts
+    }
+
+    /// A new receipt was stored; `double` if it paid a notice already paid or no longer due.
+    pub fn receipt_stored(&self, double: bool) {
+        if double {
+            self.ring
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .double_payments += 1;
+        }
+    }
+
+    /// Double payments received since the daemon started.
+    pub fn double_payments(&self) -> u64 {
+        self.ring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .double_payments
     }
 }
 

@@ -513,6 +513,9 @@ impl Station {
             .await?;
         match outcome {
             Recorded::New(r) => {
+                self.app
+                    .live
+                    .receipt_stored(r.disposition == Disposition::DoublePayment);
                 match r.disposition {
                     Disposition::Applied | Disposition::SecondaryBeneficiary => {}
                     other => tracing::warn!(

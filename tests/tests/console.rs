@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mpay_common::console::{Cursor, LiveEvent};
 use mpay_console::client::{self, deadline};
 use mpay_tests::{Daemon, mpay};
-use mpayd::simulator::requests::{self, Caller, read_answer};
+use mpayd::simulator::requests::{self, Caller, ReceiptSpec, read_answer};
 use serde_json::Value;
 
 const ENTITY: &str = "00123456782";
@@ -162,6 +162,18 @@ fn a_reduction_made_at_the_console_is_seen_by_the_api_the_station_and_the_audit(
 
     let missing = mpay(s, &["position", "--nav", "301999999999999982"]);
     assert_eq!(missing.status.code(), Some(5), "{missing:?}");
+
+    // The dashboard's figures: two receipts for the notice, the second a double payment.
+    let iuv = notice["iuv"].as_str().expect("iuv");
+    for id in ["rt-console-1", "rt-console-2"] {
+        let spec =
+            ReceiptSpec::single(ENTITY, &nav, iuv, "1.23", id, "IT92R0306902117100000046111");
+        let answer = d.soap("paSendRTV2", &requests::send_rt(&caller(), true, &spec));
+        assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
+    }
+    let status = json(&mpay(s, &["--json", "status"]));
+    assert_eq!(status["receipts_since_start"], 2, "{status}");
+    assert_eq!(status["double_payments_since_start"], 1, "{status}");
 }
 
 /// The demo's configuration with its one operator changed by `edit`.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use mpay_tests::Daemon;
-use mpayd::simulator::requests::{self, Caller, ReceiptSpec, ReceiptTransfer};
+use mpayd::simulator::requests::{self, Caller, ReceiptSpec};
 use serde_json::json;
 
 const ENTITY: &str = "00123456782";
@@ -93,18 +93,28 @@ fn answer<'a>(calls: &'a [Call], port: u16, status: &str, from: usize) -> &'a Ca
         .unwrap_or_else(|| panic!("no {status} answer from port {port} in the trace"))
 }
 
-/// Every store file (journal bodies aside: they are written after the answer) written before
-/// `ack` was synced after its last write and before `ack` started. Returns the files checked.
+/// Every store file written while the request was handled (from reading it off the socket to
+/// the acknowledgement) was synced after its first such write and before the acknowledgement
+/// started. Writes that start after that sync belong to later work and are not the acknowledged
+/// write's; so do the journal's (bodies and summaries of exchanges, written once an answer is
+/// ready, durable on their own schedule). Returns the files checked.
 fn synced_before(calls: &[Call], store: &Path, ack: &Call) -> Vec<String> {
     let store = store.to_str().expect("utf-8 path");
     let bodies = format!("{store}/journal-bodies");
-    let mut last_write: HashMap<&str, &Call> = HashMap::new();
-    for c in calls.iter().filter(|c| c.start < ack.start && is_write(c)) {
+    let request = calls
+        .iter()
+        .find(|c| matches!(c.name.as_str(), "read" | "recvfrom") && c.target == ack.target)
+        .expect("the request read from the acknowledgement's connection");
+    let mut first_write: HashMap<&str, &Call> = HashMap::new();
+    for c in calls
+        .iter()
+        .filter(|c| c.start > request.end && c.start < ack.start && is_write(c))
+    {
         if c.target.starts_with(store) && !c.target.starts_with(&bodies) {
-            last_write.insert(c.target.as_str(), c);
+            first_write.entry(c.target.as_str()).or_insert(c);
         }
     }
-    for (file, write) in &last_write {
+    for (file, write) in &first_write {
         let synced = calls
             .iter()
             .any(|s| is_sync(s) && s.target == *file && s.start > write.end && s.end < ack.start);
@@ -116,7 +126,7 @@ fn synced_before(calls: &[Call], store: &Path, ack: &Call) -> Vec<String> {
             ack.start + 1
         );
     }
-    last_write.keys().map(|f| f.to_string()).collect()
+    first_write.keys().map(|f| f.to_string()).collect()
 }
 
 #[test]
@@ -134,8 +144,8 @@ fn acknowledged_writes_are_fsynced_before_the_answer() {
             "-s",
             "64",
             "-e",
-            "trace=pwrite64,pwritev,pwritev2,write,writev,sendto,sendmsg,fsync,fdatasync,\
-             sync_file_range",
+            "trace=read,recvfrom,pwrite64,pwritev,pwritev2,write,writev,sendto,sendmsg,fsync,\
+             fdatasync,sync_file_range",
             "-o",
             trace_arg,
         ],
@@ -153,23 +163,14 @@ fn acknowledged_writes_are_fsynced_before_the_answer() {
         .expect("a payable notice");
     let text = |k: &str| notice[k].as_str().expect("notice field").to_string();
     let amount = text("amount");
-    let spec = ReceiptSpec {
-        receipt_id: "durable-1".into(),
-        nav: text("nav"),
-        notice_entity: ENTITY.into(),
-        iuv: text("iuv"),
-        amount: amount.clone(),
-        transfers: vec![ReceiptTransfer {
-            id: "1".into(),
-            amount,
-            fiscal_code_pa: ENTITY.into(),
-            iban: Some("IT92R0306902117100000046111".into()),
-            remittance: "Pagamento".into(),
-            category: "9/0101108TS/".into(),
-        }],
-        psp: "BCITITMM".into(),
-        stand_in: false,
-    };
+    let spec = ReceiptSpec::single(
+        ENTITY,
+        &text("nav"),
+        &text("iuv"),
+        &amount,
+        "durable-1",
+        "IT92R0306902117100000046111",
+    );
     let caller = Caller {
         id_pa: ENTITY.into(),
         broker: "01111111116".into(),

@@ -3,7 +3,7 @@
 
 use mpay_tests::xsd::validate_body;
 use mpay_tests::{Daemon, STATION_PATH, http_post};
-use mpayd::simulator::requests::{self, Answer, Caller, ReceiptSpec, ReceiptTransfer, read_answer};
+use mpayd::simulator::requests::{self, Answer, Caller, ReceiptSpec, read_answer};
 use serde_json::Value;
 
 const BROKER: &str = "01111111116";
@@ -54,23 +54,7 @@ fn notice_state(daemon: &Daemon, nav: &str) -> Value {
 }
 
 fn receipt_for(entity: &str, nav: &str, iuv: &str, amount: &str, id: &str) -> ReceiptSpec {
-    ReceiptSpec {
-        receipt_id: id.into(),
-        nav: nav.into(),
-        notice_entity: entity.into(),
-        iuv: iuv.into(),
-        amount: amount.into(),
-        transfers: vec![ReceiptTransfer {
-            id: "1".into(),
-            amount: amount.into(),
-            fiscal_code_pa: entity.into(),
-            iban: Some("IT92R0306902117100000046111".into()),
-            remittance: "Pagamento".into(),
-            category: "9/0101108TS/".into(),
-        }],
-        psp: "BCITITMM".into(),
-        stand_in: false,
-    }
+    ReceiptSpec::single(entity, nav, iuv, amount, id, "IT92R0306902117100000046111")
 }
 
 fn start(dir: &tempfile::TempDir) -> Daemon {

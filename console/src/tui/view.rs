@@ -219,10 +219,21 @@ fn dashboard(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             last.map_or(0, |t| t.p50_us),
             last.map_or(0, |t| t.p99_us)
         )),
-        Line::from(format!(
-            "receipts since start {} · bulk jobs running {}",
-            s.receipts_since_start, s.jobs_running
-        )),
+        Line::from(vec![
+            Span::raw(format!(
+                "receipts since start {} · ",
+                s.receipts_since_start
+            )),
+            Span::styled(
+                format!("double payments {}", s.double_payments_since_start),
+                if s.double_payments_since_start > 0 {
+                    theme.bad()
+                } else {
+                    Style::default()
+                },
+            ),
+            Span::raw(format!(" · bulk jobs running {}", s.jobs_running)),
+        ]),
     ];
     frame.render_widget(Paragraph::new(lines).block(block("Dashboard")), head);
     let per_second: Vec<u64> = s

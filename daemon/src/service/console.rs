@@ -209,6 +209,7 @@ pub fn status(app: &App) -> Status {
         rss_bytes: crate::metrics::rss_bytes().map_or(0, |b| b.max(0) as u64),
         traffic: app.live.seconds(app.clock.now()),
         receipts_since_start: app.live.receipts(),
+        double_payments_since_start: app.live.double_payments(),
         jobs_running: app.store.running_jobs().map_or(0, |j| j.len() as u64),
         cursor: Cursor {
             exchange: app.store.next_journal_seq(),

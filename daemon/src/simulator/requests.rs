@@ -81,6 +81,30 @@ pub struct ReceiptSpec {
     pub stand_in: bool,
 }
 
+impl ReceiptSpec {
+    /// A receipt `id` paying `amount` for notice `nav` (IUV `iuv`) of `entity`, in one transfer
+    /// to the entity's account `iban`, through a test PSP.
+    pub fn single(entity: &str, nav: &str, iuv: &str, amount: &str, id: &str, iban: &str) -> Self {
+        ReceiptSpec {
+            receipt_id: id.into(),
+            nav: nav.into(),
+            notice_entity: entity.into(),
+            iuv: iuv.into(),
+            amount: amount.into(),
+            transfers: vec![ReceiptTransfer {
+                id: "1".into(),
+                amount: amount.into(),
+                fiscal_code_pa: entity.into(),
+                iban: Some(iban.into()),
+                remittance: "Pagamento".into(),
+                category: "9/0101108TS/".into(),
+            }],
+            psp: "BCITITMM".into(),
+            stand_in: false,
+        }
+    }
+}
+
 pub fn send_rt(c: &Caller, v2: bool, r: &ReceiptSpec) -> String {
     let element = if v2 {
         "paSendRTV2Request"
