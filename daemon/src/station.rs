@@ -519,15 +519,15 @@ impl Station {
                 match r.disposition {
                     Disposition::Applied | Disposition::SecondaryBeneficiary => {}
                     other => tracing::warn!(
-                        receipt = %r.receipt_id,
-                        nav = %r.nav,
+                        receipt = ?r.receipt_id,
+                        nav = ?r.nav,
                         "receipt stored as {other:?}: reconciliation will flag it"
                     ),
                 }
                 Ok(())
             }
             Recorded::Replay(r) => {
-                tracing::info!(receipt = %r.receipt_id, "receipt replayed: already stored");
+                tracing::info!(receipt = ?r.receipt_id, "receipt replayed: already stored");
                 Ok(())
             }
         }

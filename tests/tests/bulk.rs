@@ -526,3 +526,18 @@ fn rows_go_through_the_api_rules_and_can_replace() {
     );
     assert_eq!(rejects(&d, &job)[0][2], "NOT_JSON");
 }
+
+#[test]
+fn report_cells_that_look_like_formulas_are_kept_as_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let file = "iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\n\
+                =HYPERLINK(\"http://x\");MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;2031-01-31;25.00;9/0201102SE/\n\
+                @SUM(A1);MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;2031-01-31;25.00;9/0201102SE/\n";
+    let job = finished(&d, &upload(&d, file.as_bytes()));
+    assert_eq!(job["rejected_rows"], 2, "{job}");
+    let report = rejects(&d, &job);
+    let originals: Vec<&str> = report.iter().map(|r| r[4].as_str()).collect();
+    assert!(originals[0].starts_with("'=HYPERLINK"), "{report:?}");
+    assert!(originals[1].starts_with("'@SUM"), "{report:?}");
+}

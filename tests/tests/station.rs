@@ -426,3 +426,30 @@ fn official_examples_get_valid_answers() {
         "{rt:?}"
     );
 }
+
+#[test]
+fn a_receipt_id_cannot_write_a_line_of_its_own_in_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start(&dir);
+    let c = caller(ENTITY, V2_STATION);
+    // An orphan receipt is logged with its id; the id carries a line break.
+    let spec = receipt_for(
+        ENTITY,
+        "399000000000000001",
+        "99000000000000001",
+        "5.00",
+        "rt\n2000-01-01 ERROR forged",
+    );
+    let answer = ask(&daemon, "paSendRTV2", &requests::send_rt(&c, true, &spec));
+    assert_eq!(answer.outcome, "OK", "{answer:?}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("ERROR forged"),
+        "the receipt was logged: {log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2000-01-01 ERROR forged")),
+        "a forged log line: {log}"
+    );
+}

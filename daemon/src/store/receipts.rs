@@ -124,7 +124,7 @@ impl Store {
                             batch.insert(&keys::change(commit, id), &before.events.to_be_bytes());
                         }
                         Err(e) => {
-                            tracing::warn!(receipt = %record.receipt_id, "receipt not applied: {e}");
+                            tracing::warn!(receipt = ?record.receipt_id, "receipt not applied: {e}");
                             record.disposition = Disposition::Orphan;
                         }
                     }

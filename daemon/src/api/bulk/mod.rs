@@ -108,7 +108,13 @@ impl RejectReport {
                 self.writer.insert(w)
             }
         };
-        writer.write_record([&r.row.to_string(), &r.field, r.code, &r.reason, &r.original])?;
+        writer.write_record([
+            &r.row.to_string(),
+            cell(&r.field).as_ref(),
+            r.code,
+            cell(&r.reason).as_ref(),
+            cell(&r.original).as_ref(),
+        ])?;
         Ok(())
     }
 
@@ -135,6 +141,17 @@ impl RejectReport {
 }
 
 const REPORT_HEADER: [&str; 5] = ["row", "field", "code", "reason", "original"];
+
+/// A report cell as a spreadsheet will take it: text from the authority's file that starts like
+/// a formula (`=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, so that an office
+/// opening the report sees the text and runs nothing.
+fn cell(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
 
 fn report_writer<W: Write>(out: W) -> csv::Writer<W> {
     csv::WriterBuilder::new().delimiter(b';').from_writer(out)
