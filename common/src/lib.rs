@@ -3,6 +3,7 @@
 //! Nothing here does IO or knows about tokio, sled or HTTP: the daemon and the console build on
 //! these types, and every interface sees the same rules.
 
+pub mod calendar;
 pub mod console;
 pub mod ids;
 pub mod ledger;

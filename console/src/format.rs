@@ -1,14 +1,9 @@
 //! Words and numbers as the console shows them, shared by the screens and the command line.
 
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
+use mpay_common::calendar::{rome, rome_date};
 use mpay_common::ledger::{Actor, Change, Event};
 use mpay_common::money::Cents;
-
-/// The authorities' time zone (bundled with the binary).
-pub fn rome() -> TimeZone {
-    TimeZone::get("Europe/Rome").unwrap_or(TimeZone::UTC)
-}
 
 /// `2026-11-30 16:05:06`, Rome time.
 pub fn when(at: Timestamp) -> String {
@@ -19,7 +14,7 @@ pub fn when(at: Timestamp) -> String {
 
 /// Today in Rome.
 pub fn today() -> jiff::civil::Date {
-    Timestamp::now().to_zoned_datetime(rome()).date()
+    rome_date(Timestamp::now())
 }
 
 /// `16:05:06`, Rome time.

@@ -14,7 +14,7 @@ use mpay_common::model::{
     Debtor, Instalment, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
 };
 use mpay_common::money::Cents;
-use mpay_common::statement::{EntityRef, Money, Statement, Totals};
+use mpay_common::statement::{Money, Statement, Totals};
 use mpay_console::tui::app::{App, Connection, Reply, Request, Screen};
 use mpay_console::tui::view::{self, Theme};
 use ratatui::Terminal;
@@ -230,10 +230,6 @@ fn app() -> App {
         positions: Vec::new(),
         truncated: false,
     })));
-    let _ = EntityRef {
-        fiscal_code: p.entity.clone(),
-        name: String::new(),
-    };
     app.message = None;
     app
 }

@@ -1,27 +1,12 @@
 //! The application's clock. Every rule that depends on the time (a notice due today, an expired
 //! fine, a receipt's day, a job's start) asks the clock held by `App`, so that tests can run the
-//! daemon's logic at a chosen date instead of today's.
-//!
-//! The authorities' calendar is Europe/Rome civil time, from the time-zone data built into the
-//! binary (jiff's bundled tzdb): a host without zoneinfo must not put Italy in UTC, where the
-//! hour after midnight would still be yesterday.
+//! daemon's logic at a chosen date instead of today's. Days are Rome's (`mpay_common::calendar`).
 
 use std::sync::{Arc, Mutex};
 
 use jiff::civil::Date;
-use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-
-/// The authorities' time zone.
-pub fn rome() -> TimeZone {
-    // Bundled with the binary, so the lookup cannot miss; UTC only if the build lost it.
-    TimeZone::get("Europe/Rome").unwrap_or(TimeZone::UTC)
-}
-
-/// The Rome calendar day of an instant.
-pub fn rome_date(at: Timestamp) -> Date {
-    at.to_zoned_datetime(rome()).date()
-}
+pub use mpay_common::calendar::{rome, rome_date};
 
 #[derive(Clone, Debug)]
 pub struct Clock(Arc<Source>);

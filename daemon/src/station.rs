@@ -30,12 +30,6 @@ use crate::pagopa::soap::{
 };
 use crate::store::{Disposition, ReceiptRecord, Recorded};
 
-/// Europe/Rome: the authorities' calendar.
-/// Today in Rome, by the system clock (for code that has no `App` at hand).
-pub fn today() -> Date {
-    crate::clock::Clock::system().today()
-}
-
 pub struct Station {
     app: Arc<App>,
 }
