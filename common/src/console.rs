@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv, Nav};
 use crate::ledger::{Actor, Event, Position};
 use crate::model::Debtor;
-use crate::requests::{OfflinePaymentIn, PositionQuery, ReductionIn, RescheduleIn};
+use crate::requests::{OfflinePaymentIn, ReductionIn, RescheduleIn};
 
 /// The protocol this build speaks. Raised when a call changes meaning or loses a field.
 pub const PROTOCOL: u32 = 1;
@@ -386,7 +386,7 @@ pub mod rpc {
         /// One entity's positions by filters, as the REST API lists them.
         async fn list(
             entity: EntityFiscalCode,
-            query: PositionQuery,
+            query: crate::requests::PositionQuery,
         ) -> RpcResult<Vec<PositionRow>>;
         async fn statement(
             debtor: String,

@@ -15,6 +15,9 @@ pub const MAX_TRANSFERS: usize = 5;
 pub const MAX_METADATA: usize = 10;
 /// Free texts shown on receipts and notices (`stText140`).
 pub const MAX_TEXT: usize = 140;
+/// The years a due date may fall in.
+pub const MIN_YEAR: i16 = 1900;
+pub const MAX_YEAR: i16 = 9999;
 
 /// A broken rule in what an authority loaded; `field` is a path such as
 /// `options[0].instalments[1].transfers[0].amount`.
@@ -254,6 +257,13 @@ impl Instalment {
                 "must be greater than zero",
             ));
         }
+        // pagoPA's dates are xsd:date with four-digit years; the node refuses the rest.
+        if !(MIN_YEAR..=MAX_YEAR).contains(&self.due.year()) {
+            return Err(ModelError::new(
+                format!("{field}.due"),
+                format!("{} is not a date pagoPA accepts (years {MIN_YEAR}..{MAX_YEAR})", self.due),
+            ));
+        }
         text(
             &format!("{field}.description"),
             &self.description,
@@ -353,6 +363,19 @@ impl PositionData {
                 "options",
                 format!("notice number {dup} appears twice"),
             ));
+        }
+        // An instalment due after the position expires would be born expired.
+        if let Some(expiry) = self.expiry {
+            for (o, option) in self.options.iter().enumerate() {
+                for (i, inst) in option.instalments.iter().enumerate() {
+                    if inst.due > expiry {
+                        return Err(ModelError::new(
+                            format!("options[{o}].instalments[{i}].due"),
+                            format!("{} is after the position's expiry {expiry}", inst.due),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }

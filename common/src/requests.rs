@@ -45,6 +45,9 @@ pub struct InstalmentIn {
     pub amount: Cents,
     pub due: Date,
     pub description: String,
+    /// Required in a load. In a rescheduling, leave it empty and each beneficiary keeps its
+    /// share of what the plan replaces.
+    #[serde(default)]
     pub transfers: Vec<TransferIn>,
     #[serde(default)]
     pub metadata: Vec<Metadata>,
@@ -75,8 +78,8 @@ pub struct ReasonIn {
     pub reason: String,
 }
 
-/// Sgravio: the instalment's new amount; `transfer_amounts` default to taking the cut from the
-/// last transfers first.
+/// Sgravio: the instalment's new amount; `transfer_amounts` default to each transfer keeping
+/// its share (revenue stamps untouched).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReductionIn {
@@ -94,9 +97,15 @@ pub struct OfflinePaymentIn {
     pub channel: OfflineChannel,
     pub date: Date,
     pub amount: Cents,
+    /// Identifies the payment within the position with `channel`: the same payment posted
+    /// again changes nothing.
     pub reference: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The amount's split over the notice's transfers; by default in proportion to what is
+    /// open on each.
+    #[serde(default)]
+    pub transfer_amounts: Option<Vec<Cents>>,
 }
 
 /// Rateizzazione: `replaced` notices stop being payable, `instalments` become a new plan.

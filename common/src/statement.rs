@@ -7,7 +7,7 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
-use crate::ledger::{InstalmentStatus, OfflineChannel, PositionStatus};
+use crate::ledger::{Arrival, InstalmentStatus, OfflineChannel, PositionStatus};
 use crate::model::OptionKind;
 use crate::money::Cents;
 
@@ -63,7 +63,7 @@ pub struct Totals {
     /// Every pagoPA receipt, double payments included.
     pub paid_pagopa: Money,
     pub paid_offline: Money,
-    /// pagoPA payments for notices that were no longer due.
+    /// What was received beyond what is owed, whichever way it came.
     pub refunds_due: Money,
 }
 
@@ -89,6 +89,8 @@ pub struct StatementPosition {
     /// Reductions, plan changes, cancellations, restores and replacements; oldest first.
     pub variations: Vec<Variation>,
     pub double_payments: Vec<DoublePaymentLine>,
+    /// What is owed back, per notice and transfer (so per beneficiary).
+    pub refunds: Vec<RefundLine>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,9 +106,12 @@ pub struct StatementNotice {
     pub original_amount: Money,
     /// Still owed on this notice.
     pub due_amount: Money,
+    /// Received for it, and of that what is owed back.
+    pub paid_amount: Money,
+    pub refund_amount: Money,
     pub due: Date,
     pub status: InstalmentStatus,
-    /// `PAGOPA|002|NAV|CF|cents` while the notice is payable.
+    /// `PAGOPA|002|NAV|CF|cents` exactly while the station would take a payment for it.
     pub qr: Option<String>,
 }
 
@@ -135,6 +140,8 @@ pub enum PaymentLine {
         /// When the authority recorded it.
         recorded_at: Timestamp,
         reason: Option<String>,
+        /// The notice was no longer due: a refund is owed (see `double_payments`).
+        double_payment: bool,
     },
 }
 
@@ -174,13 +181,23 @@ pub enum Variation {
     },
 }
 
+/// A payment for a notice that was not due when it arrived.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DoublePaymentLine {
     pub nav: Nav,
-    pub receipt_id: String,
-    pub paid_at: Timestamp,
-    /// The refund due.
+    /// The pagoPA receipt, or the offline payment's reference.
+    pub receipt_id: Option<String>,
+    pub reference: Option<String>,
     pub amount: Money,
-    /// What the notice was when the payment arrived.
-    pub found: InstalmentStatus,
+    /// What the notice was when it arrived.
+    pub found: Arrival,
+}
+
+/// Money owed back on one transfer of a notice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundLine {
+    pub nav: Nav,
+    pub transfer: u8,
+    pub beneficiary: EntityFiscalCode,
+    pub amount: Money,
 }

@@ -378,12 +378,21 @@ fn expiry_must_not_be_before_validity() {
         "expiry",
         &["2025-06-30 is before the validity date 2025-07-01"],
     );
-    // One payable day is fine, and so is either date alone.
+    // One payable day is fine, and so is either date alone (the notice due by the expiry).
     data.expiry = Some(date(2025, 7, 1));
+    data.options[0].instalments[0].due = date(2025, 7, 1);
     assert_valid(&data);
     data.validity = None;
     data.expiry = Some(date(2000, 1, 1));
+    data.options[0].instalments[0].due = date(2000, 1, 1);
     assert_valid(&data);
+    // A notice due after the expiry would be born expired.
+    data.options[0].instalments[0].due = date(2000, 1, 2);
+    assert_refused(
+        &data,
+        "options[0].instalments[0].due",
+        &["2000-01-02 is after the position's expiry 2000-01-01"],
+    );
 }
 
 #[test]

@@ -382,6 +382,7 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
                     amount,
                     reference,
                     reason: Some(reason),
+                    transfer_amounts: None,
                 },
             };
             adjust(c, json, PositionKey::Nav(nav), adjustment).await?;
@@ -500,18 +501,33 @@ pub fn position_text(v: &PositionView) -> String {
                 i.terms.nav,
                 i.terms.due,
                 i.terms.amount,
-                i.due(),
-                if i.receipt.is_some() {
+                p.due(i),
+                if i.receipts().next().is_some() {
                     "  paid via pagoPA"
                 } else {
                     ""
                 },
-                if i.withdrawn { "  withdrawn" } else { "" }
+                if i.withdrawn.is_some() {
+                    "  withdrawn"
+                } else {
+                    ""
+                }
             ));
         }
     }
-    for d in &p.double_payments {
-        out.push_str(&format!("double payment: {d:?}\n"));
+    for (nav, d) in p.double_payments() {
+        out.push_str(&format!(
+            "double payment: {nav} {} ({:?}) {}\n",
+            d.receipt_id().unwrap_or("offline"),
+            d.arrival,
+            d.amount
+        ));
+    }
+    for r in p.refunds() {
+        out.push_str(&format!(
+            "refund due: {} transfer {} to {} {}\n",
+            r.nav, r.transfer, r.beneficiary, r.amount
+        ));
     }
     out.push_str("ledger:\n");
     for e in &v.ledger {

@@ -61,6 +61,7 @@ pub fn change(c: &Change) -> String {
             date,
             amount,
             reference,
+            ..
         } => format!("paid offline {nav}: {amount} on {date} via {channel:?} ({reference})"),
         Change::Cancelled => "cancelled".into(),
         Change::Restored => "restored".into(),

@@ -176,12 +176,15 @@ async fn notices(
                 .and_then(|s| config.station(s));
             for inst in p.instalments() {
                 let status = p.instalment_status(inst, today);
-                if q.all || status == mpay_common::ledger::InstalmentStatus::Unpaid {
-                    let doubles = p
-                        .double_payments
+                // Listed as payable exactly when the station would take it.
+                let payable = p.payable(inst.nav(), today).and_then(Result::ok);
+                if q.all || payable.is_some() {
+                    let doubles = inst
+                        .payments
                         .iter()
-                        .filter(|d| d.nav == inst.terms.nav)
+                        .filter(|pay| pay.arrival != mpay_common::ledger::Arrival::Due)
                         .count();
+                    let amount = payable.as_ref().map_or_else(|| p.due(inst), |d| d.amount);
                     out.push(serde_json::json!({
                         "entity": p.entity.to_string(),
                         "station": station.map(|s| s.id.as_str()),
@@ -189,9 +192,10 @@ async fn notices(
                         "iupd": p.iupd.to_string(),
                         "nav": inst.terms.nav.to_string(),
                         "iuv": inst.terms.iuv.to_string(),
-                        "amount": inst.due().to_string(),
+                        "amount": amount.to_string(),
                         "status": format!("{status:?}"),
-                        "receipt_id": inst.receipt.as_ref().map(|r| r.receipt_id.as_str()),
+                        "payable": payable.is_some(),
+                        "receipt_id": inst.receipts().next().and_then(|r| r.receipt_id()),
                         "double_payments": doubles,
                     }));
                 }

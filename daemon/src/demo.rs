@@ -639,7 +639,7 @@ pub fn generate(
         let first = navs[0].clone();
         let change = match roll {
             0..5 => {
-                // Sgravio: a tenth off the first notice, taken from the main transfer.
+                // Sgravio: a tenth off the first notice, each beneficiary keeping its share.
                 let Some(position) = store.position(id)? else {
                     continue;
                 };
@@ -647,9 +647,11 @@ pub fn generate(
                     continue;
                 };
                 let cut = Cents(inst.terms.amount.0 / 10);
-                let mut amounts: Vec<Cents> =
-                    inst.terms.transfers.iter().map(|t| t.amount).collect();
-                amounts[0] = Cents(amounts[0].0 - cut.0);
+                let Some(amounts) =
+                    mpay_common::ledger::split::reduction(&inst.amounts(), &inst.stamps(), cut)
+                else {
+                    continue;
+                };
                 summary.reduced += 1;
                 Change::Reduced {
                     nav: first,
@@ -677,6 +679,7 @@ pub fn generate(
                     date: today.saturating_sub(rng.i64(1..60).days()),
                     amount: inst.terms.amount,
                     reference: format!("QUIET-{:06}", rng.u32(..1_000_000)),
+                    transfer_amounts: None,
                 }
             }
             13..16 => {

@@ -14,7 +14,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Nav};
 use mpay_common::ledger::{
-    Actor, Change, Event, InstalmentState, InstalmentStatus, Position, PositionStatus,
+    Actor, Change, Event, InstalmentState, NotPayable, PaidTransfer, Payable, PaymentFlag,
+    Position,
 };
 use mpay_common::model::{
     Debtor, Instalment, Metadata, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
@@ -52,6 +53,8 @@ fn fault(code: FaultCode, id: &str, description: impl Into<String>) -> Fault {
 struct Found {
     position: Position,
     nav: Nav,
+    /// What the payable rule says is asked for, per transfer.
+    payable: Payable,
 }
 
 impl Found {
@@ -257,62 +260,47 @@ impl Station {
             .blocking(id, move |store| store.by_nav(&cf, &lookup))
             .await?
             .ok_or_else(unknown)?;
-        let found = Found {
+        let today = self.app.clock.today();
+        let text = |what: &str| format!("notice {} is {what}", qr.notice_number);
+        let payable = match found.1.payable(&nav, today) {
+            None => return Err(unknown()),
+            Some(Ok(p)) => p,
+            Some(Err(why)) => {
+                return Err(match why {
+                    // Not yet valid: as if it did not exist (PROTOCOL.md §7).
+                    NotPayable::NotYetValid => unknown(),
+                    NotPayable::Paid => {
+                        fault(FaultCode::PagamentoDuplicato, id, text("already paid"))
+                    }
+                    NotPayable::OtherOption => fault(
+                        FaultCode::PagamentoDuplicato,
+                        id,
+                        text("part of a position being paid through another option"),
+                    ),
+                    NotPayable::Cancelled => {
+                        fault(FaultCode::PagamentoAnnullato, id, text("cancelled"))
+                    }
+                    NotPayable::Replaced => fault(
+                        FaultCode::PagamentoAnnullato,
+                        id,
+                        text("no longer payable: replaced by a plan"),
+                    ),
+                    NotPayable::ReducedToZero => fault(
+                        FaultCode::PagamentoAnnullato,
+                        id,
+                        text("no longer payable: reduced to zero"),
+                    ),
+                    NotPayable::Expired => {
+                        fault(FaultCode::PagamentoScaduto, id, text("expired"))
+                    }
+                });
+            }
+        };
+        Ok(Found {
             position: found.1,
             nav,
-        };
-        let today = self.app.clock.today();
-        let position = &found.position;
-        let inst = found.instalment().ok_or_else(unknown)?;
-        let status = position.instalment_status(inst, today);
-        let text = |what: &str| format!("notice {} is {what}", qr.notice_number);
-        match status {
-            InstalmentStatus::Paid | InstalmentStatus::PaidOffline => {
-                return Err(fault(
-                    FaultCode::PagamentoDuplicato,
-                    id,
-                    text("already paid"),
-                ));
-            }
-            InstalmentStatus::Cancelled => {
-                let why = if inst.withdrawn && !position.cancelled {
-                    "no longer payable: replaced by a plan or reduced to zero"
-                } else {
-                    "cancelled"
-                };
-                return Err(fault(FaultCode::PagamentoAnnullato, id, text(why)));
-            }
-            InstalmentStatus::Expired => {
-                return Err(fault(FaultCode::PagamentoScaduto, id, text("expired")));
-            }
-            InstalmentStatus::Unpaid => {}
-        }
-        match position.status(today) {
-            PositionStatus::Draft => return Err(unknown()),
-            PositionStatus::Paid => {
-                return Err(fault(
-                    FaultCode::PagamentoDuplicato,
-                    id,
-                    text("part of a position already paid through another option"),
-                ));
-            }
-            _ => {}
-        }
-        // Paying one option excludes the others: a started plan makes the single payment moot.
-        let other_option_paid = position.options.iter().any(|o| {
-            !o.instalments.iter().any(|i| i.terms.nav == found.nav)
-                && o.instalments
-                    .iter()
-                    .any(|i| i.receipt.is_some() || !i.offline.is_empty())
-        });
-        if other_option_paid {
-            return Err(fault(
-                FaultCode::PagamentoDuplicato,
-                id,
-                text("part of a position being paid through another option"),
-            ));
-        }
-        Ok(found)
+            payable,
+        })
     }
 
     fn verify_ok(&self, entity: &EntityConfig, found: &Found, inst: &InstalmentState) -> VerifyOk {
@@ -326,7 +314,7 @@ impl Station {
         });
         VerifyOk {
             payment: PaymentOptionInfo {
-                amount: inst.due(),
+                amount: found.payable.amount,
                 due_date: Some(inst.terms.due),
                 detail_description: Some(inst.terms.description.clone()),
                 all_ccp,
@@ -362,16 +350,14 @@ impl Station {
             .instalment()
             .ok_or_else(|| fault(FaultCode::SystemError, id, "lost"))?;
         let config = &self.app.config;
-        let due = inst.due();
-        let amounts = split_due(&inst.terms.transfers, due).ok_or_else(|| {
-            fault(
-                FaultCode::Semantica,
-                id,
-                "the amount still due cannot be split over the transfers",
-            )
-        })?;
+        let due = found.payable.amount;
         let mut transfers = Vec::with_capacity(inst.terms.transfers.len());
-        for (t, amount) in inst.terms.transfers.iter().zip(amounts) {
+        // Only the transfers with something open: a transfer already settled is not asked for
+        // again (pagoPA refuses a transfer of zero).
+        for &(index, amount) in &found.payable.transfers {
+            let Some(t) = inst.terms.transfers.get(index) else {
+                return Err(fault(FaultCode::SystemError, id, "transfer lost"));
+            };
             let beneficiary = config.entity(&t.beneficiary);
             let postal = beneficiary.and_then(|e| e.postal_accounts.first());
             let mut metadata: Vec<MapEntry> = t.metadata.iter().map(map_entry).collect();
@@ -456,14 +442,27 @@ impl Station {
         let id = entity.fiscal_code.to_string();
         let primary = receipt.fiscal_code == id;
         let nav = receipt.notice_number.parse::<Nav>().ok();
-        // Only the primary entity's copy pays its position; the store finds the notice.
-        let payment = match (&nav, primary) {
+        // Only the primary entity's copy of an OK receipt pays its position; the store finds
+        // the notice. A KO receipt moved no money: it is kept, and pays nothing.
+        let ok = receipt.outcome == "OK";
+        let payment = match (&nav, primary && ok) {
             (Some(nav), true) => {
                 let paid_at = receipt
                     .payment_date_time
                     .as_deref()
                     .and_then(rome_instant)
                     .unwrap_or_else(|| self.app.clock.now());
+                let transfers: Vec<PaidTransfer> = receipt
+                    .transfers
+                    .iter()
+                    .map(|t| PaidTransfer {
+                        id: t.id,
+                        amount: t.amount,
+                        beneficiary: t.fiscal_code_pa.clone(),
+                        account: t.iban.clone(),
+                    })
+                    .collect();
+                let flags = self.unknown_accounts(&transfers);
                 Some(
                     Event::new(
                         self.app.clock.now(),
@@ -474,6 +473,8 @@ impl Station {
                             amount: receipt.payment_amount,
                             psp: receipt.id_psp.clone(),
                             paid_at,
+                            transfers,
+                            flags,
                         },
                     )
                     .with_reason(format!("receipt {}", receipt.receipt_id)),
@@ -494,7 +495,9 @@ impl Station {
             stand_in: receipt.stand_in,
             received_at: self.app.clock.now(),
             position: None,
-            disposition: if primary {
+            disposition: if !ok {
+                Disposition::Ko
+            } else if primary {
                 Disposition::Orphan
             } else {
                 Disposition::SecondaryBeneficiary
@@ -511,7 +514,7 @@ impl Station {
                     .live
                     .receipt_stored(r.disposition == Disposition::DoublePayment);
                 match r.disposition {
-                    Disposition::Applied | Disposition::SecondaryBeneficiary => {}
+                    Disposition::Applied | Disposition::SecondaryBeneficiary | Disposition::Ko => {}
                     other => tracing::warn!(
                         receipt = ?r.receipt_id,
                         nav = ?r.nav,
@@ -525,6 +528,30 @@ impl Station {
                 Ok(())
             }
         }
+    }
+
+    /// Transfers of a receipt crediting an account that is neither the beneficiary's bank nor
+    /// postal account as configured (a postal slip may name the postal one).
+    fn unknown_accounts(&self, transfers: &[PaidTransfer]) -> Vec<PaymentFlag> {
+        let config = &self.app.config;
+        transfers
+            .iter()
+            .filter_map(|t| {
+                let account = t.account.as_deref()?;
+                let known = t
+                    .beneficiary
+                    .parse::<EntityFiscalCode>()
+                    .ok()
+                    .and_then(|cf| config.entity(&cf))
+                    .is_none_or(|e| {
+                        e.bank_accounts
+                            .iter()
+                            .chain(&e.postal_accounts)
+                            .any(|iban| iban.to_string() == account)
+                    });
+                (!known).then_some(PaymentFlag::AccountDiffers { id: t.id })
+            })
+            .collect()
     }
 
     async fn demand(
@@ -550,15 +577,31 @@ impl Station {
         };
         // The same request data always names the same position: a retried demand gets the same
         // notice back.
-        let iupd = demand_iupd(&service, data);
         let cf = entity.fiscal_code.clone();
         let settings = entity.clone();
         let clock = self.app.clock.clone();
+        let data = data.to_vec();
         let (_, position) = self
             .blocking(&id, move |store| {
-                if let Some(found) = store.by_iupd(&cf, &iupd)? {
-                    return Ok(Ok(found));
-                }
+                // The same request again gets the same notice while it is payable; once it
+                // is paid (or otherwise closed), the next round's position.
+                let mut round = 0;
+                let iupd = loop {
+                    let iupd = demand_iupd(&service, &data, round);
+                    match store.by_iupd(&cf, &iupd)? {
+                        None => break iupd,
+                        Some(found) => {
+                            let today = clock.today();
+                            let open = found.1.notices().any(|(_, i)| {
+                                found.1.payable(i.nav(), today).is_some_and(|p| p.is_ok())
+                            });
+                            if open || round >= MAX_DEMAND_ROUNDS {
+                                return Ok(Ok(found));
+                            }
+                            round += 1;
+                        }
+                    }
+                };
                 let seq = store.reserve_sequence(&cf, 1)?;
                 let built =
                     demand_position(&settings, &service, iupd.clone(), seq.start, clock.today());
@@ -588,9 +631,20 @@ impl Station {
             .next()
             .ok_or_else(|| fault(FaultCode::SystemError, &id, "empty position"))?;
         let nav = inst.terms.nav.clone();
+        let payable = position
+            .payable(&nav, self.app.clock.today())
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                fault(
+                    FaultCode::Semantica,
+                    &id,
+                    format!("the position for this request ({nav}) cannot be paid again"),
+                )
+            })?;
         let found = Found {
             position: position.clone(),
             nav: nav.clone(),
+            payable,
         };
         let verify = self.verify_ok(&entity, &found, inst);
         Ok(DemandOk {
@@ -601,24 +655,6 @@ impl Station {
             verify,
         })
     }
-}
-
-/// Splits what is still due over the transfers: a partial offline payment is taken off the last
-/// transfers first. `None` if a transfer would drop to zero while money is still due.
-fn split_due(transfers: &[Transfer], due: Cents) -> Option<Vec<Cents>> {
-    let total = Cents::sum(transfers.iter().map(|t| t.amount))?;
-    let mut surplus = total.checked_sub(due)?;
-    let mut amounts: Vec<Cents> = transfers.iter().map(|t| t.amount).collect();
-    for a in amounts.iter_mut().rev() {
-        if surplus == Cents::ZERO {
-            break;
-        }
-        let room = a.checked_sub(Cents(1))?;
-        let take = room.min(surplus);
-        *a = a.checked_sub(take)?;
-        surplus = surplus.checked_sub(take)?;
-    }
-    (surplus == Cents::ZERO).then_some(amounts)
 }
 
 fn map_entry(m: &Metadata) -> MapEntry {
@@ -655,7 +691,13 @@ fn rome_instant(text: &str) -> Option<Timestamp> {
         .map(|z| z.timestamp())
 }
 
-fn demand_iupd(service: &ServiceConfig, data: &[u8]) -> Iupd {
+/// How many times one request can be paid for before the station stops creating positions for
+/// it and answers with the last one.
+const MAX_DEMAND_ROUNDS: u32 = 9_999;
+
+/// The iupd of the `round`th position created for the same request: round 0 is the hash alone,
+/// later rounds (the same service asked again after its notice was paid) add `-<round>`.
+fn demand_iupd(service: &ServiceConfig, data: &[u8], round: u32) -> Iupd {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     hash.update(service.id.as_bytes());
@@ -663,10 +705,12 @@ fn demand_iupd(service: &ServiceConfig, data: &[u8]) -> Iupd {
     hash.update(data);
     let digest = hash.finalize();
     let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    // 6 + 24 characters from [A-Za-z0-9-]: always a valid iupd.
-    format!("SPONT-{hex}")
-        .parse()
-        .unwrap_or_else(|_| unreachable_iupd())
+    // 6 + 24 (+ 1 + up to 4) characters from [A-Za-z0-9-]: always a valid iupd.
+    let text = match round {
+        0 => format!("SPONT-{hex}"),
+        n => format!("SPONT-{hex}-{n}"),
+    };
+    text.parse().unwrap_or_else(|_| unreachable_iupd())
 }
 
 fn unreachable_iupd() -> Iupd {
@@ -731,45 +775,6 @@ fn demand_position(
 mod tests {
     use super::*;
 
-    fn transfers(amounts: &[i64]) -> Vec<Transfer> {
-        let any = "127.0.0.1:0".parse().expect("addr");
-        let config = crate::demo::config(std::path::Path::new("/x"), any, any);
-        let e = &config.entities[0];
-        amounts
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Transfer {
-                id: i as u8 + 1,
-                beneficiary: e.fiscal_code.clone(),
-                target: TransferTarget::Bank(e.bank_accounts[0].clone()),
-                amount: Cents(*a),
-                remittance: "r".into(),
-                category: "c".into(),
-                metadata: Vec::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn what_is_due_is_split_from_the_last_transfer() {
-        let t = transfers(&[7000, 3000]);
-        assert_eq!(
-            split_due(&t, Cents(10000)),
-            Some(vec![Cents(7000), Cents(3000)])
-        );
-        assert_eq!(
-            split_due(&t, Cents(8000)),
-            Some(vec![Cents(7000), Cents(1000)])
-        );
-        assert_eq!(
-            split_due(&t, Cents(5000)),
-            Some(vec![Cents(4999), Cents(1)])
-        );
-        assert_eq!(split_due(&t, Cents(1)), None);
-    }
-
-    /// With the store unable to write, a receipt gets PAA_SYSTEM_ERROR (the node will retry it),
-    /// never a false OK.
     #[tokio::test]
     async fn a_store_that_cannot_write_answers_system_error() {
         let dir = tempfile::tempdir().expect("tempdir");

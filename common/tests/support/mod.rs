@@ -182,6 +182,7 @@ pub fn offline(seq: u64, amount: i64) -> Change {
         date: date(2025, 6, 10),
         amount: Cents(amount),
         reference: format!("counter receipt {seq}/{amount}"),
+        transfer_amounts: None,
     }
 }
 
@@ -192,6 +193,8 @@ pub fn receipt(seq: u64, receipt_id: &str, amount: i64) -> Change {
         amount: Cents(amount),
         psp: "BCITITMM".to_owned(),
         paid_at: at(1000),
+        transfers: Vec::new(),
+        flags: Vec::new(),
     }
 }
 
@@ -218,4 +221,70 @@ pub fn apply(position: &mut Position, n: i64, change: Change) {
     position
         .apply(&event(n, change))
         .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+}
+
+/// A revenue stamp transfer (marca da bollo) of `amount` cents.
+pub fn stamp(id: u8, amount: i64) -> Transfer {
+    transfer(
+        id,
+        ENTITY,
+        TransferTarget::RevenueStamp(mpay_common::model::RevenueStamp {
+            stamp_type: "01".to_owned(),
+            document_hash: "cXVlc3RvIMOoIHVuIGhhc2ggZGkgdW4gZG9jdW1lbnRvIGRpIHByb3ZhIQ==".to_owned(),
+            province: "RM".to_owned(),
+        }),
+        amount,
+    )
+}
+
+/// NAV `seq` with the given transfers and, last, a revenue stamp of `stamp_amount`.
+pub fn instalment_with_stamp(seq: u64, transfers: &[i64], stamp_amount: i64) -> Instalment {
+    let mut i = instalment(seq, transfers);
+    let id = u8::try_from(i.transfers.len() + 1).expect("few transfers");
+    i.transfers.push(stamp(id, stamp_amount));
+    i.amount = Cents(i.amount.get() + stamp_amount);
+    i
+}
+
+/// A receipt for NAV `seq` whose transfers are `(idTransfer, amount)`.
+pub fn receipt_split(seq: u64, receipt_id: &str, parts: &[(u8, i64)]) -> Change {
+    let Change::PaidViaPagoPa {
+        nav,
+        receipt_id,
+        psp,
+        paid_at,
+        ..
+    } = receipt(seq, receipt_id, 0)
+    else {
+        unreachable!("receipt builds a receipt");
+    };
+    Change::PaidViaPagoPa {
+        nav,
+        receipt_id,
+        amount: Cents(parts.iter().map(|p| p.1).sum()),
+        psp,
+        paid_at,
+        transfers: parts
+            .iter()
+            .map(|&(id, amount)| mpay_common::ledger::PaidTransfer {
+                id,
+                amount: Cents(amount),
+                beneficiary: if id == 1 { ENTITY } else { OTHER }.to_owned(),
+                account: None,
+            })
+            .collect(),
+        flags: Vec::new(),
+    }
+}
+
+/// An offline payment with its own reference.
+pub fn offline_ref(seq: u64, amount: i64, reference: &str) -> Change {
+    Change::PaidOffline {
+        nav: nav(seq),
+        channel: OfflineChannel::PostalSlip,
+        date: date(2025, 6, 10),
+        amount: Cents(amount),
+        reference: reference.to_owned(),
+        transfer_amounts: None,
+    }
 }

@@ -13,7 +13,7 @@ use mpay_common::ledger::OfflineChannel;
 use mpay_common::model::Debtor;
 use mpay_common::money::Cents;
 use mpay_common::requests::{
-    InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn, TransferIn,
+    InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn,
 };
 use mpay_common::statement::Statement;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -107,8 +107,6 @@ pub struct Form {
     pub confirming: bool,
     /// The debtor as it is (for the correction of the debtor's data).
     pub debtor: Option<Debtor>,
-    /// The notice's transfers (for a rescheduling, which keeps each beneficiary's share).
-    pub transfers: Vec<mpay_common::model::Transfer>,
     /// Today, for dates that must be in the future.
     pub today: jiff::civil::Date,
 }
@@ -158,50 +156,17 @@ impl Field {
     }
 }
 
-/// `amount` split in proportion to `weights`, largest remainder first, in cents.
-fn split(amount: i64, weights: &[i64]) -> Vec<i64> {
-    let weight: i64 = weights.iter().sum();
-    let mut shares: Vec<i64> = weights.iter().map(|w| amount * w / weight).collect();
-    let mut rest = amount - shares.iter().sum::<i64>();
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse((amount * weights[i]) % weight));
-    for i in order {
-        if rest == 0 {
-            break;
-        }
-        shares[i] += 1;
-        rest -= 1;
-    }
-    shares
-}
-
-/// `total` in `n` monthly instalments from `first`, each split over the notice's transfers so
-/// that every beneficiary keeps its share: of each instalment within a cent, of the whole plan
-/// exactly (the split is made on the running totals, so rounding never adds up).
-pub fn plan(
-    total: Cents,
-    n: u32,
-    first: jiff::civil::Date,
-    transfers: &[mpay_common::model::Transfer],
-) -> Option<Vec<InstalmentIn>> {
+/// `total` in `n` monthly instalments from `first`, the cents left over going to the first
+/// ones. The transfers are left to the daemon, which keeps each beneficiary's share of what the
+/// plan replaces.
+pub fn plan(total: Cents, n: u32, first: jiff::civil::Date) -> Option<Vec<InstalmentIn>> {
     let n64 = i64::from(n);
-    let weights: Vec<i64> = transfers.iter().map(|t| t.amount.0).collect();
-    if weights.iter().sum::<i64>() <= 0 || total.0 < n64 {
+    if n64 == 0 || total.0 < n64 {
         return None;
     }
     let mut out = Vec::new();
-    let mut paid_so_far = 0;
-    let mut shares_so_far = vec![0; weights.len()];
     for k in 0..n64 {
         let amount = total.0 / n64 + i64::from(k < total.0 % n64);
-        paid_so_far += amount;
-        let running = split(paid_so_far, &weights);
-        let shares: Vec<i64> = running
-            .iter()
-            .zip(&shares_so_far)
-            .map(|(r, s)| r - s)
-            .collect();
-        shares_so_far = running;
         let due = first.checked_add(jiff::Span::new().months(k)).ok()?;
         out.push(InstalmentIn {
             nav: None,
@@ -209,19 +174,8 @@ pub fn plan(
             amount: Cents(amount),
             due,
             description: format!("Rata {} di {n}", k + 1),
-            transfers: transfers
-                .iter()
-                .zip(&shares)
-                .map(|(t, share)| TransferIn {
-                    id: Some(t.id),
-                    beneficiary: Some(t.beneficiary.clone()),
-                    target: Some(t.target.clone()),
-                    amount: Cents(*share),
-                    remittance: t.remittance.clone(),
-                    category: t.category.clone(),
-                    metadata: Vec::new(),
-                })
-                .collect(),
+            // The daemon gives each beneficiary its share of what the plan replaces.
+            transfers: Vec::new(),
             metadata: Vec::new(),
         });
     }
@@ -333,7 +287,7 @@ impl Form {
                 let first: jiff::civil::Date = self.value("first due").parse().ok()?;
                 Adjustment::Reschedule(RescheduleIn {
                     replaced: vec![nav],
-                    instalments: plan(due, n, first, &self.transfers)?,
+                    instalments: plan(due, n, first)?,
                     reason,
                 })
             }
@@ -345,6 +299,7 @@ impl Form {
                     amount: Cents::parse_api(&self.value("amount")).ok()?,
                     reference: self.value("reference"),
                     reason: Some(reason),
+                    transfer_amounts: None,
                 },
             },
         })
@@ -616,9 +571,9 @@ impl App {
             v.position
                 .instalments()
                 .nth(self.notice_selected)
-                .map(|i| (i.terms.transfers.clone(), i.due()))
+                .map(|i| v.position.due(i))
         });
-        let (transfers, still_due) = notice.unwrap_or_default();
+        let still_due = notice.unwrap_or_default();
         let fields = match kind {
             FormKind::Reschedule => vec![
                 Field::new("instalments"),
@@ -676,7 +631,6 @@ impl App {
             focus: 0,
             confirming: false,
             debtor,
-            transfers,
             today: self.today,
         });
     }

@@ -553,7 +553,7 @@ fn position(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                 i.terms.nav,
                 i.terms.due,
                 i.terms.amount,
-                i.due(),
+                p.due(i),
                 state,
                 transfers.join(", ")
             );
@@ -566,11 +566,22 @@ fn position(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             n += 1;
         }
     }
-    for d in &p.double_payments {
+    for (nav, d) in p.double_payments() {
         lines.push(Line::styled(
             format!(
-                "double payment: {} receipt {} — refund due {}",
-                d.nav, d.receipt_id, d.amount
+                "double payment: {nav} {} — {} ({:?})",
+                d.receipt_id().unwrap_or("offline"),
+                d.amount,
+                d.arrival
+            ),
+            theme.bad(),
+        ));
+    }
+    for r in p.refunds() {
+        lines.push(Line::styled(
+            format!(
+                "refund due: {} transfer {} to {} — {}",
+                r.nav, r.transfer, r.beneficiary, r.amount
             ),
             theme.bad(),
         ));

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
 use mpay_common::ledger::{
-    Change, DoublePayment, InstalmentState, InstalmentStatus, OfflinePayment, PagoPaPayment,
-    Position, PositionStatus, Progress,
+    Arrival, Change, InstalmentState, InstalmentStatus, Payment, Position, PositionStatus,
+    Progress, Refund,
 };
 use mpay_common::model::{Debtor, Metadata, OptionKind, Transfer};
 use mpay_common::money::Cents;
@@ -39,8 +39,15 @@ pub struct PositionOut {
     pub open_amount: Cents,
     pub cancelled: bool,
     pub options: Vec<OptionOut>,
-    /// pagoPA payments that arrived for notices no longer due: a refund is owed.
-    pub double_payments: Vec<DoublePayment>,
+    /// Everything received, every payment once (cents).
+    pub paid_amount: Cents,
+    /// Received beyond what is owed (cents): see `refunds`.
+    pub refunds_due: Cents,
+    /// What is owed back, per notice and transfer (so per beneficiary).
+    pub refunds: Vec<Refund>,
+    /// Payments that arrived for a notice that was not due: paid twice, after a cancellation,
+    /// on a replaced notice, through a second option.
+    pub double_payments: Vec<DoublePaymentOut>,
     /// Number of ledger events.
     pub events: u32,
     pub created_at: Timestamp,
@@ -69,8 +76,12 @@ pub struct InstalmentOut {
     pub metadata: Vec<Metadata>,
     /// Replaced by a plan or reduced to zero.
     pub withdrawn: bool,
-    pub offline_payments: Vec<OfflinePayment>,
-    pub receipt: Option<PagoPaPayment>,
+    /// Every payment for this notice, with its split over the transfers.
+    pub payments: Vec<Payment>,
+    /// Owed, received and to refund, per transfer (cents, in transfer order).
+    pub owed: Vec<Cents>,
+    pub paid: Vec<Cents>,
+    pub refund: Vec<Cents>,
     pub reported: bool,
     pub credited: bool,
     /// The notice's QR code text, `PAGOPA|002|NAV|CF|cents`, while something is owed.
@@ -79,28 +90,28 @@ pub struct InstalmentOut {
 
 impl PositionOut {
     pub fn new(p: &Position, today: Date) -> PositionOut {
-        let instalment = |i: &InstalmentState| {
-            let due_amount = i.due();
-            let status = p.instalment_status(i, today);
-            let payable = status == InstalmentStatus::Unpaid && due_amount > Cents::ZERO;
+        let instalment = |o: usize, i: &InstalmentState| {
+            let account = p.account_of(o, i);
+            let payable = p.payable(i.nav(), today).and_then(Result::ok);
             InstalmentOut {
                 nav: i.terms.nav.clone(),
                 iuv: i.terms.iuv.clone(),
-                status,
+                status: p.instalment_status(i, today),
                 amount: i.terms.amount,
                 original_amount: i.original_amount,
-                due_amount,
+                due_amount: account.total_open(),
                 due: i.terms.due,
                 description: i.terms.description.clone(),
                 transfers: i.terms.transfers.clone(),
                 metadata: i.terms.metadata.clone(),
-                withdrawn: i.withdrawn,
-                offline_payments: i.offline.clone(),
-                receipt: i.receipt.clone(),
+                withdrawn: i.withdrawn.is_some(),
+                payments: i.payments.clone(),
+                refund: account.refund(),
+                owed: account.owed,
+                paid: account.paid,
                 reported: i.reported,
                 credited: i.credited,
-                qr: payable
-                    .then(|| format!("PAGOPA|002|{}|{}|{}", i.terms.nav, p.entity, due_amount.0)),
+                qr: payable.map(|d| qr(i.nav(), &p.entity, d.amount)),
             }
         };
         PositionOut {
@@ -118,15 +129,49 @@ impl PositionOut {
             options: p
                 .options
                 .iter()
-                .map(|o| OptionOut {
+                .enumerate()
+                .map(|(n, o)| OptionOut {
                     kind: o.kind,
-                    instalments: o.instalments.iter().map(instalment).collect(),
+                    instalments: o.instalments.iter().map(|i| instalment(n, i)).collect(),
                 })
                 .collect(),
-            double_payments: p.double_payments.clone(),
+            paid_amount: p.total_paid(),
+            refunds_due: p.refunds_due(),
+            refunds: p.refunds(),
+            double_payments: p
+                .double_payments()
+                .map(|(nav, pay)| DoublePaymentOut::new(nav, pay))
+                .collect(),
             events: p.events,
             created_at: p.created_at,
             updated_at: p.updated_at,
+        }
+    }
+}
+
+/// The text of a notice's QR code (pagoPA's `PAGOPA|002|NAV|CF|cents`).
+pub fn qr(nav: &Nav, entity: &EntityFiscalCode, amount: Cents) -> String {
+    format!("PAGOPA|002|{nav}|{entity}|{}", amount.0)
+}
+
+/// A payment for a notice that was not due.
+#[derive(Clone, Debug, Serialize)]
+pub struct DoublePaymentOut {
+    pub nav: Nav,
+    /// The pagoPA receipt, if it came through pagoPA.
+    pub receipt_id: Option<String>,
+    pub amount: Cents,
+    /// What the notice was when it arrived.
+    pub found: Arrival,
+}
+
+impl DoublePaymentOut {
+    pub fn new(nav: &Nav, p: &Payment) -> DoublePaymentOut {
+        DoublePaymentOut {
+            nav: nav.clone(),
+            receipt_id: p.receipt_id().map(str::to_string),
+            amount: p.amount,
+            found: p.arrival,
         }
     }
 }

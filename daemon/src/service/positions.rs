@@ -4,7 +4,7 @@
 //! once the commit is durable.
 
 use mpay_common::ids::{EntityFiscalCode, Iupd, Nav};
-use mpay_common::ledger::{Actor, Change, Event, Position};
+use mpay_common::ledger::{Actor, Change, Event, PaidVia, Position, split};
 use mpay_common::model::{
     Debtor, Instalment, MAX_TEXT, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
 };
@@ -156,16 +156,16 @@ pub fn reduce(
             None if body.new_amount >= current => {
                 inst.terms.transfers.iter().map(|t| t.amount).collect()
             }
+            None if body.new_amount == Cents::ZERO => vec![Cents::ZERO; inst.terms.transfers.len()],
             None => {
-                let amounts: Vec<Cents> = inst.terms.transfers.iter().map(|t| t.amount).collect();
-                split_reduction(&amounts, current, body.new_amount).ok_or_else(|| {
+                let cut = Cents(current.0 - body.new_amount.0);
+                split::reduction(&inst.amounts(), &inst.stamps(), cut).ok_or_else(|| {
                     ServiceError::field(
                         "new_amount",
                         format!(
-                            "{} cannot be split over {} transfers of at least 0.01; give \
-                             transfer_amounts or reduce to zero",
-                            body.new_amount,
-                            amounts.len()
+                            "{} would leave less than the notice's revenue stamps: reduce to \
+                             zero, or give transfer_amounts",
+                            body.new_amount
                         ),
                     )
                 })?
@@ -199,12 +199,26 @@ pub fn pay_offline(
                 p.iupd
             )));
         }
+        // The same payment posted again (same channel and reference, same notice, amount and
+        // day) is a retry: nothing to record. The ledger refuses any other reuse.
+        let retry = p.instalment(nav).is_some_and(|i| {
+            i.payments.iter().any(|pay| {
+                pay.amount == body.amount
+                    && matches!(&pay.via, PaidVia::Offline { channel, date, reference }
+                        if *channel == body.channel && *date == body.date
+                            && *reference == body.reference)
+            })
+        });
+        if retry {
+            return Ok(None);
+        }
         let change = Change::PaidOffline {
             nav: nav.clone(),
             channel: body.channel,
             date: body.date,
             amount: body.amount,
             reference: body.reference,
+            transfer_amounts: body.transfer_amounts,
         };
         Ok(Some(event(app, actor, change, body.reason)))
     })
@@ -243,9 +257,24 @@ pub fn reschedule(
         let resolver = Resolver { app, entity };
         let field = |i: usize| format!("instalments[{i}]");
         let wanted: Vec<&InstalmentIn> = body.instalments.iter().collect();
+        let omitted = body.instalments.iter().filter(|i| i.transfers.is_empty()).count();
+        let shares = match omitted {
+            0 => None,
+            n if n == body.instalments.len() => {
+                let amounts: Vec<Cents> = body.instalments.iter().map(|i| i.amount).collect();
+                Some(split::plan(p, &body.replaced, &amounts)?)
+            }
+            _ => {
+                return Err(ServiceError::field(
+                    "instalments",
+                    "give the transfers of every instalment, or of none (each beneficiary \
+                     then keeps its share of what the plan replaces)",
+                ));
+            }
+        };
         let plan = |mut numbers: Numbers<'_>| -> Result<PaymentOption, ServiceError> {
             let navs = resolver.navs(&field, &wanted, &[], &mut numbers)?;
-            let instalments = body
+            let mut instalments = body
                 .instalments
                 .iter()
                 .cloned()
@@ -253,6 +282,11 @@ pub fn reschedule(
                 .enumerate()
                 .map(|(i, (inst, nav))| resolver.instalment(&field(i), nav, inst))
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some(shares) = &shares {
+                for (inst, transfers) in instalments.iter_mut().zip(shares) {
+                    inst.transfers = transfers.clone();
+                }
+            }
             let plan = PaymentOption {
                 kind: OptionKind::Plan,
                 instalments,
@@ -544,7 +578,40 @@ impl Resolver<'_> {
             options,
         };
         data.validate(&self.entity.fiscal_code)?;
+        self.servable(&data)?;
         Ok(data)
+    }
+
+    /// Refuses what the station could not offer the node: a revenue stamp travels only in
+    /// paGetPaymentV2, so an entity whose stations all speak version 1 cannot take one.
+    fn servable(&self, data: &PositionData) -> Result<(), ServiceError> {
+        let config = &self.app.config;
+        let v2 = self
+            .entity
+            .stations
+            .iter()
+            .filter_map(|s| config.station(s))
+            .any(|s| s.primitive_version >= 2);
+        if v2 {
+            return Ok(());
+        }
+        for (o, opt) in data.options.iter().enumerate() {
+            for (i, inst) in opt.instalments.iter().enumerate() {
+                for (t, transfer) in inst.transfers.iter().enumerate() {
+                    if matches!(transfer.target, TransferTarget::RevenueStamp(_)) {
+                        return Err(ServiceError::field(
+                            format!("options[{o}].instalments[{i}].transfers[{t}].target"),
+                            format!(
+                                "a revenue stamp needs a station speaking pagoPA's primitives \
+                                 version 2; the stations of {} speak version 1",
+                                self.entity.fiscal_code
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -720,48 +787,29 @@ fn replace(
     let app = resolver.app;
     let previous = loaded_data(app, id)?;
     let data = resolver.position(iupd, body, previous.as_ref())?;
-    if previous.as_ref() == Some(&data) {
+    // The last body as it stands today: its debtor may have been changed since.
+    let standing = previous.clone().map(|mut d| {
+        d.debtor = current.debtor.clone();
+        d
+    });
+    if standing.as_ref() == Some(&data) {
         return Ok((Upserted::Unchanged, current));
+    }
+    // The body loaded before `PUT …/debtor`, sent again: replacing would move the debt back to
+    // the first debtor behind the authority's back, and ignoring it would hide that the two
+    // disagree.
+    if previous.as_ref() == Some(&data) {
+        return Err(ServiceError::conflict(
+            "DEBTOR_CHANGED",
+            format!(
+                "the debtor of this position was changed to {} after this body was loaded: send \
+                 the body with the current debtor, or change the debtor again",
+                current.debtor.code
+            ),
+        )
+        .at("debtor"));
     }
     let event = Event::new(app.clock.now(), actor.clone(), Change::Updated(data));
     let after = app.store.append(id, event)?;
     Ok((Upserted::Replaced, after))
-}
-
-/// The default split of a reduction: the cut comes from the last transfers first, each keeping
-/// at least one cent unless the notice goes to zero. `None` if the transfers cannot absorb it.
-pub fn split_reduction(transfers: &[Cents], current: Cents, new: Cents) -> Option<Vec<Cents>> {
-    let floor = if new == Cents::ZERO { 0 } else { 1 };
-    let mut cut = current.0.checked_sub(new.0)?;
-    let mut out: Vec<Cents> = transfers.to_vec();
-    for amount in out.iter_mut().rev() {
-        let take = cut.min(amount.0 - floor).max(0);
-        amount.0 -= take;
-        cut -= take;
-    }
-    (cut == 0).then_some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_reduction;
-    use mpay_common::money::Cents;
-
-    #[test]
-    fn a_reduction_takes_from_the_last_transfers_first() {
-        let t = [Cents(9_500), Cents(500)];
-        assert_eq!(
-            split_reduction(&t, Cents(10_000), Cents(9_000)),
-            Some(vec![Cents(8_999), Cents(1)])
-        );
-        assert_eq!(
-            split_reduction(&t, Cents(10_000), Cents(0)),
-            Some(vec![Cents(0), Cents(0)])
-        );
-        assert_eq!(split_reduction(&t, Cents(10_000), Cents(1)), None);
-        assert_eq!(
-            split_reduction(&t, Cents(10_000), Cents(2)),
-            Some(vec![Cents(1), Cents(1)])
-        );
-    }
 }

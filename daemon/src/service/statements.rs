@@ -2,14 +2,14 @@
 //! for one entity or across every entity served (the REST API's statements, the console's).
 //! Positions are found through the store's debtor index; each one's ledger is
 //! folded again here, event by event, so that every payment, reduction, plan change,
-//! cancellation and restore is listed with its date and reason, and a pagoPA receipt is known
-//! to be a double payment from the state it found. Positions come newest first (by the time
+//! cancellation and restore is listed with its date and reason, and a payment is known to be a
+//! double payment from the state it found. Notices, totals and refunds come from the fold's
+//! accounts, and a notice has a QR code exactly when the station would take it. Positions come newest first (by the time
 //! they were loaded); notices in the order of their options, history oldest first.
 
 use jiff::civil::Date;
 use mpay_common::ids::{DebtorCode, EntityFiscalCode, IdError};
-use mpay_common::ledger::{Change, InstalmentStatus, Position};
-use mpay_common::money::Cents;
+use mpay_common::ledger::{Arrival, Change, PaidVia, Position};
 
 use super::ServiceError;
 use crate::App;
@@ -103,9 +103,15 @@ fn position(
     let mut payments = Vec::new();
     let mut variations = Vec::new();
     for event in events {
-        let doubles = p.double_payments.len();
         p.apply(event).map_err(|e| corrupt(e.to_string()))?;
         let (at, reason) = (event.at, event.reason.clone());
+        // The payment this event just recorded, as the fold saw it arrive.
+        let recorded = |nav| {
+            p.instalment(nav)
+                .and_then(|i| i.payments.last())
+                .map(|pay| pay.arrival)
+                .unwrap_or(Arrival::Due)
+        };
         match &event.change {
             Change::PaidViaPagoPa {
                 nav,
@@ -113,13 +119,14 @@ fn position(
                 amount,
                 psp,
                 paid_at,
+                ..
             } => payments.push(PaymentLine::PagoPa {
                 nav: nav.clone(),
                 paid_at: *paid_at,
                 psp: psp.clone(),
                 amount: (*amount).into(),
                 receipt_id: receipt_id.clone(),
-                double_payment: p.double_payments.len() > doubles,
+                double_payment: recorded(nav) != Arrival::Due,
             }),
             Change::PaidOffline {
                 nav,
@@ -127,6 +134,7 @@ fn position(
                 date,
                 amount,
                 reference,
+                ..
             } => payments.push(PaymentLine::Offline {
                 nav: nav.clone(),
                 channel: *channel,
@@ -135,6 +143,7 @@ fn position(
                 reference: reference.clone(),
                 recorded_at: at,
                 reason,
+                double_payment: recorded(nav) != Arrival::Due,
             }),
             Change::Reduced {
                 nav,
@@ -168,71 +177,58 @@ fn position(
         }
     }
     let mut notices = Vec::new();
-    for (o, option) in p.options.iter().enumerate() {
-        for i in &option.instalments {
-            let due_amount = i.due();
-            let status = p.instalment_status(i, today);
-            let payable = status == InstalmentStatus::Unpaid && due_amount > Cents::ZERO;
-            notices.push(StatementNotice {
-                nav: i.terms.nav.clone(),
-                iuv: i.terms.iuv.clone(),
-                option: o,
-                option_kind: option.kind,
-                description: i.terms.description.clone(),
-                amount: i.terms.amount.into(),
-                original_amount: i.original_amount.into(),
-                due_amount: due_amount.into(),
-                due: i.terms.due,
-                status,
-                qr: payable
-                    .then(|| format!("PAGOPA|002|{}|{}|{}", i.terms.nav, p.entity, due_amount.0)),
-            });
-        }
+    for (o, i) in p.notices() {
+        let account = p.account_of(o, i);
+        let payable = p.payable(i.nav(), today).and_then(Result::ok);
+        notices.push(StatementNotice {
+            nav: i.terms.nav.clone(),
+            iuv: i.terms.iuv.clone(),
+            option: o,
+            option_kind: p.options[o].kind,
+            description: i.terms.description.clone(),
+            amount: i.terms.amount.into(),
+            original_amount: i.original_amount.into(),
+            due_amount: account.total_open().into(),
+            paid_amount: account.total_paid().into(),
+            refund_amount: account.total_refund().into(),
+            due: i.terms.due,
+            status: p.instalment_status(i, today),
+            // The payable rule's: a QR code only for what the station will take.
+            qr: payable.map(|d| format!("PAGOPA|002|{}|{}|{}", i.terms.nav, p.entity, d.amount.0)),
+        });
     }
-    let total = |f: &dyn Fn(&PaymentLine) -> Option<i64>| {
+    let paid = |pagopa: bool| {
         money(
-            payments
-                .iter()
-                .filter_map(f)
+            p.instalments()
+                .flat_map(|i| i.payments.iter())
+                .filter(|pay| pay.via_pagopa() == pagopa)
+                .map(|pay| pay.amount.0)
                 .fold(0i64, i64::saturating_add),
         )
     };
-    let paid_pagopa = total(&|l| match l {
-        PaymentLine::PagoPa { amount, .. } => Some(amount.cents),
-        PaymentLine::Offline { .. } => None,
-    });
-    let paid_offline = total(&|l| match l {
-        PaymentLine::Offline { amount, .. } => Some(amount.cents),
-        PaymentLine::PagoPa { .. } => None,
-    });
     let double_payments: Vec<DoublePaymentLine> = p
-        .double_payments
-        .iter()
-        .map(|d| DoublePaymentLine {
-            nav: d.nav.clone(),
-            receipt_id: d.receipt_id.clone(),
-            paid_at: payments
-                .iter()
-                .find_map(|l| match l {
-                    PaymentLine::PagoPa {
-                        receipt_id,
-                        paid_at,
-                        double_payment: true,
-                        ..
-                    } if receipt_id == &d.receipt_id => Some(*paid_at),
-                    _ => None,
-                })
-                .unwrap_or(p.updated_at),
-            amount: d.amount.into(),
-            found: d.found,
+        .double_payments()
+        .map(|(nav, pay)| DoublePaymentLine {
+            nav: nav.clone(),
+            receipt_id: pay.receipt_id().map(str::to_string),
+            reference: match &pay.via {
+                PaidVia::Offline { reference, .. } => Some(reference.clone()),
+                PaidVia::PagoPa { .. } => None,
+            },
+            amount: pay.amount.into(),
+            found: pay.arrival,
         })
         .collect();
-    let refunds_due = money(
-        double_payments
-            .iter()
-            .map(|d| d.amount.cents)
-            .fold(0i64, i64::saturating_add),
-    );
+    let refunds = p
+        .refunds()
+        .into_iter()
+        .map(|r| RefundLine {
+            nav: r.nav,
+            transfer: r.transfer,
+            beneficiary: r.beneficiary,
+            amount: r.amount.into(),
+        })
+        .collect();
     Ok(StatementPosition {
         entity: entity_ref(app, &p.entity),
         iupd: p.iupd.clone(),
@@ -244,13 +240,14 @@ fn position(
         created_at: p.created_at,
         updated_at: p.updated_at,
         open_amount: p.open_amount().into(),
-        paid_pagopa,
-        paid_offline,
-        refunds_due,
+        paid_pagopa: paid(true),
+        paid_offline: paid(false),
+        refunds_due: p.refunds_due().into(),
         notices,
         payments,
         variations,
         double_payments,
+        refunds,
     })
 }
 

@@ -160,3 +160,12 @@ pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
 pub fn receipt(entity: &EntityFiscalCode, receipt_id: &str) -> Vec<u8> {
     entity_key(RECEIPT, entity, receipt_id.as_bytes())
 }
+
+/// A receipt whose receiptId an earlier receipt for another notice already holds.
+pub fn receipt_reused(entity: &EntityFiscalCode, receipt_id: &str, nav: &str) -> Vec<u8> {
+    let mut id = receipt_id.as_bytes().to_vec();
+    // `\0` sorts it right after the first one and cannot occur in a receiptId (stText35).
+    id.push(0);
+    id.extend_from_slice(nav.as_bytes());
+    entity_key(RECEIPT, entity, &id)
+}

@@ -17,6 +17,7 @@ pub mod fsync;
 mod jobs;
 mod journal;
 pub mod keys;
+mod legacy;
 mod receipts;
 #[cfg(test)]
 mod tests;
@@ -40,7 +41,7 @@ pub use receipts::{Disposition, ReceiptRecord, Recorded};
 
 /// On-disk format of the store as a whole. Raised when keys or trees change meaning; a store
 /// written by a newer format is refused rather than misread.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
 
 /// Trees kept apart from `data` because they never need to commit atomically with a position.
 /// A backup numbers them by position in this list: add new trees at the end.
@@ -214,6 +215,7 @@ impl Store {
         for name in TREES {
             db.open_tree(name)?;
         }
+        let mut found_format = STORE_FORMAT;
         match data.get(keys::META_FORMAT)? {
             None => {
                 if data.iter().next().is_some() {
@@ -235,6 +237,7 @@ impl Store {
                         found,
                     });
                 }
+                found_format = found;
             }
         }
         let writer = Writer {
@@ -271,7 +274,52 @@ impl Store {
             flusher: Mutex::new(Some(flusher)),
         };
         store.build_name_index()?;
+        if found_format < STORE_FORMAT {
+            store.upgrade(found_format)?;
+        }
         Ok(store)
+    }
+
+    /// Brings a store of an older format up to this one. Format 1 held position snapshots of an
+    /// older layout: each is folded again from its ledger (whose old events `codec` reads).
+    fn upgrade(&self, from: u32) -> Result<(), StoreError> {
+        tracing::info!("upgrading the store from format {from} to {STORE_FORMAT}");
+        let end = [keys::POSITION + 1];
+        let mut batch = sled::Batch::default();
+        let (mut pending, mut done) = (0usize, 0u64);
+        for entry in self.data.range([keys::POSITION].as_slice()..end.as_slice()) {
+            let (k, v) = entry?;
+            let Some((&version, rest)) = v.split_first() else {
+                return Err(StoreError::Corrupt("an empty position snapshot".into()));
+            };
+            if version == <Position as codec::Stored>::VERSION {
+                continue;
+            }
+            let id = keys::decode_id(&k[1..])
+                .ok_or_else(|| StoreError::Corrupt("position key".into()))?;
+            // Every snapshot layout so far starts with the entity.
+            let (entity, _) =
+                postcard::take_from_bytes::<mpay_common::ids::EntityFiscalCode>(rest).map_err(
+                    |e| StoreError::Corrupt(format!("position {id}: unreadable entity: {e}")),
+                )?;
+            let events = self.ledger(id)?;
+            let position = Position::fold(entity, events.iter().map(|s| &s.event)).map_err(|e| {
+                StoreError::Corrupt(format!("ledger of position {id} does not fold: {e}"))
+            })?;
+            batch.insert(k, codec::encode(&position)?);
+            pending += 1;
+            done += 1;
+            if pending == 1000 {
+                self.data.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        batch.insert(keys::META_FORMAT, &u64::from(STORE_FORMAT).to_be_bytes());
+        let applying = self.group.begin();
+        self.data.apply_batch(batch)?;
+        applying.wait_durable()?;
+        tracing::info!("store upgraded: {done} positions folded again");
+        Ok(())
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {

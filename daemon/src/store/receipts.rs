@@ -22,6 +22,11 @@ pub enum Disposition {
     Orphan,
     /// Sent to a secondary beneficiary: the primary entity's position is not ours to update.
     SecondaryBeneficiary,
+    /// `outcome` KO: no money moved, nothing is paid.
+    Ko,
+    /// Its receiptId was already used by another receipt for a different notice: kept under
+    /// its own key and flagged for the operators; it pays its notice all the same.
+    ReceiptIdReused,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,11 +96,28 @@ impl Store {
         }
         let applying = self.group.begin();
         let w = self.writer();
+        let mut key = key;
+        let mut reused = false;
         if let Some(existing) = self.data.get(&key)? {
-            drop(w);
-            // The first delivery may still be waiting for its fsync: OK only once it is on disk.
-            applying.wait_durable()?;
-            return Ok(Recorded::Replay(codec::decode(&existing, "a receipt")?));
+            let first: ReceiptRecord = codec::decode(&existing, "a receipt")?;
+            // The same receiptId for another notice is another payment, not a replay.
+            let replay = if first.nav == record.nav {
+                Some(first)
+            } else {
+                key = keys::receipt_reused(&record.entity, &record.receipt_id, &record.nav);
+                reused = true;
+                match self.data.get(&key)? {
+                    Some(v) => Some(codec::decode(&v, "a receipt")?),
+                    None => None,
+                }
+            };
+            if let Some(stored) = replay {
+                drop(w);
+                // The first delivery may still be waiting for its fsync: OK only once it is
+                // on disk.
+                applying.wait_durable()?;
+                return Ok(Recorded::Replay(stored));
+            }
         }
         let commit = w.commit + 1;
         let mut batch = sled::Batch::default();
@@ -110,12 +132,13 @@ impl Store {
                     let mut after = before.clone();
                     match after.apply(&event) {
                         Ok(()) => {
-                            record.disposition =
-                                if after.double_payments.len() > before.double_payments.len() {
-                                    Disposition::DoublePayment
-                                } else {
-                                    Disposition::Applied
-                                };
+                            let double = after.double_payments().count()
+                                > before.double_payments().count();
+                            record.disposition = if double {
+                                Disposition::DoublePayment
+                            } else {
+                                Disposition::Applied
+                            };
                             record.position = Some(id);
                             self.write_position(&mut batch, id, Some(&before), &after)?;
                             updated.push((id, after.clone()));
@@ -131,6 +154,9 @@ impl Store {
                 }
                 None => record.disposition = Disposition::Orphan,
             }
+        }
+        if reused {
+            record.disposition = Disposition::ReceiptIdReused;
         }
         record.commit = commit;
         batch.insert(key, codec::encode(&record)?);

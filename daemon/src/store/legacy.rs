@@ -1,0 +1,181 @@
+//! Layouts of stored values written by earlier versions, kept so that a newer mpayd reads an
+//! older store or backup (`codec::Stored::decode_old`). Each is frozen: never edit one, add the
+//! next.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use mpay_common::ids::Nav;
+use mpay_common::ledger::{Actor, Change, Event, OfflineChannel};
+use mpay_common::model::{Debtor, PaymentOption, PositionData};
+use mpay_common::money::Cents;
+use mpay_common::ledger::Position;
+use serde::Deserialize;
+
+use super::codec::Stored;
+use super::{ReceiptRecord, StoredEvent};
+
+/// Ledger events of value version 1: offline payments without a split, receipts without their
+/// transfers.
+#[derive(Deserialize)]
+enum ChangeV1 {
+    Loaded(PositionData),
+    Updated(PositionData),
+    DebtorUpdated(Debtor),
+    Reduced {
+        nav: Nav,
+        old_amount: Cents,
+        new_amount: Cents,
+        transfer_amounts: Vec<Cents>,
+        act: String,
+    },
+    Rescheduled {
+        replaced: Vec<Nav>,
+        plan: PaymentOption,
+    },
+    PaidOffline {
+        nav: Nav,
+        channel: OfflineChannel,
+        date: Date,
+        amount: Cents,
+        reference: String,
+    },
+    Cancelled,
+    Restored,
+    PaidViaPagoPa {
+        nav: Nav,
+        receipt_id: String,
+        amount: Cents,
+        psp: String,
+        paid_at: Timestamp,
+    },
+    Reported {
+        nav: Nav,
+        flow_id: String,
+        amount: Cents,
+    },
+    Credited {
+        nav: Nav,
+        reference: String,
+        amount: Cents,
+    },
+    OperatorAdjustment {
+        note: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct EventV1 {
+    at: Timestamp,
+    actor: Actor,
+    reason: Option<String>,
+    change: ChangeV1,
+}
+
+#[derive(Deserialize)]
+struct StoredEventV1 {
+    commit: u64,
+    event: EventV1,
+}
+
+impl From<ChangeV1> for Change {
+    fn from(c: ChangeV1) -> Change {
+        match c {
+            ChangeV1::Loaded(d) => Change::Loaded(d),
+            ChangeV1::Updated(d) => Change::Updated(d),
+            ChangeV1::DebtorUpdated(d) => Change::DebtorUpdated(d),
+            ChangeV1::Reduced {
+                nav,
+                old_amount,
+                new_amount,
+                transfer_amounts,
+                act,
+            } => Change::Reduced {
+                nav,
+                old_amount,
+                new_amount,
+                transfer_amounts,
+                act,
+            },
+            ChangeV1::Rescheduled { replaced, plan } => Change::Rescheduled { replaced, plan },
+            ChangeV1::PaidOffline {
+                nav,
+                channel,
+                date,
+                amount,
+                reference,
+            } => Change::PaidOffline {
+                nav,
+                channel,
+                date,
+                amount,
+                reference,
+                transfer_amounts: None,
+            },
+            ChangeV1::Cancelled => Change::Cancelled,
+            ChangeV1::Restored => Change::Restored,
+            ChangeV1::PaidViaPagoPa {
+                nav,
+                receipt_id,
+                amount,
+                psp,
+                paid_at,
+            } => Change::PaidViaPagoPa {
+                nav,
+                receipt_id,
+                amount,
+                psp,
+                paid_at,
+                transfers: Vec::new(),
+                flags: Vec::new(),
+            },
+            ChangeV1::Reported {
+                nav,
+                flow_id,
+                amount,
+            } => Change::Reported {
+                nav,
+                flow_id,
+                amount,
+            },
+            ChangeV1::Credited {
+                nav,
+                reference,
+                amount,
+            } => Change::Credited {
+                nav,
+                reference,
+                amount,
+            },
+            ChangeV1::OperatorAdjustment { note } => Change::OperatorAdjustment { note },
+        }
+    }
+}
+
+impl Stored for StoredEvent {
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<StoredEventV1>(bytes).map(|s| StoredEvent {
+                commit: s.commit,
+                event: Event {
+                    at: s.event.at,
+                    actor: s.event.actor,
+                    reason: s.event.reason,
+                    change: s.event.change.into(),
+                },
+            })
+        })
+    }
+}
+
+/// A position's snapshot is derived: one of version 1 is refolded from its ledger when the store
+/// is opened (`Store::upgrade`), never read.
+impl Stored for Position {
+    const VERSION: u8 = 2;
+}
+
+impl Stored for ReceiptRecord {}
+impl Stored for super::journal::JournalEntry {}
+impl Stored for super::jobs::BulkJob {}
+impl Stored for mpay_common::console::AuditRecord {}
