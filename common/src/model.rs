@@ -261,7 +261,10 @@ impl Instalment {
         if !(MIN_YEAR..=MAX_YEAR).contains(&self.due.year()) {
             return Err(ModelError::new(
                 format!("{field}.due"),
-                format!("{} is not a date pagoPA accepts (years {MIN_YEAR}..{MAX_YEAR})", self.due),
+                format!(
+                    "{} is not a date pagoPA accepts (years {MIN_YEAR}..{MAX_YEAR})",
+                    self.due
+                ),
             ));
         }
         text(

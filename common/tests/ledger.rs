@@ -14,9 +14,9 @@ use mpay_common::ledger::{
 use mpay_common::model::{OptionKind, PositionData};
 use mpay_common::money::Cents;
 use support::{
-    OTHER, apply, at, entity, event, fiscal, instalment, instalment_with_stamp, load, loaded,
-    nav, offline, offline_ref, option, position_data, receipt, receipt_split, reduced,
-    rescheduled, single, single_and_plan, today,
+    OTHER, apply, at, entity, event, fiscal, instalment, instalment_with_stamp, load, loaded, nav,
+    offline, offline_ref, option, position_data, receipt, receipt_split, reduced, rescheduled,
+    single, single_and_plan, today,
 };
 
 /// Applies `change` as event `n`, which must be refused; returns why and checks that the
@@ -46,7 +46,6 @@ fn amounts(i: &InstalmentState) -> Vec<i64> {
     i.terms.transfers.iter().map(|t| t.amount.get()).collect()
 }
 
-
 /// What notice `seq` owes, has received and is owed back, per transfer.
 fn account(p: &Position, seq: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     let a = p.account(inst(p, seq));
@@ -55,7 +54,8 @@ fn account(p: &Position, seq: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
 }
 
 fn payable(p: &Position, seq: u64) -> Result<Payable, NotPayable> {
-    p.payable(&nav(seq), today()).expect("a notice of the position")
+    p.payable(&nav(seq), today())
+        .expect("a notice of the position")
 }
 
 fn due(p: &Position, seq: u64) -> i64 {
@@ -281,9 +281,11 @@ fn debtor_update_needs_a_name() {
 // ---------------------------------------------------------------------------------------------
 // Reduced (sgravio)
 
-
 fn new_plan() -> Vec<mpay_common::model::Instalment> {
-    vec![instalment(10, &[100_00, 50_00]), instalment(11, &[100_00, 50_00])]
+    vec![
+        instalment(10, &[100_00, 50_00]),
+        instalment(11, &[100_00, 50_00]),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,15 +309,30 @@ fn reduction_refusals_name_the_problem() {
     let e = refuse(&mut p, 1, reduced(1, 100_00, 100_00, &[70_00, 30_00]));
     assert!(matches!(e, LedgerError::NotAReduction { .. }), "{e}");
     let e = refuse(&mut p, 1, reduced(1, 90_00, 80_00, &[50_00, 30_00]));
-    assert!(matches!(e, LedgerError::NotAReduction { .. }), "stale old amount: {e}");
+    assert!(
+        matches!(e, LedgerError::NotAReduction { .. }),
+        "stale old amount: {e}"
+    );
     let e = refuse(&mut p, 1, reduced(1, 100_00, 80_00, &[50_00, 20_00]));
-    assert!(matches!(e, LedgerError::BadReduction { .. }), "does not add up: {e}");
+    assert!(
+        matches!(e, LedgerError::BadReduction { .. }),
+        "does not add up: {e}"
+    );
     let e = refuse(&mut p, 1, reduced(1, 100_00, 80_00, &[80_00]));
-    assert!(matches!(e, LedgerError::BadReduction { .. }), "one amount: {e}");
+    assert!(
+        matches!(e, LedgerError::BadReduction { .. }),
+        "one amount: {e}"
+    );
     let e = refuse(&mut p, 1, reduced(1, 100_00, 80_00, &[40_00, 40_00]));
-    assert!(matches!(e, LedgerError::BadReduction { .. }), "transfer grows: {e}");
+    assert!(
+        matches!(e, LedgerError::BadReduction { .. }),
+        "transfer grows: {e}"
+    );
     let e = refuse(&mut p, 1, reduced(1, 100_00, 80_00, &[90_00, -10_00]));
-    assert!(matches!(e, LedgerError::BadReduction { .. }), "negative: {e}");
+    assert!(
+        matches!(e, LedgerError::BadReduction { .. }),
+        "negative: {e}"
+    );
     let e = refuse(&mut p, 1, reduced(9, 100_00, 80_00, &[50_00, 30_00]));
     assert_eq!(e, LedgerError::UnknownNav(nav(9)));
 }
@@ -332,7 +349,10 @@ fn a_revenue_stamp_is_never_reduced_in_part() {
     assert_eq!(amounts(inst(&p, 1)), [5_00, 2_00]);
     apply(&mut p, 2, reduced(1, 7_00, 5_00, &[5_00, 0]));
     // The stamp gone, the station asks for the rest alone.
-    assert_eq!(payable(&p, 1).expect("payable").transfers, vec![(0, Cents(5_00))]);
+    assert_eq!(
+        payable(&p, 1).expect("payable").transfers,
+        vec![(0, Cents(5_00))]
+    );
 }
 
 #[test]
@@ -359,7 +379,10 @@ fn reducing_after_a_payment_refunds_what_was_paid_beyond_it() {
     assert_eq!(p.status(today()), PositionStatus::Paid);
     apply(&mut p, 2, reduced(1, 100_00, 80_00, &[56_00, 24_00]));
     // 14.00 back from the entity's share, 6.00 from OTHER's.
-    assert_eq!(account(&p, 1), (vec![56_00, 24_00], vec![70_00, 30_00], vec![14_00, 6_00]));
+    assert_eq!(
+        account(&p, 1),
+        (vec![56_00, 24_00], vec![70_00, 30_00], vec![14_00, 6_00])
+    );
     assert_eq!(p.refunds_due(), Cents(20_00));
     let refunds = p.refunds();
     assert_eq!(refunds[1].beneficiary, fiscal(OTHER));
@@ -381,7 +404,10 @@ fn reducing_after_a_payment_refunds_what_was_paid_beyond_it() {
 fn a_partial_payment_is_shared_by_the_beneficiaries() {
     let mut p = load(single());
     apply(&mut p, 1, offline(1, 20_00));
-    assert_eq!(account(&p, 1), (vec![70_00, 30_00], vec![14_00, 6_00], vec![0, 0]));
+    assert_eq!(
+        account(&p, 1),
+        (vec![70_00, 30_00], vec![14_00, 6_00], vec![0, 0])
+    );
     assert_eq!(p.status(today()), PositionStatus::PartiallyPaid);
     let pay = payable(&p, 1).expect("the rest is payable");
     assert_eq!(pay.amount, Cents(80_00));
@@ -415,7 +441,10 @@ fn payments_that_do_not_fit_become_refunds() {
     assert_eq!(p.refunds_due(), Cents(20_00));
     assert_eq!(status_of(&p, 1), InstalmentStatus::PaidOffline);
     let flags = &inst(&p, 1).payments[0].flags;
-    assert_eq!(flags, &vec![PaymentFlag::AmountDiffers { due: Cents(100_00) }]);
+    assert_eq!(
+        flags,
+        &vec![PaymentFlag::AmountDiffers { due: Cents(100_00) }]
+    );
 
     // A receipt after a counter payment: paid twice.
     let mut p = load(single());
@@ -450,23 +479,50 @@ fn one_reference_is_one_payment() {
 }
 
 #[test]
-fn a_receipt_keeps_its_own_split_and_flags_what_differs() {
+fn a_receipt_settles_the_notice_and_flags_what_differs() {
     let mut p = load(single());
-    apply(&mut p, 1, receipt_split(1, "R-1", &[(1, 70_00), (2, 30_00)]));
+    apply(
+        &mut p,
+        1,
+        receipt_split(1, "R-1", &[(1, 70_00), (2, 30_00)]),
+    );
     assert!(inst(&p, 1).payments[0].flags.is_empty());
     assert_eq!(account(&p, 1).1, [70_00, 30_00]);
 
-    // The PSP split it otherwise: counted as it came, flagged.
+    // The PSP split it otherwise: the notice is settled as asked, the difference flagged for
+    // reconciliation (the beneficiaries settle it between them, not with the payer).
     let mut p = load(single());
-    apply(&mut p, 1, receipt_split(1, "R-1", &[(1, 80_00), (2, 20_00)]));
-    assert_eq!(account(&p, 1), (vec![70_00, 30_00], vec![80_00, 20_00], vec![10_00, 0]));
-    assert!(inst(&p, 1).payments[0].flags.contains(&PaymentFlag::TransferDiffers { id: 1 }));
-    assert_eq!(due(&p, 1), 10_00);
+    apply(
+        &mut p,
+        1,
+        receipt_split(1, "R-1", &[(1, 80_00), (2, 20_00)]),
+    );
+    assert_eq!(
+        account(&p, 1),
+        (vec![70_00, 30_00], vec![70_00, 30_00], vec![0, 0])
+    );
+    let flags = &inst(&p, 1).payments[0].flags;
+    assert!(
+        flags.contains(&PaymentFlag::TransferDiffers { id: 1 }),
+        "{flags:?}"
+    );
+    assert!(
+        flags.contains(&PaymentFlag::TransferDiffers { id: 2 }),
+        "{flags:?}"
+    );
+    assert_eq!(payable(&p, 1), Err(NotPayable::Paid));
 
     // Transfers naming a transfer the notice lacks: split as the notice is, flagged.
     let mut p = load(single());
-    apply(&mut p, 1, receipt_split(1, "R-1", &[(1, 70_00), (3, 30_00)]));
-    assert_eq!(inst(&p, 1).payments[0].flags, vec![PaymentFlag::TransfersDoNotAddUp]);
+    apply(
+        &mut p,
+        1,
+        receipt_split(1, "R-1", &[(1, 70_00), (3, 30_00)]),
+    );
+    assert_eq!(
+        inst(&p, 1).payments[0].flags,
+        vec![PaymentFlag::TransfersDoNotAddUp]
+    );
     assert_eq!(account(&p, 1).1, [70_00, 30_00]);
 
     // A smaller amount than due: flagged, the rest stays open.
@@ -516,7 +572,13 @@ fn a_plan_replaces_the_notices_it_names_and_only_those() {
     apply(
         &mut p,
         1,
-        rescheduled(&[1, 2], vec![instalment(10, &[50_00, 25_00]), instalment(11, &[50_00, 25_00])]),
+        rescheduled(
+            &[1, 2],
+            vec![
+                instalment(10, &[50_00, 25_00]),
+                instalment(11, &[50_00, 25_00]),
+            ],
+        ),
     );
     assert_eq!(payable(&p, 1), Err(NotPayable::Replaced));
     assert_eq!(payable(&p, 2), Err(NotPayable::Replaced));
@@ -524,7 +586,10 @@ fn a_plan_replaces_the_notices_it_names_and_only_those() {
     apply(&mut p, 2, receipt(10, "R-10", 75_00));
     apply(&mut p, 3, receipt(11, "R-11", 75_00));
     assert_eq!(p.status(today()), PositionStatus::PartiallyPaid);
-    assert!(payable(&p, 3).is_ok(), "the instalment not named is still due");
+    assert!(
+        payable(&p, 3).is_ok(),
+        "the instalment not named is still due"
+    );
     apply(&mut p, 4, receipt(3, "R-3", 150_00));
     assert_eq!(p.status(today()), PositionStatus::Paid);
     assert_eq!(p.refunds_due(), Cents::ZERO);
@@ -549,10 +614,19 @@ fn a_partly_paid_notice_is_rescheduled_for_the_rest() {
     apply(
         &mut p,
         2,
-        rescheduled(&[1], vec![instalment(10, &[28_00, 12_00]), instalment(11, &[28_00, 12_00])]),
+        rescheduled(
+            &[1],
+            vec![
+                instalment(10, &[28_00, 12_00]),
+                instalment(11, &[28_00, 12_00]),
+            ],
+        ),
     );
     // What was paid stays paid, nothing to refund, the plan is what is open.
-    assert_eq!(account(&p, 1), (vec![14_00, 6_00], vec![14_00, 6_00], vec![0, 0]));
+    assert_eq!(
+        account(&p, 1),
+        (vec![14_00, 6_00], vec![14_00, 6_00], vec![0, 0])
+    );
     assert_eq!(p.open_amount(), Cents(80_00));
     // A receipt for the replaced notice now is money for a notice no longer due.
     apply(&mut p, 3, receipt(1, "R-1", 80_00));
@@ -589,7 +663,10 @@ fn a_plan_granted_on_an_expired_fine_has_its_own_dates() {
     assert_eq!(p.payable(&nav(1), later), Some(Err(NotPayable::Expired)));
     apply(&mut p, 1, rescheduled(&[1], new_plan()));
     assert!(p.payable(&nav(10), later).is_some_and(|r| r.is_ok()));
-    assert_eq!(p.instalment_status(inst(&p, 10), later), InstalmentStatus::Unpaid);
+    assert_eq!(
+        p.instalment_status(inst(&p, 10), later),
+        InstalmentStatus::Unpaid
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,8 +731,14 @@ fn validity_and_expiry_gate_the_payable_rule() {
     let p = load(data);
     assert_eq!(payable(&p, 1), Err(NotPayable::NotYetValid));
     assert_eq!(p.status(today()), PositionStatus::Draft);
-    assert!(p.payable(&nav(1), date(2025, 7, 1)).is_some_and(|r| r.is_ok()));
-    assert_eq!(p.payable(&nav(1), date(2026, 1, 1)), Some(Err(NotPayable::Expired)));
+    assert!(
+        p.payable(&nav(1), date(2025, 7, 1))
+            .is_some_and(|r| r.is_ok())
+    );
+    assert_eq!(
+        p.payable(&nav(1), date(2026, 1, 1)),
+        Some(Err(NotPayable::Expired))
+    );
     assert_eq!(p.status(date(2026, 1, 1)), PositionStatus::Expired);
     assert_eq!(p.payable(&nav(9), today()), None);
 }
@@ -672,7 +755,10 @@ fn an_instalment_due_after_the_expiry_is_refused_at_load() {
     let mut data = single();
     data.options[0].instalments[0].due = date(0, 1, 1);
     let e = Position::load(entity(), &loaded(data)).expect_err("year 0");
-    assert!(matches!(&e, LedgerError::Invalid(m) if m.field.ends_with(".due")), "{e}");
+    assert!(
+        matches!(&e, LedgerError::Invalid(m) if m.field.ends_with(".due")),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,7 +784,11 @@ fn credited(seq: u64) -> Change {
 fn progress_follows_the_least_advanced_receipt() {
     let mut p = load(single_and_plan());
     apply(&mut p, 1, offline(2, 150_00));
-    assert_eq!(p.progress(), Progress::None, "offline payments are not reconciled");
+    assert_eq!(
+        p.progress(),
+        Progress::None,
+        "offline payments are not reconciled"
+    );
     apply(&mut p, 2, receipt(3, "R-3", 150_00));
     assert_eq!(p.progress(), Progress::None);
     apply(&mut p, 3, reported(3));
@@ -801,7 +891,6 @@ fn event_json_round_trip() {
     assert_eq!(Actor::Node.to_string(), "node");
     assert_eq!(Actor::System.to_string(), "system");
 }
-
 
 #[test]
 fn loaded_event_carries_the_data() {

@@ -14,8 +14,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Nav};
 use mpay_common::ledger::{
-    Actor, Change, Event, InstalmentState, NotPayable, PaidTransfer, Payable, PaymentFlag,
-    Position,
+    Actor, Change, Event, InstalmentState, NotPayable, PaidTransfer, Payable, PaymentFlag, Position,
 };
 use mpay_common::model::{
     Debtor, Instalment, Metadata, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
@@ -290,9 +289,7 @@ impl Station {
                         id,
                         text("no longer payable: reduced to zero"),
                     ),
-                    NotPayable::Expired => {
-                        fault(FaultCode::PagamentoScaduto, id, text("expired"))
-                    }
+                    NotPayable::Expired => fault(FaultCode::PagamentoScaduto, id, text("expired")),
                 });
             }
         };

@@ -280,7 +280,7 @@ fn a_load_is_idempotent_and_bad_input_changes_nothing() {
             positions("/TARI-2026-A/cancel"),
             json!({"reason": "errore"}),
         ),
-        (409, "HAS_PAYMENTS"),
+        (409, "POSITION_PAID"),
         "",
     );
 
@@ -515,8 +515,9 @@ fn variations_agree_with_the_station() {
     let inst = &reduced["options"][0]["instalments"][0];
     assert_eq!(inst["amount"], 8_000);
     assert_eq!(inst["original_amount"], 10_000);
-    assert_eq!(inst["transfers"][0]["amount"], 7_999);
-    assert_eq!(inst["transfers"][1]["amount"], 1);
+    // Each beneficiary keeps its share: 95 % and 5 % of 80.00.
+    assert_eq!(inst["transfers"][0]["amount"], 7_600);
+    assert_eq!(inst["transfers"][1]["amount"], 400);
     let v = verify(&d, &nav);
     assert_eq!(
         (v.outcome.as_str(), v.amount.as_deref()),
@@ -528,7 +529,8 @@ fn variations_agree_with_the_station() {
         &requests::get_payment(&caller(), true, ENTITY, &nav, Some("80.00")),
     );
     assert_eq!(got.amount.as_deref(), Some("80.00"));
-    assert_eq!(got.transfers.len(), 2);
+    let split: Vec<&str> = got.transfers.iter().map(|t| t.amount.as_str()).collect();
+    assert_eq!(split, ["76.00", "4.00"]);
     // The same body again changes nothing; a changed one would undo the reduction: refused.
     let (status, same) = api(&d, "PUT", &positions("/RED-1"), Some(&tari()));
     assert_eq!(status, 200, "{same}");
@@ -589,11 +591,12 @@ fn variations_agree_with_the_station() {
         "{part}"
     );
     assert_eq!(verify(&d, &nav).amount.as_deref(), Some("50.00"));
-    let (status, err) = pay("60.00", "CRO-2");
+    // The same transfer posted again is the same payment.
+    let (status, again) = pay("30.00", "CRO-1");
     assert_eq!(
-        (status, err["field"].as_str()),
-        (400, Some("amount")),
-        "{err}"
+        (status, &again["paid_amount"]),
+        (200, &json!(3_000)),
+        "{again}"
     );
     let (status, full) = pay("50.00", "CRO-3");
     assert_eq!(
@@ -617,7 +620,8 @@ fn variations_agree_with_the_station() {
         .expect("double_payments");
     assert_eq!(doubles.len(), 1, "{after}");
     assert_eq!(doubles[0]["nav"], nav.as_str());
-    assert_eq!(doubles[0]["found"], "PaidOffline");
+    assert_eq!(doubles[0]["found"], "AlreadyPaid");
+    assert_eq!(after["refunds_due"], 8_000, "{after}");
 
     // Rescheduling: the old notice is withdrawn, the plan's new notices are payable.
     let p = create(&d, "PLAN-1", &tari());
@@ -630,10 +634,12 @@ fn variations_agree_with_the_station() {
     ]});
     let (status, planned) = api(&d, "POST", &positions("/PLAN-1/reschedule"), Some(&plan));
     assert_eq!(status, 200, "{planned}");
-    let new: Vec<String> = planned["options"][1]["instalments"]
+    // The plan takes the replaced notice's place in its option.
+    let new: Vec<String> = planned["options"][0]["instalments"]
         .as_array()
         .expect("plan")
         .iter()
+        .skip(1)
         .map(|i| i["nav"].as_str().expect("nav").to_owned())
         .collect();
     assert_eq!(new.len(), 2);

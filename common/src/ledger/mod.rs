@@ -11,9 +11,8 @@ pub mod split;
 mod state;
 
 pub use state::{
-    Account, Arrival, InstalmentState, InstalmentStatus, NotPayable, OptionState, PaidVia,
-    Payable, Payment, PaymentFlag, Position, PositionStatus, Progress, Refund, Withdrawal,
-    WithdrawalKind,
+    Account, Arrival, InstalmentState, InstalmentStatus, NotPayable, OptionState, PaidVia, Payable,
+    Payment, PaymentFlag, Position, PositionStatus, Progress, Refund, Withdrawal, WithdrawalKind,
 };
 
 use jiff::Timestamp;
@@ -251,4 +250,3 @@ pub enum LedgerError {
     #[error("the position's iupd cannot change from {old} to {new}")]
     IupdChanged { old: Iupd, new: Iupd },
 }
-

@@ -135,7 +135,13 @@ impl Position {
                     date: *date,
                     reference: reference.clone(),
                 };
-                self.pay(nav, via, *amount, Split::Offline(transfer_amounts.as_deref()), &[])
+                self.pay(
+                    nav,
+                    via,
+                    *amount,
+                    Split::Offline(transfer_amounts.as_deref()),
+                    &[],
+                )
             }
             Change::PaidViaPagoPa {
                 nav,
@@ -260,11 +266,17 @@ impl Position {
         }
         if Cents::sum(transfer_amounts.iter().copied()) != Some(new_amount) {
             return Err(bad(
-                "transfer amounts do not add up to the new amount".into(),
+                "transfer amounts do not add up to the new amount".into()
             ));
         }
         let stamps = inst.stamps();
-        for ((t, amount), stamp) in inst.terms.transfers.iter().zip(transfer_amounts).zip(stamps) {
+        for ((t, amount), stamp) in inst
+            .terms
+            .transfers
+            .iter()
+            .zip(transfer_amounts)
+            .zip(stamps)
+        {
             // `Cents.0` is public, so negative amounts are refused here too.
             if *amount < Cents::ZERO || *amount > t.amount {
                 return Err(bad(format!(
@@ -429,7 +441,10 @@ impl Position {
                             }
                             TransferTarget::RevenueStamp(_) => None,
                         });
-                    let named = paid.iter().find(|t| t.id == *id).and_then(|t| t.account.clone());
+                    let named = paid
+                        .iter()
+                        .find(|t| t.id == *id)
+                        .and_then(|t| t.account.clone());
                     own.is_none() || own != named
                 }
                 _ => true,
@@ -454,9 +469,11 @@ impl Position {
                 given.to_vec()
             }
             Split::Offline(None) => split::allocate(amount, &open, &terms, &stamps),
-            Split::Receipt(paid) => match receipt_split(paid, n, amount) {
-                Some(shares) => {
-                    if arrival == Arrival::Due {
+            // The debt is settled by the rule, whatever split the PSP used: the receipt's own
+            // transfers stay on the event for reconciliation, and any difference is flagged.
+            Split::Receipt(paid) => {
+                match receipt_split(paid, n, amount) {
+                    Some(_) if arrival == Arrival::Due => {
                         for t in paid {
                             let i = usize::from(t.id) - 1;
                             let beneficiary = inst.terms.transfers[i].beneficiary.as_str();
@@ -465,15 +482,12 @@ impl Position {
                             }
                         }
                     }
-                    shares
+                    Some(_) => {}
+                    None if paid.is_empty() => {}
+                    None => flags.push(PaymentFlag::TransfersDoNotAddUp),
                 }
-                None => {
-                    if !paid.is_empty() {
-                        flags.push(PaymentFlag::TransfersDoNotAddUp);
-                    }
-                    split::allocate(amount, &open, &terms, &stamps)
-                }
-            },
+                split::allocate(amount, &open, &terms, &stamps)
+            }
         };
         let overpaid = amount > open_total;
         let differs = match split {

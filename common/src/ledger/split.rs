@@ -218,8 +218,14 @@ mod tests {
 
     #[test]
     fn shares_are_within_a_cent_and_add_up() {
-        assert_eq!(proportional(Cents(8_000), &c(&[9_500, 500])), Some(c(&[7_600, 400])));
-        assert_eq!(proportional(Cents(100), &c(&[1, 1, 1])), Some(c(&[34, 33, 33])));
+        assert_eq!(
+            proportional(Cents(8_000), &c(&[9_500, 500])),
+            Some(c(&[7_600, 400]))
+        );
+        assert_eq!(
+            proportional(Cents(100), &c(&[1, 1, 1])),
+            Some(c(&[34, 33, 33]))
+        );
         assert_eq!(proportional(Cents(1), &c(&[0, 0])), None);
         assert_eq!(proportional(Cents(0), &c(&[3, 4])), Some(c(&[0, 0])));
     }
@@ -236,24 +242,42 @@ mod tests {
             reduction(&c(&[1_000, 200]), &[false, true], Cents(500)),
             Some(c(&[500, 200]))
         );
-        assert_eq!(reduction(&c(&[1_000, 200]), &[false, true], Cents(1_100)), None);
+        assert_eq!(
+            reduction(&c(&[1_000, 200]), &[false, true], Cents(1_100)),
+            None
+        );
     }
 
     #[test]
     fn payments_fill_what_is_open_and_spread_the_excess() {
         // 20.00 paid on 95.00 + 5.00: each beneficiary takes its share.
         assert_eq!(
-            allocate(Cents(2_000), &c(&[9_500, 500]), &c(&[9_500, 500]), &[false, false]),
+            allocate(
+                Cents(2_000),
+                &c(&[9_500, 500]),
+                &c(&[9_500, 500]),
+                &[false, false]
+            ),
             c(&[1_900, 100])
         );
         // 120.00 on 60.00: 60.00 over, spread like the transfers.
         assert_eq!(
-            allocate(Cents(12_000), &c(&[5_000, 1_000]), &c(&[5_000, 1_000]), &[false, false]),
+            allocate(
+                Cents(12_000),
+                &c(&[5_000, 1_000]),
+                &c(&[5_000, 1_000]),
+                &[false, false]
+            ),
             c(&[10_000, 2_000])
         );
         // A partial payment leaves the stamp for later.
         assert_eq!(
-            allocate(Cents(500), &c(&[1_000, 1_600]), &c(&[1_000, 1_600]), &[false, true]),
+            allocate(
+                Cents(500),
+                &c(&[1_000, 1_600]),
+                &c(&[1_000, 1_600]),
+                &[false, true]
+            ),
             c(&[500, 0])
         );
         // Nothing open: everything is excess.

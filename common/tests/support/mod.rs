@@ -230,7 +230,8 @@ pub fn stamp(id: u8, amount: i64) -> Transfer {
         ENTITY,
         TransferTarget::RevenueStamp(mpay_common::model::RevenueStamp {
             stamp_type: "01".to_owned(),
-            document_hash: "cXVlc3RvIMOoIHVuIGhhc2ggZGkgdW4gZG9jdW1lbnRvIGRpIHByb3ZhIQ==".to_owned(),
+            document_hash: "cXVlc3RvIMOoIHVuIGhhc2ggZGkgdW4gZG9jdW1lbnRvIGRpIHByb3ZhIQ=="
+                .to_owned(),
             province: "RM".to_owned(),
         }),
         amount,

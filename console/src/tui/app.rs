@@ -12,9 +12,7 @@ use mpay_common::ids::Nav;
 use mpay_common::ledger::OfflineChannel;
 use mpay_common::model::Debtor;
 use mpay_common::money::Cents;
-use mpay_common::requests::{
-    InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn,
-};
+use mpay_common::requests::{InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn};
 use mpay_common::statement::Statement;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 

@@ -257,7 +257,11 @@ pub fn reschedule(
         let resolver = Resolver { app, entity };
         let field = |i: usize| format!("instalments[{i}]");
         let wanted: Vec<&InstalmentIn> = body.instalments.iter().collect();
-        let omitted = body.instalments.iter().filter(|i| i.transfers.is_empty()).count();
+        let omitted = body
+            .instalments
+            .iter()
+            .filter(|i| i.transfers.is_empty())
+            .count();
         let shares = match omitted {
             0 => None,
             n if n == body.instalments.len() => {

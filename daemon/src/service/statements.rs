@@ -254,6 +254,7 @@ fn position(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mpay_common::money::Cents;
 
     #[test]
     fn money_is_cents_and_text() {

@@ -5,10 +5,10 @@
 use jiff::Timestamp;
 use jiff::civil::Date;
 use mpay_common::ids::Nav;
+use mpay_common::ledger::Position;
 use mpay_common::ledger::{Actor, Change, Event, OfflineChannel};
 use mpay_common::model::{Debtor, PaymentOption, PositionData};
 use mpay_common::money::Cents;
-use mpay_common::ledger::Position;
 use serde::Deserialize;
 
 use super::codec::Stored;

@@ -298,14 +298,15 @@ impl Store {
             let id = keys::decode_id(&k[1..])
                 .ok_or_else(|| StoreError::Corrupt("position key".into()))?;
             // Every snapshot layout so far starts with the entity.
-            let (entity, _) =
-                postcard::take_from_bytes::<mpay_common::ids::EntityFiscalCode>(rest).map_err(
-                    |e| StoreError::Corrupt(format!("position {id}: unreadable entity: {e}")),
-                )?;
+            let (entity, _) = postcard::take_from_bytes::<mpay_common::ids::EntityFiscalCode>(rest)
+                .map_err(|e| {
+                    StoreError::Corrupt(format!("position {id}: unreadable entity: {e}"))
+                })?;
             let events = self.ledger(id)?;
-            let position = Position::fold(entity, events.iter().map(|s| &s.event)).map_err(|e| {
-                StoreError::Corrupt(format!("ledger of position {id} does not fold: {e}"))
-            })?;
+            let position =
+                Position::fold(entity, events.iter().map(|s| &s.event)).map_err(|e| {
+                    StoreError::Corrupt(format!("ledger of position {id} does not fold: {e}"))
+                })?;
             batch.insert(k, codec::encode(&position)?);
             pending += 1;
             done += 1;

@@ -132,8 +132,8 @@ impl Store {
                     let mut after = before.clone();
                     match after.apply(&event) {
                         Ok(()) => {
-                            let double = after.double_payments().count()
-                                > before.double_payments().count();
+                            let double =
+                                after.double_payments().count() > before.double_payments().count();
                             record.disposition = if double {
                                 Disposition::DoublePayment
                             } else {

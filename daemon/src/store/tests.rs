@@ -193,19 +193,19 @@ fn append_applies_rules_and_keeps_the_ledger_foldable() {
     .with_reason("wrong debtor");
     let p = store.append(id, cancel).expect("cancel");
     assert!(p.cancelled);
-    // A cancelled position cannot be paid offline: refused, nothing appended.
-    let pay = Event::new(
+    // A cancelled position cannot be reduced: refused, nothing appended.
+    let reduce = Event::new(
         Timestamp::now(),
         Actor::ApiKey("tributi".into()),
-        Change::PaidOffline {
+        Change::Reduced {
             nav: nav.clone(),
-            channel: OfflineChannel::Counter,
-            date: today,
-            amount,
-            reference: "R1".into(),
+            old_amount: amount,
+            new_amount: Cents::ZERO,
+            transfer_amounts: vec![Cents::ZERO; 2],
+            act: "act".into(),
         },
     );
-    let err = store.append(id, pay.clone()).expect_err("refused");
+    let err = store.append(id, reduce).expect_err("refused");
     assert!(matches!(
         err,
         WriteError::Rejected(LedgerError::PositionCancelled)
@@ -218,6 +218,18 @@ fn append_applies_rules_and_keeps_the_ledger_foldable() {
             Event::new(Timestamp::now(), Actor::System, Change::Restored),
         )
         .expect("restore");
+    let pay = Event::new(
+        Timestamp::now(),
+        Actor::ApiKey("tributi".into()),
+        Change::PaidOffline {
+            nav: nav.clone(),
+            channel: OfflineChannel::Counter,
+            date: today,
+            amount,
+            reference: "R1".into(),
+            transfer_amounts: None,
+        },
+    );
     let p = store.append(id, pay).expect("pay");
     let inst = p.instalment(&nav).expect("instalment");
     assert_eq!(
@@ -485,16 +497,18 @@ fn receipt_record(store_entity: &EntityConfig, nav: &Nav, id: &str) -> ReceiptRe
     }
 }
 
-fn paid(nav: &Nav, id: &str) -> Event {
+fn paid(nav: &Nav, id: &str, amount: Cents) -> Event {
     Event::new(
         Timestamp::now(),
         Actor::Node,
         Change::PaidViaPagoPa {
             nav: nav.clone(),
             receipt_id: id.into(),
-            amount: Cents(1000),
+            amount,
             psp: "BCITITMM".into(),
             paid_at: Timestamp::now(),
+            transfers: Vec::new(),
+            flags: Vec::new(),
         },
     )
 }
@@ -508,13 +522,20 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let data = positions(&store, entity, province, 2);
     let ids = load_all(&store, entity, &data);
     let nav = first_nav(&data[0]);
+    let due = data[0].options[0].instalments[0].amount;
 
     let first = store
-        .record_receipt(receipt_record(entity, &nav, "r1"), Some(paid(&nav, "r1")))
+        .record_receipt(
+            receipt_record(entity, &nav, "r1"),
+            Some(paid(&nav, "r1", due)),
+        )
         .expect("stored");
     assert!(matches!(&first, Recorded::New(r) if r.disposition == Disposition::Applied));
     let replay = store
-        .record_receipt(receipt_record(entity, &nav, "r1"), Some(paid(&nav, "r1")))
+        .record_receipt(
+            receipt_record(entity, &nav, "r1"),
+            Some(paid(&nav, "r1", due)),
+        )
         .expect("replayed");
     assert!(matches!(replay, Recorded::Replay(_)));
     assert_eq!(
@@ -523,16 +544,19 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
         "applied once"
     );
     let double = store
-        .record_receipt(receipt_record(entity, &nav, "r2"), Some(paid(&nav, "r2")))
+        .record_receipt(
+            receipt_record(entity, &nav, "r2"),
+            Some(paid(&nav, "r2", due)),
+        )
         .expect("stored");
     assert!(matches!(&double, Recorded::New(r) if r.disposition == Disposition::DoublePayment));
     let position = store.position(ids[0]).expect("read").expect("there");
-    assert_eq!(position.double_payments.len(), 1);
+    assert_eq!(position.double_payments().count(), 1);
     assert_eq!(
         position
             .instalment(&nav)
-            .and_then(|i| i.receipt.as_ref())
-            .map(|r| r.receipt_id.as_str()),
+            .and_then(|i| i.receipts().next())
+            .and_then(|r| r.receipt_id()),
         Some("r1")
     );
     let orphan = store
@@ -544,7 +568,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let stray = store
         .record_receipt(
             receipt_record(entity, &unknown, "r4"),
-            Some(paid(&unknown, "r4")),
+            Some(paid(&unknown, "r4", due)),
         )
         .expect("stored");
     assert!(matches!(&stray, Recorded::New(r) if r.disposition == Disposition::Orphan));

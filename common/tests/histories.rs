@@ -3,7 +3,7 @@
 //! receipts, cancellations, restores and debtor changes. After every step the invariants of
 //! ARCHITECTURE.md ("Money") must hold, and at the end the ledger must fold to the same state.
 //!
-//! `cargo test -p mpay-common --test money` runs 2,000 histories; set `MPAY_HISTORIES` for more
+//! `cargo test -p mpay-common --test histories` runs 2,000 histories; set `MPAY_HISTORIES` for more
 //! (the README's nightly command runs 200,000).
 //!
 //! Amounts are written `euros_cents` (`150_00` is 150.00 EUR).
@@ -75,14 +75,31 @@ fn data(s: &Start) -> PositionData {
 /// as it stands.
 #[derive(Clone, Debug)]
 enum Op {
-    Reduce { notice: usize, per_mille: u32, explicit: bool },
-    Reschedule { notice: usize, both: bool, parts: usize },
+    Reduce {
+        notice: usize,
+        per_mille: u32,
+        explicit: bool,
+    },
+    Reschedule {
+        notice: usize,
+        both: bool,
+        parts: usize,
+    },
     /// `per_mille` of what is due (above 1000: more than due); `repeat` reuses the last
     /// reference.
-    Offline { notice: usize, per_mille: u32, repeat: bool, explicit: bool },
+    Offline {
+        notice: usize,
+        per_mille: u32,
+        repeat: bool,
+        explicit: bool,
+    },
     /// `skew`: the PSP moves that many cents between the first two transfers; `short`: pays
     /// that many cents less than asked.
-    Receipt { notice: usize, skew: i64, short: i64 },
+    Receipt {
+        notice: usize,
+        skew: i64,
+        short: i64,
+    },
     Cancel,
     Restore,
     Debtor,
@@ -125,7 +142,11 @@ fn pick(p: &Position, notice: usize) -> Nav {
 
 fn materialise(p: &Position, op: &Op, o: &mut Oracle) -> Option<Change> {
     Some(match op {
-        Op::Reduce { notice, per_mille, explicit } => {
+        Op::Reduce {
+            notice,
+            per_mille,
+            explicit,
+        } => {
             let nav = pick(p, *notice);
             let inst = p.instalment(&nav)?;
             let current = inst.terms.amount;
@@ -153,7 +174,11 @@ fn materialise(p: &Position, op: &Op, o: &mut Oracle) -> Option<Change> {
                 act: "act".into(),
             }
         }
-        Op::Reschedule { notice, both, parts } => {
+        Op::Reschedule {
+            notice,
+            both,
+            parts,
+        } => {
             let first = pick(p, *notice);
             let mut replaced = vec![first.clone()];
             if *both {
@@ -184,7 +209,10 @@ fn materialise(p: &Position, op: &Op, o: &mut Oracle) -> Option<Change> {
                         amount: *a,
                         due: date(2026, 1, 31),
                         description: "rata".into(),
-                        transfers: transfers.into_iter().filter(|t| t.amount > Cents::ZERO).collect(),
+                        transfers: transfers
+                            .into_iter()
+                            .filter(|t| t.amount > Cents::ZERO)
+                            .collect(),
                         metadata: Vec::new(),
                     }
                 })
@@ -194,7 +222,12 @@ fn materialise(p: &Position, op: &Op, o: &mut Oracle) -> Option<Change> {
                 plan: option(OptionKind::Plan, instalments),
             }
         }
-        Op::Offline { notice, per_mille, repeat, explicit } => {
+        Op::Offline {
+            notice,
+            per_mille,
+            repeat,
+            explicit,
+        } => {
             let nav = pick(p, *notice);
             let inst = p.instalment(&nav)?;
             let base = p.due(inst).get().max(inst.terms.amount.get());
@@ -217,7 +250,11 @@ fn materialise(p: &Position, op: &Op, o: &mut Oracle) -> Option<Change> {
                 transfer_amounts,
             }
         }
-        Op::Receipt { notice, skew, short } => {
+        Op::Receipt {
+            notice,
+            skew,
+            short,
+        } => {
             let nav = pick(p, *notice);
             let inst = p.instalment(&nav)?;
             // What the station would ask for, or the terms if it would not.
@@ -227,10 +264,16 @@ fn materialise(p: &Position, op: &Op, o: &mut Oracle) -> Option<Change> {
                     .iter()
                     .map(|(i, c)| (inst.terms.transfers[*i].id, c.get()))
                     .collect(),
-                Err(_) => inst.terms.transfers.iter().map(|t| (t.id, t.amount.get())).collect(),
+                Err(_) => inst
+                    .terms
+                    .transfers
+                    .iter()
+                    .map(|t| (t.id, t.amount.get()))
+                    .collect(),
             };
             let mut parts = asked.clone();
-            if *skew != 0 && parts.len() >= 2 && parts[0].1 > skew.abs() && parts[1].1 > skew.abs() {
+            if *skew != 0 && parts.len() >= 2 && parts[0].1 > skew.abs() && parts[1].1 > skew.abs()
+            {
                 parts[0].1 += skew;
                 parts[1].1 -= skew;
                 o.tainted.push(nav.clone());
@@ -289,7 +332,12 @@ fn check(p: &Position, start: &Start, o: &Oracle) -> Result<(), TestCaseError> {
             nav
         );
         for t in &i.terms.transfers {
-            prop_assert!(t.amount >= Cents::ZERO, "{} transfer {} below zero", nav, t.id);
+            prop_assert!(
+                t.amount >= Cents::ZERO,
+                "{} transfer {} below zero",
+                nav,
+                t.id
+            );
             if matches!(t.target, TransferTarget::RevenueStamp(_)) {
                 let whole = start.stamp.map(Cents);
                 prop_assert!(
@@ -308,8 +356,16 @@ fn check(p: &Position, start: &Start, o: &Oracle) -> Result<(), TestCaseError> {
             payments += 1;
         }
         let a = p.account_of(opt, i);
-        prop_assert_eq!(a.total_paid().get(), i.payments.iter().map(|p| p.amount.get()).sum::<i64>());
-        for ((owed, paid), (open, refund)) in a.owed.iter().zip(&a.paid).zip(a.open().iter().zip(a.refund())) {
+        prop_assert_eq!(
+            a.total_paid().get(),
+            i.payments.iter().map(|p| p.amount.get()).sum::<i64>()
+        );
+        for ((owed, paid), (open, refund)) in a
+            .owed
+            .iter()
+            .zip(&a.paid)
+            .zip(a.open().iter().zip(a.refund()))
+        {
             // What is owed is either still open or paid, and anything beyond is refunded.
             prop_assert_eq!(owed.get() - open.get(), paid.get() - refund.get());
             prop_assert!(open.get() == 0 || refund.get() == 0);
@@ -353,7 +409,10 @@ fn check(p: &Position, start: &Start, o: &Oracle) -> Result<(), TestCaseError> {
             prop_assert!(d.amount > Cents::ZERO);
             prop_assert_eq!(d.amount, a.total_open());
             prop_assert!(d.transfers.iter().all(|(_, c)| *c > Cents::ZERO));
-            prop_assert_eq!(Cents::sum(d.transfers.iter().map(|(_, c)| *c)), Some(d.amount));
+            prop_assert_eq!(
+                Cents::sum(d.transfers.iter().map(|(_, c)| *c)),
+                Some(d.amount)
+            );
             prop_assert!(!p.cancelled && i.withdrawn.is_none());
         }
     }
@@ -373,9 +432,10 @@ fn check(p: &Position, start: &Start, o: &Oracle) -> Result<(), TestCaseError> {
     }
     if p.cancelled {
         prop_assert_eq!(p.open_amount(), Cents::ZERO);
-        prop_assert!(p
-            .notices()
-            .all(|(_, i)| p.payable(i.nav(), today).is_some_and(|r| r.is_err())));
+        prop_assert!(
+            p.notices()
+                .all(|(_, i)| p.payable(i.nav(), today).is_some_and(|r| r.is_err()))
+        );
     }
     Ok(())
 }

@@ -1,0 +1,787 @@
+//! The money rules end to end: every defect a revenue office would find, each tried through the
+//! REST API and the station of a real daemon, and a sample of generated histories replayed
+//! through both, checking after every step that the station, the statement's QR codes and
+//! `/notices` agree and that the statement's totals are the ledger's.
+//!
+//! Amounts are written `euros_cents` (`150_00` is 150.00 EUR).
+#![allow(clippy::inconsistent_digit_grouping)]
+
+use mpay_tests::Daemon;
+use mpayd::simulator::requests::{self, Answer, Caller, ReceiptSpec, ReceiptTransfer, read_answer};
+use serde_json::{Value, json};
+
+const ENTITY: &str = "00123456782";
+const PROVINCE: &str = "80001234568";
+const KEY: &str = "demo-castelverde-key";
+const PROVINCE_KEY: &str = "demo-valleverde-key";
+const BANK: &str = "IT92R0306902117100000046111";
+const PROVINCE_BANK: &str = "IT06F0103002800000061234567";
+const DEBTOR: &str = "RSSMRA80A01H501U";
+
+fn start(dir: &tempfile::TempDir) -> Daemon {
+    Daemon::demo(&dir.path().join("demo"), 0).ready()
+}
+
+fn path(rest: &str) -> String {
+    format!("/api/v1/entities/{ENTITY}/positions{rest}")
+}
+
+fn api(d: &Daemon, method: &str, rest: &str, body: Option<&Value>) -> (u16, Value) {
+    d.api_call(method, &path(rest), Some(KEY), body)
+}
+
+fn ok(d: &Daemon, method: &str, rest: &str, body: Value) -> Value {
+    let (status, v) = api(d, method, rest, Some(&body));
+    assert!(
+        status == 200 || status == 201,
+        "{method} {rest}: {status} {v}"
+    );
+    v
+}
+
+fn get(d: &Daemon, iupd: &str) -> Value {
+    let (status, p) = api(d, "GET", &format!("/{iupd}"), None);
+    assert_eq!(status, 200, "{p}");
+    p
+}
+
+/// A notice of `cents` split between the municipality and the province (TEFA), in that order.
+fn notice(cents: i64, tefa: i64, due: &str) -> Value {
+    json!({"amount": cents, "due": due, "description": "TARI",
+           "transfers": [
+               {"amount": cents - tefa, "remittance": "TARI", "category": "9/0101101IM/"},
+               {"beneficiary": PROVINCE, "amount": tefa, "remittance": "TEFA",
+                "category": "9/0101102IM/"}]})
+}
+
+fn position(options: Value) -> Value {
+    json!({"kind": "TARI", "debtor": {"code": DEBTOR, "name": "Mario Rossi"},
+           "description": "Tassa rifiuti", "options": options})
+}
+
+fn single(cents: i64, tefa: i64) -> Value {
+    position(json!([{"kind": "Single", "instalments": [notice(cents, tefa, "2030-12-31")]}]))
+}
+
+/// Single 300.00 (285 + 15) or three instalments of 100.00 (95 + 5).
+fn single_or_three() -> Value {
+    position(json!([
+        {"kind": "Single", "instalments": [notice(300_00, 15_00, "2030-01-31")]},
+        {"kind": "Plan", "instalments": [
+            notice(100_00, 5_00, "2030-01-31"),
+            notice(100_00, 5_00, "2030-02-28"),
+            notice(100_00, 5_00, "2030-03-31")]}]))
+}
+
+/// The NAVs of option `o`, in order.
+fn navs(p: &Value, o: usize) -> Vec<String> {
+    p["options"][o]["instalments"]
+        .as_array()
+        .expect("instalments")
+        .iter()
+        .map(|i| i["nav"].as_str().expect("nav").to_owned())
+        .collect()
+}
+
+fn instalment<'a>(p: &'a Value, nav: &str) -> &'a Value {
+    p["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .flat_map(|o| o["instalments"].as_array().expect("instalments"))
+        .find(|i| i["nav"] == nav)
+        .unwrap_or_else(|| panic!("no {nav} in {p}"))
+}
+
+fn iuv_of(nav: &str) -> String {
+    nav[1..].to_owned()
+}
+
+fn caller() -> Caller {
+    Caller {
+        id_pa: ENTITY.into(),
+        broker: "01111111116".into(),
+        station: "01111111116_01".into(),
+    }
+}
+
+fn ask(d: &Daemon, action: &str, body: &str) -> Answer {
+    read_answer(&d.soap(action, body)).expect("an answer")
+}
+
+fn verify(d: &Daemon, nav: &str) -> Answer {
+    ask(
+        d,
+        "paVerifyPaymentNotice",
+        &requests::verify(&caller(), ENTITY, nav),
+    )
+}
+
+fn get_payment(d: &Daemon, nav: &str) -> Answer {
+    ask(
+        d,
+        "paGetPaymentV2",
+        &requests::get_payment(&caller(), true, ENTITY, nav, None),
+    )
+}
+
+fn fault(a: &Answer) -> &str {
+    a.fault_code.as_deref().unwrap_or("none")
+}
+
+fn split(a: &Answer) -> Vec<String> {
+    a.transfers.iter().map(|t| t.amount.clone()).collect()
+}
+
+fn euros(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// A receipt paying `parts` (transfer id, cents) of `nav`, as the node sends it.
+fn receipt_body(id: &str, nav: &str, amount: i64, parts: &[(u8, i64)]) -> String {
+    let spec = ReceiptSpec {
+        receipt_id: id.into(),
+        nav: nav.into(),
+        notice_entity: ENTITY.into(),
+        iuv: iuv_of(nav),
+        amount: euros(amount),
+        transfers: parts
+            .iter()
+            .map(|&(t, cents)| ReceiptTransfer {
+                id: t.to_string(),
+                amount: euros(cents),
+                fiscal_code_pa: if t == 1 { ENTITY } else { PROVINCE }.into(),
+                iban: Some(if t == 1 { BANK } else { PROVINCE_BANK }.into()),
+                remittance: "TARI".into(),
+                category: "9/0101101IM/".into(),
+            })
+            .collect(),
+        psp: "BCITITMM".into(),
+        stand_in: false,
+    };
+    requests::send_rt(&caller(), true, &spec)
+}
+
+/// Pays `nav` through the node as getPayment asked, and checks the node hears OK.
+fn pay_pagopa(d: &Daemon, id: &str, nav: &str) {
+    let asked = get_payment(d, nav);
+    assert_eq!(asked.outcome, "OK", "{nav}: {asked:?}");
+    let parts: Vec<(u8, i64)> = asked
+        .transfers
+        .iter()
+        .map(|t| (t.id.parse().expect("id"), cents(&t.amount)))
+        .collect();
+    let amount = parts.iter().map(|p| p.1).sum();
+    let rt = ask(d, "paSendRTV2", &receipt_body(id, nav, amount, &parts));
+    assert_eq!(rt.outcome, "OK", "{rt:?}");
+}
+
+fn cents(text: &str) -> i64 {
+    let (e, c) = text.split_once('.').expect("a decimal amount");
+    e.parse::<i64>().expect("euros") * 100 + c.parse::<i64>().expect("cents")
+}
+
+fn offline(d: &Daemon, iupd: &str, nav: &str, cents: i64, reference: &str) -> (u16, Value) {
+    api(
+        d,
+        "POST",
+        &format!("/{iupd}/instalments/{nav}/offline-payments"),
+        Some(
+            &json!({"channel": "PostalSlip", "date": "2026-03-01", "amount": cents,
+                     "reference": reference}),
+        ),
+    )
+}
+
+fn statement(d: &Daemon) -> Value {
+    let (status, s) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/statements/{DEBTOR}"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{s}");
+    s
+}
+
+fn statement_of<'a>(s: &'a Value, iupd: &str) -> &'a Value {
+    s["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .find(|p| p["iupd"] == iupd)
+        .unwrap_or_else(|| panic!("no {iupd} in the statement"))
+}
+
+#[test]
+fn each_beneficiary_keeps_its_share_through_reductions_payments_and_plans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+
+    // 95.00 + 5.00 reduced to 80.00: 76.00 + 4.00, and after 20.00 at the counter 57.00 + 3.00.
+    let p = ok(&d, "PUT", "/SHARE-1", single(100_00, 5_00));
+    let nav = &navs(&p, 0)[0];
+    ok(
+        &d,
+        "POST",
+        &format!("/SHARE-1/instalments/{nav}/reduction"),
+        json!({"new_amount": "80.00", "act": "Det. 1/2026", "reason": "sgravio"}),
+    );
+    assert_eq!(split(&get_payment(&d, nav)), ["76.00", "4.00"]);
+    let (status, _) = offline(&d, "SHARE-1", nav, 20_00, "SLIP-1");
+    assert_eq!(status, 200);
+    assert_eq!(split(&get_payment(&d, nav)), ["57.00", "3.00"]);
+
+    // A plan for 285 + 15 without transfers: each instalment keeps the 95/5 split.
+    let p = ok(&d, "PUT", "/SHARE-2", single(300_00, 15_00));
+    let old = navs(&p, 0)[0].clone();
+    let planned = ok(
+        &d,
+        "POST",
+        "/SHARE-2/reschedule",
+        json!({"replaced": [old], "reason": "rateizzazione", "instalments": [
+            {"amount": 15_000, "due": "2030-06-30", "description": "Rata 1 di 2"},
+            {"amount": 15_000, "due": "2030-12-31", "description": "Rata 2 di 2"}]}),
+    );
+    for nav in navs(&planned, 0).iter().skip(1) {
+        assert_eq!(split(&get_payment(&d, nav)), ["142.50", "7.50"], "{nav}");
+    }
+
+    // A revenue stamp is the stamp's amount or nothing.
+    let stamped = position(json!([{"kind": "Single", "instalments": [{
+        "amount": 12_00, "due": "2030-12-31", "description": "Certificato",
+        "transfers": [
+            {"amount": 10_00, "remittance": "Diritti", "category": "9/0601108DS/"},
+            {"amount": 2_00, "remittance": "Bollo", "category": "9/0601108DS/",
+             "target": {"RevenueStamp": {"stamp_type": "01", "province": "RM",
+                        "document_hash": "cXVlc3RvIMOoIHVuIGhhc2ggZGkgdW4gZG9jdW1lbnRvIGRpIHByb3ZhIQ=="}}}]}]}]));
+    let p = ok(&d, "PUT", "/STAMP-1", stamped.clone());
+    let nav = &navs(&p, 0)[0];
+    let reduced = ok(
+        &d,
+        "POST",
+        &format!("/STAMP-1/instalments/{nav}/reduction"),
+        json!({"new_amount": "7.00", "act": "Det. 2/2026", "reason": "sgravio"}),
+    );
+    assert_eq!(instalment(&reduced, nav)["transfers"][1]["amount"], 2_00);
+    assert_eq!(split(&get_payment(&d, nav)), ["5.00", "2.00"]);
+
+    // An entity whose stations speak only version 1 cannot take a stamp at all.
+    let (status, err) = d.api_call(
+        "PUT",
+        &format!("/api/v1/entities/{PROVINCE}/positions/STAMP-2"),
+        Some(PROVINCE_KEY),
+        Some(&{
+            let mut s = stamped;
+            s["options"][0]["instalments"][0]["transfers"][0]["beneficiary"] = json!(PROVINCE);
+            s
+        }),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        err["field"], "options[0].instalments[0].transfers[1].target",
+        "{err}"
+    );
+}
+
+#[test]
+fn options_are_alternatives_and_a_plan_replaces_only_what_it_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+
+    // A paid plan instalment closes the single payment.
+    let p = ok(&d, "PUT", "/OPT-1", single_or_three());
+    let (one, three) = (navs(&p, 0)[0].clone(), navs(&p, 1));
+    pay_pagopa(&d, "r-opt-1", &three[0]);
+    assert_eq!(fault(&verify(&d, &one)), "PAA_PAGAMENTO_DUPLICATO");
+    assert_eq!(get(&d, "OPT-1")["open_amount"], 200_00);
+
+    // The single and the first instalment replaced by a 100.00 plan: the other instalments
+    // stay due, and paying the plan does not settle the 300.00.
+    let p = ok(&d, "PUT", "/OPT-2", single_or_three());
+    let (one, three) = (navs(&p, 0)[0].clone(), navs(&p, 1));
+    let planned = ok(
+        &d,
+        "POST",
+        "/OPT-2/reschedule",
+        json!({"replaced": [one, three[0]], "reason": "rateizzazione", "instalments": [
+            {"amount": 5_000, "due": "2030-01-31", "description": "Rata 1a"},
+            {"amount": 5_000, "due": "2030-02-15", "description": "Rata 1b"}]}),
+    );
+    let plan: Vec<String> = navs(&planned, 1).into_iter().skip(3).collect();
+    assert_eq!(plan.len(), 2, "{planned}");
+    for nav in &plan {
+        pay_pagopa(&d, &format!("r-{nav}"), nav);
+    }
+    for nav in &three[1..] {
+        assert_eq!(verify(&d, nav).amount.as_deref(), Some("100.00"), "{nav}");
+    }
+    let after = get(&d, "OPT-2");
+    assert_eq!(
+        (&after["status"], &after["open_amount"]),
+        (&json!("PartiallyPaid"), &json!(200_00))
+    );
+
+    // A plan on what is left after a paid instalment is payable.
+    let p = ok(&d, "PUT", "/OPT-3", single_or_three());
+    let three = navs(&p, 1);
+    pay_pagopa(&d, "r-opt-3", &three[0]);
+    let planned = ok(
+        &d,
+        "POST",
+        "/OPT-3/reschedule",
+        json!({"replaced": [three[1], three[2]], "reason": "rateizzazione", "instalments": [
+            {"amount": 10_000, "due": "2030-04-30", "description": "Rata A"},
+            {"amount": 10_000, "due": "2030-05-31", "description": "Rata B"}]}),
+    );
+    for nav in navs(&planned, 1).iter().skip(3) {
+        assert_eq!(verify(&d, nav).outcome, "OK", "{nav}");
+        assert_eq!(get_payment(&d, nav).outcome, "OK", "{nav}");
+    }
+
+    // Rescheduling a paid notice is refused with a code.
+    let (status, err) = api(
+        &d,
+        "POST",
+        "/OPT-3/reschedule",
+        Some(
+            &json!({"replaced": [three[0]], "reason": "x", "instalments": [
+            {"amount": 100, "due": "2030-04-30", "description": "R"}]}),
+        ),
+    );
+    assert_eq!(
+        (status, &err["code"]),
+        (409, &json!("NOTICE_PAID")),
+        "{err}"
+    );
+}
+
+#[test]
+fn payments_are_facts_and_what_does_not_fit_is_refunded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+
+    // The same slip posted twice counts once; a different slip with the same reference is
+    // refused.
+    let p = ok(&d, "PUT", "/PAY-1", single(60_00, 3_00));
+    let nav = navs(&p, 0)[0].clone();
+    assert_eq!(offline(&d, "PAY-1", &nav, 60_00, "BOLL-000123").0, 200);
+    let (status, again) = offline(&d, "PAY-1", &nav, 60_00, "BOLL-000123");
+    assert_eq!(
+        (status, &again["paid_amount"]),
+        (200, &json!(60_00)),
+        "{again}"
+    );
+    let (status, err) = offline(&d, "PAY-1", &nav, 50_00, "BOLL-000123");
+    assert_eq!(
+        (status, &err["code"]),
+        (409, &json!("REFERENCE_REUSED")),
+        "{err}"
+    );
+
+    // A counter payment after a receipt, above the due, on a cancelled position: recorded,
+    // and refunded per beneficiary.
+    let p = ok(&d, "PUT", "/PAY-2", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "r-pay-2", &nav);
+    let (status, after) = offline(&d, "PAY-2", &nav, 100_00, "CASSA-1");
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["refunds_due"], 100_00);
+    let refunds = after["refunds"].as_array().expect("refunds");
+    assert_eq!(refunds.len(), 2, "{after}");
+    assert_eq!(
+        (&refunds[1]["beneficiary"], &refunds[1]["amount"]),
+        (&json!(PROVINCE), &json!(5_00))
+    );
+
+    let p = ok(&d, "PUT", "/PAY-3", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    let (status, over) = offline(&d, "PAY-3", &nav, 120_00, "CASSA-2");
+    assert_eq!(
+        (status, &over["status"], &over["refunds_due"]),
+        (200, &json!("Paid"), &json!(20_00))
+    );
+
+    let p = ok(&d, "PUT", "/PAY-4", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    ok(&d, "POST", "/PAY-4/cancel", json!({"reason": "errore"}));
+    let (status, cancelled) = offline(&d, "PAY-4", &nav, 100_00, "CASSA-3");
+    assert_eq!(
+        (status, &cancelled["refunds_due"]),
+        (200, &json!(100_00)),
+        "{cancelled}"
+    );
+
+    // A KO receipt pays nothing.
+    let p = ok(&d, "PUT", "/PAY-5", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    let ko = receipt_body("r-ko", &nav, 100_00, &[(1, 95_00), (2, 5_00)])
+        .replace("<outcome>OK</outcome>", "<outcome>KO</outcome>");
+    assert_eq!(
+        ask(&d, "paSendRTV2", &ko).outcome,
+        "OK",
+        "the node is acknowledged"
+    );
+    assert_eq!(verify(&d, &nav).amount.as_deref(), Some("100.00"));
+    assert_eq!(get(&d, "PAY-5")["paid_amount"], 0);
+
+    // A receipt of the wrong amount or split is stored, flagged, with its transfers kept.
+    let wrong = receipt_body("r-wrong", &nav, 90_00, &[(1, 90_00)]);
+    assert_eq!(ask(&d, "paSendRTV2", &wrong).outcome, "OK");
+    let after = get(&d, "PAY-5");
+    let payment = &instalment(&after, &nav)["payments"][0];
+    assert_eq!(
+        payment["flags"][0]["AmountDiffers"]["due"], 100_00,
+        "{payment}"
+    );
+    assert_eq!(after["open_amount"], 10_00);
+    let (_, ledger) = api(&d, "GET", "/PAY-5/ledger", None);
+    let event = &ledger["events"][1]["change"]["PaidViaPagoPa"];
+    assert_eq!(event["transfers"][0]["amount"], 90_00, "{ledger}");
+
+    // A receiptId already used for another notice is kept and pays its own notice.
+    let p = ok(&d, "PUT", "/PAY-6", single(50_00, 2_50));
+    let other = navs(&p, 0)[0].clone();
+    let reused = receipt_body("r-wrong", &other, 50_00, &[(1, 47_50), (2, 2_50)]);
+    assert_eq!(ask(&d, "paSendRTV2", &reused).outcome, "OK");
+    assert_eq!(get(&d, "PAY-6")["status"], "Paid");
+    assert_eq!(fault(&verify(&d, &other)), "PAA_PAGAMENTO_DUPLICATO");
+}
+
+#[test]
+fn cancel_restore_and_partial_payments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+
+    // Paid while cancelled: once restored the payment is the notice's, and a second receipt
+    // is a double payment.
+    let p = ok(&d, "PUT", "/CR-1", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    ok(&d, "POST", "/CR-1/cancel", json!({"reason": "errore"}));
+    let rt = receipt_body("r-cr-1", &nav, 100_00, &[(1, 95_00), (2, 5_00)]);
+    assert_eq!(ask(&d, "paSendRTV2", &rt).outcome, "OK");
+    ok(
+        &d,
+        "POST",
+        "/CR-1/restore",
+        json!({"reason": "annullata per errore"}),
+    );
+    assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_DUPLICATO");
+    let s = statement(&d);
+    let cr = statement_of(&s, "CR-1");
+    assert_eq!(
+        (&cr["open_amount"]["cents"], &cr["refunds_due"]["cents"]),
+        (&json!(0), &json!(0)),
+        "{cr}"
+    );
+    assert!(cr["notices"][0]["qr"].is_null());
+    let rt = receipt_body("r-cr-2", &nav, 100_00, &[(1, 95_00), (2, 5_00)]);
+    assert_eq!(ask(&d, "paSendRTV2", &rt).outcome, "OK");
+    assert_eq!(get(&d, "CR-1")["refunds_due"], 100_00);
+
+    // After a partial payment the rest can be reduced, rescheduled or cancelled.
+    for (iupd, action) in [
+        ("PART-1", "reduce"),
+        ("PART-2", "reschedule"),
+        ("PART-3", "cancel"),
+    ] {
+        let p = ok(&d, "PUT", &format!("/{iupd}"), single(100_00, 5_00));
+        let nav = navs(&p, 0)[0].clone();
+        assert_eq!(offline(&d, iupd, &nav, 20_00, "SLIP").0, 200);
+        let after = match action {
+            "reduce" => ok(
+                &d,
+                "POST",
+                &format!("/{iupd}/instalments/{nav}/reduction"),
+                json!({"new_amount": "50.00", "act": "Det. 3", "reason": "sgravio"}),
+            ),
+            "reschedule" => ok(
+                &d,
+                "POST",
+                &format!("/{iupd}/reschedule"),
+                json!({"replaced": [nav], "reason": "rate", "instalments": [
+                    {"amount": 4_000, "due": "2030-06-30", "description": "Rata 1"},
+                    {"amount": 4_000, "due": "2030-07-31", "description": "Rata 2"}]}),
+            ),
+            _ => ok(
+                &d,
+                "POST",
+                &format!("/{iupd}/cancel"),
+                json!({"reason": "sgravio"}),
+            ),
+        };
+        let (open, refunds) = (&after["open_amount"], &after["refunds_due"]);
+        let expected = match action {
+            "reduce" => 30_00,
+            "reschedule" => 80_00,
+            _ => 0,
+        };
+        assert_eq!(
+            (open, refunds),
+            (&json!(expected), &json!(0)),
+            "{iupd}: {after}"
+        );
+    }
+
+    // 99.99 paid on 100.00: the last cent is payable at the station, on its own transfer.
+    let p = ok(&d, "PUT", "/CENT-1", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    assert_eq!(offline(&d, "CENT-1", &nav, 99_99, "SLIP-99").0, 200);
+    assert_eq!(verify(&d, &nav).amount.as_deref(), Some("0.01"));
+    let got = get_payment(&d, &nav);
+    assert_eq!(
+        (got.outcome.as_str(), split(&got)),
+        ("OK", vec!["0.01".to_owned()])
+    );
+}
+
+#[test]
+fn dates_loads_and_spontaneous_services() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+
+    // A fine past its expiry, rescheduled: the plan has its own dates and is payable.
+    let mut fine = single(100_00, 5_00);
+    fine["kind"] = json!("MULTA");
+    fine["expiry"] = json!("2026-01-31");
+    fine["options"][0]["instalments"][0]["due"] = json!("2026-01-15");
+    let p = ok(&d, "PUT", "/FINE-1", fine);
+    let nav = navs(&p, 0)[0].clone();
+    assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_SCADUTO");
+    let planned = ok(
+        &d,
+        "POST",
+        "/FINE-1/reschedule",
+        json!({"replaced": [nav], "reason": "rateizzazione", "instalments": [
+            {"amount": 5_000, "due": "2030-06-30", "description": "Rata 1"},
+            {"amount": 5_000, "due": "2030-07-31", "description": "Rata 2"}]}),
+    );
+    for nav in navs(&planned, 0).iter().skip(1) {
+        assert_eq!(verify(&d, nav).outcome, "OK", "{nav}");
+        assert_eq!(instalment(&planned, nav)["status"], "Unpaid");
+    }
+
+    // An instalment due after its position's expiry, or in year 0, is refused at load.
+    let mut late = single(100_00, 5_00);
+    late["expiry"] = json!("2030-06-30");
+    let (status, err) = api(&d, "PUT", "/LATE-1", Some(&late));
+    assert_eq!(
+        (status, &err["field"]),
+        (400, &json!("options[0].instalments[0].due")),
+        "{err}"
+    );
+    let mut zero = single(100_00, 5_00);
+    zero["options"][0]["instalments"][0]["due"] = json!("0000-01-01");
+    let (status, err) = api(&d, "PUT", "/ZERO-1", Some(&zero));
+    assert_eq!(status, 400, "{err}");
+
+    // Not valid yet: no QR, and the station does not know it.
+    let mut later = single(100_00, 5_00);
+    later["validity"] = json!("2030-01-01");
+    let p = ok(&d, "PUT", "/LATER-1", later);
+    let nav = navs(&p, 0)[0].clone();
+    assert_eq!(fault(&verify(&d, &nav)), "PAA_PAGAMENTO_SCONOSCIUTO");
+    assert!(statement_of(&statement(&d), "LATER-1")["notices"][0]["qr"].is_null());
+
+    // The original body after a change of debtor: refused with a code, not silently ignored.
+    let body = single(100_00, 5_00);
+    ok(&d, "PUT", "/DEB-1", body.clone());
+    ok(
+        &d,
+        "PUT",
+        "/DEB-1/debtor",
+        json!({"code": "BNCMRA80A41H501E", "name": "Maria Bianchi"}),
+    );
+    let (status, err) = api(&d, "PUT", "/DEB-1", Some(&body));
+    assert_eq!(
+        (status, &err["code"]),
+        (409, &json!("DEBTOR_CHANGED")),
+        "{err}"
+    );
+    let mut current = body.clone();
+    current["debtor"] = json!({"code": "BNCMRA80A41H501E", "name": "Maria Bianchi"});
+    assert_eq!(api(&d, "PUT", "/DEB-1", Some(&current)).0, 200);
+    // A new body on a cancelled position is refused with a code.
+    ok(&d, "POST", "/DEB-1/cancel", json!({"reason": "errore"}));
+    let mut changed = current;
+    changed["description"] = json!("Tassa rifiuti (rettifica)");
+    let (status, err) = api(&d, "PUT", "/DEB-1", Some(&changed));
+    assert_eq!(
+        (status, &err["code"]),
+        (409, &json!("POSITION_CANCELLED")),
+        "{err}"
+    );
+
+    // A spontaneous service asked again after its notice was paid: a new payable notice.
+    let c = caller();
+    let demand = requests::demand(&c, "00001", "00001", "PGRhdGk+Y2VydGlmaWNhdG88L2RhdGk+");
+    let first = ask(&d, "paDemandPaymentNotice", &demand);
+    let nav = first.notice_number.clone().expect("a notice");
+    pay_pagopa(&d, "r-spont-1", &nav);
+    let second = ask(&d, "paDemandPaymentNotice", &demand);
+    assert_eq!(second.outcome, "OK", "{second:?}");
+    let again = second.notice_number.clone().expect("a notice");
+    assert_ne!(again, nav);
+    assert_eq!(verify(&d, &again).amount.as_deref(), Some("5.16"));
+}
+
+/// After every step of a history, the station, the statement's QR codes and `/notices` say
+/// the same of every notice, and the statement's totals are the position's.
+fn agree(d: &Daemon, iupd: &str) {
+    let p = get(d, iupd);
+    let s = statement(d);
+    let st = statement_of(&s, iupd);
+    let listed: Vec<Value> = d.notices(false);
+    for (o, option) in p["options"].as_array().expect("options").iter().enumerate() {
+        for i in option["instalments"].as_array().expect("instalments") {
+            let nav = i["nav"].as_str().expect("nav");
+            let answer = verify(d, nav);
+            let in_statement = st["notices"]
+                .as_array()
+                .expect("notices")
+                .iter()
+                .find(|n| n["nav"] == nav)
+                .unwrap_or_else(|| panic!("{nav} not in the statement"));
+            let qr = in_statement["qr"].as_str();
+            let in_list = listed.iter().find(|n| n["nav"] == nav);
+            let due = i["due_amount"].as_i64().expect("due");
+            match answer.outcome.as_str() {
+                "OK" => {
+                    assert_eq!(answer.amount.as_deref(), Some(euros(due).as_str()), "{nav}");
+                    assert_eq!(
+                        qr,
+                        Some(format!("PAGOPA|002|{nav}|{ENTITY}|{due}").as_str())
+                    );
+                    assert_eq!(
+                        in_list.map(|n| n["amount"].clone()),
+                        Some(json!(euros(due)))
+                    );
+                    assert_eq!(get_payment(d, nav).outcome, "OK", "{nav}");
+                }
+                _ => {
+                    assert!(
+                        qr.is_none(),
+                        "{nav} ({o}) not payable ({answer:?}) but has a QR"
+                    );
+                    assert!(in_list.is_none(), "{nav} not payable but listed");
+                }
+            }
+        }
+    }
+    for (mine, theirs) in [
+        ("open_amount", "open_amount"),
+        ("refunds_due", "refunds_due"),
+    ] {
+        assert_eq!(p[mine], st[theirs]["cents"], "{iupd} {mine}: {p}\n{st}");
+    }
+    let paid = st["paid_pagopa"]["cents"].as_i64().expect("paid")
+        + st["paid_offline"]["cents"].as_i64().expect("paid");
+    assert_eq!(p["paid_amount"], paid, "{iupd}");
+}
+
+#[test]
+fn generated_histories_agree_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let histories: u64 = std::env::var("MPAY_E2E_HISTORIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for h in 0..histories {
+        let mut rng = fastrand::Rng::with_seed(0x9e37 + h);
+        let iupd = format!("GEN-{h}");
+        let start = if rng.bool() {
+            single_or_three()
+        } else {
+            single(rng.i64(10_00..500_00), rng.i64(1..9_00))
+        };
+        ok(&d, "PUT", &format!("/{iupd}"), start);
+        agree(&d, &iupd);
+        let mut reference = 0;
+        for step in 0..8 {
+            let p = get(&d, &iupd);
+            let all: Vec<String> = (0..p["options"].as_array().expect("options").len())
+                .flat_map(|o| navs(&p, o))
+                .collect();
+            let nav = all[rng.usize(..all.len())].clone();
+            let due = instalment(&p, &nav)["due_amount"].as_i64().expect("due");
+            let amount = instalment(&p, &nav)["amount"].as_i64().expect("amount");
+            match rng.u8(..7) {
+                0 => {
+                    // Whatever the station answers, a receipt may come (PSPs that did not ask).
+                    let asked = get_payment(&d, &nav);
+                    let parts: Vec<(u8, i64)> = if asked.outcome == "OK" {
+                        asked
+                            .transfers
+                            .iter()
+                            .map(|t| (t.id.parse().expect("id"), cents(&t.amount)))
+                            .collect()
+                    } else {
+                        vec![(1, amount.max(1))]
+                    };
+                    let total = parts.iter().map(|p| p.1).sum();
+                    let rt = receipt_body(&format!("g{h}-{step}"), &nav, total, &parts);
+                    assert_eq!(ask(&d, "paSendRTV2", &rt).outcome, "OK");
+                }
+                1 | 2 => {
+                    reference += u64::from(rng.u8(..4) != 0);
+                    let cents = match rng.u8(..3) {
+                        0 => due.max(1),
+                        1 => (due / 3).max(1),
+                        _ => amount + 5_00,
+                    };
+                    let (status, v) = offline(&d, &iupd, &nav, cents, &format!("S-{reference}"));
+                    assert!(status == 200 || status == 409, "{status} {v}");
+                }
+                3 => {
+                    let new = amount * i64::from(rng.u8(..10)) / 10;
+                    let (status, v) = api(
+                        &d,
+                        "POST",
+                        &format!("/{iupd}/instalments/{nav}/reduction"),
+                        Some(&json!({"new_amount": new, "act": "Det.", "reason": "sgravio"})),
+                    );
+                    assert!(matches!(status, 200 | 400 | 409), "{status} {v}");
+                }
+                4 => {
+                    let n = rng.i64(1..4);
+                    let total = due.max(n);
+                    let instalments: Vec<Value> = (0..n)
+                        .map(|k| {
+                            json!({"amount": total / n + if k == 0 { total % n } else { 0 },
+                                        "due": "2030-09-30", "description": format!("Rata {k}")})
+                        })
+                        .collect();
+                    let (status, v) = api(
+                        &d,
+                        "POST",
+                        &format!("/{iupd}/reschedule"),
+                        Some(
+                            &json!({"replaced": [nav], "reason": "rate", "instalments": instalments}),
+                        ),
+                    );
+                    assert!(matches!(status, 200 | 400 | 409), "{status} {v}");
+                }
+                5 => {
+                    let (status, v) = api(
+                        &d,
+                        "POST",
+                        &format!("/{iupd}/cancel"),
+                        Some(&json!({"reason": "x"})),
+                    );
+                    assert!(matches!(status, 200 | 409), "{status} {v}");
+                }
+                _ => {
+                    let (status, v) = api(
+                        &d,
+                        "POST",
+                        &format!("/{iupd}/restore"),
+                        Some(&json!({"reason": "x"})),
+                    );
+                    assert!(matches!(status, 200 | 409), "{status} {v}");
+                }
+            }
+            agree(&d, &iupd);
+        }
+    }
+}
