@@ -900,3 +900,39 @@ fn loaded_event_carries_the_data() {
     assert_eq!(e.actor, Actor::ApiKey("tari".to_owned()));
     assert_eq!(e.reason, None);
 }
+
+#[test]
+fn a_stored_ledger_folds_even_where_today_s_rules_are_stricter() {
+    // Accepted by earlier rules, refused now: a new body on a cancelled position, a reference
+    // posted twice, a stamp reduced in part, a notice due after the expiry.
+    let mut data = position_data(vec![option(
+        OptionKind::Single,
+        vec![instalment_with_stamp(1, &[10_00], 2_00)],
+    )]);
+    data.expiry = Some(date(2025, 12, 1));
+    let events = vec![
+        loaded(data.clone()),
+        event(1, Change::Cancelled),
+        event(2, Change::Updated(data.clone())),
+    ];
+    assert!(
+        Position::load(entity(), &events[0]).is_err(),
+        "due after the expiry"
+    );
+    let p = Position::fold(entity(), &events).expect("a stored ledger folds");
+    assert_eq!(p.events, 3);
+    let paid = vec![
+        loaded(data.clone()),
+        event(1, reduced(1, 12_00, 10_84, &[10_00, 84])),
+        event(2, offline_ref(1, 1_00, "SLIP")),
+        event(3, offline_ref(1, 1_00, "SLIP")),
+    ];
+    let p = Position::fold(entity(), &paid).expect("a stored ledger folds");
+    assert_eq!(p.total_paid(), Cents(2_00));
+    let mut strict = Position::load_stored(entity(), &events[0]).expect("stored load");
+    strict.replay(&events[1]).expect("cancel");
+    assert_eq!(
+        strict.apply(&events[2]).expect_err("refused today"),
+        LedgerError::PositionCancelled
+    );
+}

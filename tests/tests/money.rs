@@ -785,3 +785,68 @@ fn generated_histories_agree_end_to_end() {
         }
     }
 }
+
+/// On the demo's data (variations, payments, plans, every entity): each notice the station
+/// takes is exactly one `/notices` lists and the API shows with a QR code, for the same amount.
+#[test]
+fn one_payable_rule_on_demo_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 300).ready();
+    let keys = [
+        (ENTITY, KEY),
+        ("00987654324", "demo-montalto-key"),
+        (PROVINCE, PROVINCE_KEY),
+    ];
+    let stations = [
+        (ENTITY, "01111111116_01"),
+        ("00987654324", "01111111116_01"),
+        (PROVINCE, "01111111116_02"),
+    ];
+    let all = d.notices(true);
+    assert!(all.len() > 300, "{} notices", all.len());
+    let (mut payable, mut not) = (0, 0);
+    for n in &all {
+        let entity = n["entity"].as_str().expect("entity");
+        let nav = n["nav"].as_str().expect("nav");
+        let iupd = n["iupd"].as_str().expect("iupd");
+        let station = stations.iter().find(|s| s.0 == entity).expect("station").1;
+        let c = Caller {
+            id_pa: entity.into(),
+            broker: "01111111116".into(),
+            station: station.into(),
+        };
+        let answer = ask(
+            &d,
+            "paVerifyPaymentNotice",
+            &requests::verify(&c, entity, nav),
+        );
+        let key = keys.iter().find(|k| k.0 == entity).expect("key").1;
+        let (status, p) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{entity}/positions/{iupd}"),
+            Some(key),
+            None,
+        );
+        assert_eq!(status, 200, "{p}");
+        let qr = instalment(&p, nav)["qr"].as_str().map(str::to_owned);
+        if n["payable"] == true {
+            payable += 1;
+            assert_eq!(answer.outcome, "OK", "{nav} listed payable: {answer:?}");
+            assert_eq!(answer.amount.as_deref(), n["amount"].as_str(), "{nav}");
+            let cents = cents(n["amount"].as_str().expect("amount"));
+            assert_eq!(
+                qr,
+                Some(format!("PAGOPA|002|{nav}|{entity}|{cents}")),
+                "{nav}"
+            );
+        } else {
+            not += 1;
+            assert_ne!(
+                answer.outcome, "OK",
+                "{nav} not listed payable, yet the station takes it"
+            );
+            assert_eq!(qr, None, "{nav} not payable, yet a QR code");
+        }
+    }
+    assert!(payable > 0 && not > 0, "{payable} payable, {not} not");
+}

@@ -34,12 +34,28 @@ fn least(a: &[Cents], b: &[Cents]) -> Vec<Cents> {
 }
 
 impl Position {
-    /// Starts a position from its first event, which must be `Loaded`.
+    /// Starts a position from its first event, which must be `Loaded` with valid data.
     pub fn load(entity: EntityFiscalCode, event: &Event) -> Result<Position, LedgerError> {
+        Position::start(entity, event, Admit::Strict)
+    }
+
+    /// Starts a position from the first event of a stored ledger, whose data was valid by the
+    /// rules of its day (see `replay`).
+    pub fn load_stored(entity: EntityFiscalCode, event: &Event) -> Result<Position, LedgerError> {
+        Position::start(entity, event, Admit::Stored)
+    }
+
+    fn start(
+        entity: EntityFiscalCode,
+        event: &Event,
+        admit: Admit,
+    ) -> Result<Position, LedgerError> {
         let Change::Loaded(data) = &event.change else {
             return Err(LedgerError::NotLoaded(event.change.name()));
         };
-        data.validate(&entity)?;
+        if admit == Admit::Strict {
+            data.validate(&entity)?;
+        }
         Ok(Position {
             entity,
             iupd: data.iupd.clone(),
@@ -57,16 +73,16 @@ impl Position {
         })
     }
 
-    /// Folds a whole ledger.
+    /// Folds a whole stored ledger (see `replay`).
     pub fn fold<'a>(
         entity: EntityFiscalCode,
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<Position, LedgerError> {
         let mut events = events.into_iter();
         let first = events.next().ok_or(LedgerError::NotLoaded("nothing"))?;
-        let mut position = Position::load(entity, first)?;
+        let mut position = Position::load_stored(entity, first)?;
         for e in events {
-            position.apply(e)?;
+            position.replay(e)?;
         }
         Ok(position)
     }
@@ -76,21 +92,35 @@ impl Position {
             .ok_or_else(|| LedgerError::UnknownNav(nav.clone()))
     }
 
-    /// Applies one event, or says why it cannot be applied and leaves the position unchanged.
+    /// Applies one new event, or says why it cannot be applied and leaves the position
+    /// unchanged. Every rule is checked: this is what the store appends.
     pub fn apply(&mut self, event: &Event) -> Result<(), LedgerError> {
+        self.step(event, Admit::Strict)
+    }
+
+    /// Applies one event that is already in a stored ledger. A stored event was accepted by the
+    /// rules of its day, and rules only ever grow stricter about what they admit: the checks
+    /// added since (`Admit::Stored`) are not asked of it again, so every stored ledger folds.
+    /// The effect of an event is the same either way.
+    pub fn replay(&mut self, event: &Event) -> Result<(), LedgerError> {
+        self.step(event, Admit::Stored)
+    }
+
+    fn step(&mut self, event: &Event, admit: Admit) -> Result<(), LedgerError> {
         // Work on a copy so that a failure half-way changes nothing.
         let mut next = self.clone();
-        next.apply_in_place(&event.change)?;
+        next.apply_in_place(&event.change, admit)?;
         next.events += 1;
         next.updated_at = event.at;
         *self = next;
         Ok(())
     }
 
-    fn apply_in_place(&mut self, change: &Change) -> Result<(), LedgerError> {
+    fn apply_in_place(&mut self, change: &Change, admit: Admit) -> Result<(), LedgerError> {
+        let strict = admit == Admit::Strict;
         match change {
             Change::Loaded(_) => Err(LedgerError::AlreadyLoaded),
-            Change::Updated(data) => self.replace(data),
+            Change::Updated(data) => self.replace(data, strict),
             Change::DebtorUpdated(debtor) => {
                 crate::model::text("debtor.name", &debtor.name, 70, true)?;
                 self.debtor = debtor.clone();
@@ -102,8 +132,8 @@ impl Position {
                 new_amount,
                 transfer_amounts,
                 ..
-            } => self.reduce(nav, *old_amount, *new_amount, transfer_amounts),
-            Change::Rescheduled { replaced, plan } => self.reschedule(replaced, plan),
+            } => self.reduce(nav, *old_amount, *new_amount, transfer_amounts, strict),
+            Change::Rescheduled { replaced, plan } => self.reschedule(replaced, plan, strict),
             Change::PaidOffline {
                 nav,
                 channel,
@@ -122,7 +152,7 @@ impl Position {
                         _ => None,
                     })
                 });
-                if let Some((nav, amount)) = reused {
+                if let Some((nav, amount)) = reused.filter(|_| strict) {
                     return Err(LedgerError::ReferenceReused {
                         nav,
                         channel: *channel,
@@ -187,14 +217,14 @@ impl Position {
     }
 
     /// A new body for the position: only while nothing happened to it but its load.
-    fn replace(&mut self, data: &PositionData) -> Result<(), LedgerError> {
+    fn replace(&mut self, data: &PositionData, strict: bool) -> Result<(), LedgerError> {
         if data.iupd != self.iupd {
             return Err(LedgerError::IupdChanged {
                 old: self.iupd.clone(),
                 new: data.iupd.clone(),
             });
         }
-        if self.cancelled {
+        if self.cancelled && strict {
             return Err(LedgerError::PositionCancelled);
         }
         if self.has_payments() {
@@ -210,7 +240,9 @@ impl Position {
         {
             return Err(LedgerError::HasVariations);
         }
-        data.validate(&self.entity)?;
+        if strict {
+            data.validate(&self.entity)?;
+        }
         self.kind = data.kind.clone();
         self.debtor = data.debtor.clone();
         self.description = data.description.clone();
@@ -222,7 +254,7 @@ impl Position {
 
     /// The notice as a variation finds it: it must be in force and part of the option being
     /// paid, if any.
-    fn variable(&self, nav: &crate::ids::Nav) -> Result<(usize, usize), LedgerError> {
+    fn variable(&self, nav: &crate::ids::Nav, strict: bool) -> Result<(usize, usize), LedgerError> {
         if self.cancelled {
             return Err(LedgerError::PositionCancelled);
         }
@@ -230,7 +262,7 @@ impl Position {
         if self.options[o].instalments[k].withdrawn.is_some() {
             return Err(LedgerError::NotPayable(nav.clone()));
         }
-        if self.chosen.is_some_and(|c| c != o) {
+        if strict && self.chosen.is_some_and(|c| c != o) {
             return Err(LedgerError::OtherOption(nav.clone()));
         }
         Ok((o, k))
@@ -243,8 +275,9 @@ impl Position {
         old_amount: Cents,
         new_amount: Cents,
         transfer_amounts: &[Cents],
+        strict: bool,
     ) -> Result<(), LedgerError> {
-        let (o, k) = self.variable(nav)?;
+        let (o, k) = self.variable(nav, strict)?;
         let inst = &mut self.options[o].instalments[k];
         if new_amount >= inst.terms.amount || old_amount != inst.terms.amount {
             return Err(LedgerError::NotAReduction {
@@ -284,7 +317,7 @@ impl Position {
                     t.id, t.amount
                 )));
             }
-            if stamp && *amount != t.amount && *amount != Cents::ZERO {
+            if strict && stamp && *amount != t.amount && *amount != Cents::ZERO {
                 return Err(bad(format!(
                     "transfer {} is a revenue stamp: it stays {} or goes to zero",
                     t.id, t.amount
@@ -310,6 +343,7 @@ impl Position {
         &mut self,
         replaced: &[crate::ids::Nav],
         plan: &crate::model::PaymentOption,
+        strict: bool,
     ) -> Result<(), LedgerError> {
         if self.cancelled {
             return Err(LedgerError::PositionCancelled);
@@ -317,7 +351,9 @@ impl Position {
         if replaced.is_empty() {
             return Err(LedgerError::NothingReplaced);
         }
-        plan.validate("plan", &self.entity)?;
+        if strict {
+            plan.validate("plan", &self.entity)?;
+        }
         for new in &plan.instalments {
             if self.instalment(&new.nav).is_some() {
                 return Err(LedgerError::NavReused(new.nav.clone()));
@@ -326,10 +362,10 @@ impl Position {
         let mut touched = BTreeSet::new();
         let mut kept = Vec::with_capacity(replaced.len());
         for nav in replaced {
-            let (o, k) = self.variable(nav)?;
+            let (o, k) = self.variable(nav, strict)?;
             let inst = &self.options[o].instalments[k];
             let account = self.account_of(o, inst);
-            if account.total_open() == Cents::ZERO {
+            if strict && account.total_open() == Cents::ZERO {
                 return Err(LedgerError::NothingOpen(nav.clone()));
             }
             touched.insert(o);
@@ -350,6 +386,7 @@ impl Position {
         let target = match staying.as_slice() {
             [] => touched.first().copied().unwrap_or(0),
             [one] => *one,
+            [first, ..] if !strict => *first,
             _ => {
                 return Err(LedgerError::TwoOptions(
                     "reschedule the notices of one option at a time".into(),
@@ -509,6 +546,15 @@ impl Position {
         });
         Ok(())
     }
+}
+
+/// How much an event must pass to be applied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// A new event: every rule.
+    Strict,
+    /// An event of a stored ledger: only what it needs to have an effect.
+    Stored,
 }
 
 /// Where a payment's split over the transfers comes from.

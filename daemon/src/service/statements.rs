@@ -99,11 +99,11 @@ fn position(
     let ledger = app.store.ledger(id)?;
     let mut events = ledger.iter().map(|s| &s.event);
     let first = events.next().ok_or_else(|| corrupt("empty".into()))?;
-    let mut p = Position::load(entity.clone(), first).map_err(|e| corrupt(e.to_string()))?;
+    let mut p = Position::load_stored(entity.clone(), first).map_err(|e| corrupt(e.to_string()))?;
     let mut payments = Vec::new();
     let mut variations = Vec::new();
     for event in events {
-        p.apply(event).map_err(|e| corrupt(e.to_string()))?;
+        p.replay(event).map_err(|e| corrupt(e.to_string()))?;
         let (at, reason) = (event.at, event.reason.clone());
         // The payment this event just recorded, as the fold saw it arrive.
         let recorded = |nav| {

@@ -17,6 +17,7 @@ use super::{ReceiptRecord, StoredEvent};
 /// Ledger events of value version 1: offline payments without a split, receipts without their
 /// transfers.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 enum ChangeV1 {
     Loaded(PositionData),
     Updated(PositionData),
@@ -64,6 +65,7 @@ enum ChangeV1 {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct EventV1 {
     at: Timestamp,
     actor: Actor,
@@ -72,6 +74,7 @@ struct EventV1 {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct StoredEventV1 {
     commit: u64,
     event: EventV1,
@@ -179,3 +182,55 @@ impl Stored for ReceiptRecord {}
 impl Stored for super::journal::JournalEntry {}
 impl Stored for super::jobs::BulkJob {}
 impl Stored for mpay_common::console::AuditRecord {}
+
+/// A ledger entry as a format-1 store held it (for the upgrade tests); `None` for changes that
+/// format 1 could not express.
+#[cfg(test)]
+pub(super) fn encode_v1(stored: &StoredEvent) -> Option<Vec<u8>> {
+    let change = match stored.event.change.clone() {
+        Change::Loaded(d) => ChangeV1::Loaded(d),
+        Change::Cancelled => ChangeV1::Cancelled,
+        Change::Restored => ChangeV1::Restored,
+        Change::PaidOffline {
+            nav,
+            channel,
+            date,
+            amount,
+            reference,
+            transfer_amounts: None,
+        } => ChangeV1::PaidOffline {
+            nav,
+            channel,
+            date,
+            amount,
+            reference,
+        },
+        Change::PaidViaPagoPa {
+            nav,
+            receipt_id,
+            amount,
+            psp,
+            paid_at,
+            ..
+        } => ChangeV1::PaidViaPagoPa {
+            nav,
+            receipt_id,
+            amount,
+            psp,
+            paid_at,
+        },
+        _ => return None,
+    };
+    let old = StoredEventV1 {
+        commit: stored.commit,
+        event: EventV1 {
+            at: stored.event.at,
+            actor: stored.event.actor.clone(),
+            reason: stored.event.reason.clone(),
+            change,
+        },
+    };
+    let mut out = vec![1];
+    out.extend(postcard::to_stdvec(&old).ok()?);
+    Some(out)
+}

@@ -837,3 +837,67 @@ fn by_debtor_gives_the_newest_first_of_one_entity_or_all() {
         .collect();
     assert_eq!(found(Some(&castelverde.fiscal_code), 2), castelverde_newest);
 }
+
+#[test]
+fn a_format_1_store_is_read_and_its_positions_folded_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let (id, nav, expected) = {
+        let store = open(&path);
+        let data = positions(&store, entity, province, 1);
+        let id = load_all(&store, entity, &data)[0];
+        let nav = first_nav(&data[0]);
+        let pay = |change| Event::new(Timestamp::now(), Actor::System, change);
+        store
+            .append(
+                id,
+                pay(Change::PaidOffline {
+                    nav: nav.clone(),
+                    channel: OfflineChannel::Counter,
+                    date: demo::today(),
+                    amount: Cents(100),
+                    reference: "SLIP-1".into(),
+                    transfer_amounts: None,
+                }),
+            )
+            .expect("offline");
+        store.append(id, pay(Change::Cancelled)).expect("cancel");
+        let expected = store.position(id).expect("read").expect("there");
+        // Write everything back as format 1 wrote it: old ledger layout, old snapshot.
+        for entry in store.data.scan_prefix(keys::ledger_prefix(id)) {
+            let (k, v) = entry.expect("entry");
+            let stored: StoredEvent = codec::decode(&v, "event").expect("decode");
+            let old = legacy::encode_v1(&stored).expect("expressible in format 1");
+            store.data.insert(k, old).expect("insert");
+        }
+        let mut snapshot = vec![1];
+        snapshot.extend(postcard::to_stdvec(&entity.fiscal_code).expect("entity"));
+        snapshot.extend([0xff, 0xfe]);
+        store
+            .data
+            .insert(keys::position(id), snapshot)
+            .expect("snapshot");
+        store
+            .data
+            .insert(keys::META_FORMAT, &1u64.to_be_bytes())
+            .expect("format");
+        store.db.flush().expect("flush");
+        (id, nav, expected)
+    };
+    let store = open(&path);
+    let upgraded = store.position(id).expect("read").expect("there");
+    assert_eq!(upgraded.options, expected.options);
+    assert_eq!(upgraded.cancelled, expected.cancelled);
+    assert_eq!(upgraded.events, expected.events);
+    assert_eq!(store.refold(id).expect("refold"), Some(upgraded.clone()));
+    let inst = upgraded.instalment(&nav).expect("notice");
+    assert_eq!(inst.paid().iter().map(|c| c.get()).sum::<i64>(), 100);
+    let format = store
+        .data
+        .get(keys::META_FORMAT)
+        .expect("get")
+        .expect("set");
+    assert_eq!(keys::decode_u64(&format), Some(u64::from(STORE_FORMAT)));
+}
