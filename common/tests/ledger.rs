@@ -186,8 +186,12 @@ fn events_counter_and_updated_at_advance() {
         12,
         Change::Reported {
             nav: nav(2),
+            transfer: 1,
             flow_id: "2025-06-12BCITITMM-0001".to_owned(),
+            iur: "R-2".to_owned(),
             amount: Cents(1_00),
+            outcome: 0,
+            date: date(2025, 6, 12),
         },
     );
     assert_eq!((p.events, p.updated_at, p.created_at), (4, at(12), at(0)));
@@ -764,24 +768,32 @@ fn an_instalment_due_after_the_expiry_is_refused_at_load() {
 // ---------------------------------------------------------------------------------------------
 // Reconciliation progress
 
-fn reported(seq: u64) -> Change {
+/// Flow rows for both transfers of NAV `seq` (100_00 + 50_00 in the fixtures).
+fn reported(seq: u64, transfer: u8, amount: i64) -> Change {
     Change::Reported {
         nav: nav(seq),
+        transfer,
         flow_id: "2025-06-12BCITITMM-0001".to_owned(),
-        amount: Cents(1_00),
+        iur: format!("R-{seq}"),
+        amount: Cents(amount),
+        outcome: 0,
+        date: date(2025, 6, 12),
     }
 }
 
-fn credited(seq: u64) -> Change {
+fn credited(seq: u64, transfer: u8, amount: i64) -> Change {
     Change::Credited {
         nav: nav(seq),
+        transfer,
+        flow_id: Some("2025-06-12BCITITMM-0001".to_owned()),
         reference: "TRN-1".to_owned(),
-        amount: Cents(1_00),
+        amount: Cents(amount),
+        date: date(2025, 6, 13),
     }
 }
 
 #[test]
-fn progress_follows_the_least_advanced_receipt() {
+fn progress_follows_the_least_advanced_transfer() {
     let mut p = load(single_and_plan());
     apply(&mut p, 1, offline(2, 150_00));
     assert_eq!(
@@ -791,11 +803,34 @@ fn progress_follows_the_least_advanced_receipt() {
     );
     apply(&mut p, 2, receipt(3, "R-3", 150_00));
     assert_eq!(p.progress(), Progress::None);
-    apply(&mut p, 3, reported(3));
+    apply(&mut p, 3, reported(3, 1, 100_00));
+    assert_eq!(
+        p.progress(),
+        Progress::None,
+        "the second transfer is not reported yet"
+    );
+    apply(&mut p, 4, reported(3, 2, 50_00));
     assert_eq!(p.progress(), Progress::Reported);
-    apply(&mut p, 4, credited(3));
+    assert_eq!(inst(&p, 3).reported, [Cents(100_00), Cents(50_00)]);
+    apply(&mut p, 5, credited(3, 1, 100_00));
+    apply(&mut p, 6, credited(3, 2, 50_00));
     assert_eq!(p.progress(), Progress::Credited);
-    refuse(&mut p, 5, reported(9));
+    // A revocation takes the report back.
+    let mut revoked = reported(3, 2, 50_00);
+    if let Change::Reported { outcome, .. } = &mut revoked {
+        *outcome = 3;
+    }
+    apply(&mut p, 7, revoked);
+    assert_eq!(inst(&p, 3).reported, [Cents(100_00), Cents::ZERO]);
+    refuse(&mut p, 8, reported(9, 1, 1_00));
+    let e = refuse(&mut p, 8, reported(3, 4, 1_00));
+    assert_eq!(
+        e,
+        LedgerError::UnknownTransfer {
+            nav: nav(3),
+            transfer: 4
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,8 +853,8 @@ fn full_ledger() -> Vec<Event> {
         offline(2, 50_00),
         receipt(3, "R-3", 150_00),
         receipt(1, "R-1", 250_00),
-        reported(3),
-        credited(3),
+        reported(3, 1, 100_00),
+        credited(3, 1, 100_00),
         Change::OperatorAdjustment {
             note: "checked".to_owned(),
         },
@@ -876,7 +911,7 @@ fn position_json_round_trip() {
 fn event_json_round_trip() {
     let mut events = full_ledger();
     events.push(Event::new(at(99), Actor::System, Change::Cancelled));
-    events.push(Event::new(at(99), Actor::Node, reported(1)));
+    events.push(Event::new(at(99), Actor::Node, reported(1, 1, 1_00)));
     for e in &events {
         let json = serde_json::to_string(e).expect("serialize");
         let back: Event = serde_json::from_str(&json).expect("deserialize");

@@ -74,14 +74,19 @@ pub fn change(c: &Change) -> String {
         } => format!("paid via pagoPA {nav}: {amount} (receipt {receipt_id}, {psp})"),
         Change::Reported {
             nav,
+            transfer,
             flow_id,
             amount,
-        } => format!("reported {nav}: {amount} in flow {flow_id}"),
+            outcome,
+            ..
+        } => format!("reported {nav}/{transfer}: {amount} in flow {flow_id} (code {outcome})"),
         Change::Credited {
             nav,
+            transfer,
             reference,
             amount,
-        } => format!("credited {nav}: {amount} ({reference})"),
+            ..
+        } => format!("credited {nav}/{transfer}: {amount} ({reference})"),
         Change::OperatorAdjustment { note } => format!("note: {note}"),
     }
 }

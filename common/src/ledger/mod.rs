@@ -111,17 +111,31 @@ pub enum Change {
         /// What the station found wrong with it before the ledger looked (accounts).
         flags: Vec<PaymentFlag>,
     },
-    /// A reporting-flow row names this notice.
+    /// A reporting-flow row names one transfer of this notice (reconciliation, per transfer).
     Reported {
         nav: Nav,
+        /// `indiceDatiSingoloPagamento` / `idTransfer`, 1..=5.
+        transfer: u8,
         flow_id: String,
+        /// `identificativoUnivocoRiscossione`: the receiptId the row reports.
+        iur: String,
+        /// What the row says was paid (positive, also for a revocation).
         amount: Cents,
+        /// `codiceEsitoSingoloPagamento`: 0 executed, 3 revoked, 4 stand-in, 8 stand-in without
+        /// receipt, 9 without receipt.
+        outcome: u8,
+        date: Date,
     },
-    /// The treasury credited the money for this notice.
+    /// The treasury credited money that includes this transfer's share.
     Credited {
         nav: Nav,
+        transfer: u8,
+        /// The flow the credit settled, if it was a flow's cumulative credit.
+        flow_id: Option<String>,
+        /// The treasury movement's reference.
         reference: String,
         amount: Cents,
+        date: Date,
     },
     /// An operator's audited note or correction that changes no amount.
     OperatorAdjustment {
@@ -198,6 +212,8 @@ pub enum LedgerError {
     AlreadyLoaded,
     #[error("notice {0} is not part of this position")]
     UnknownNav(Nav),
+    #[error("notice {nav} has no transfer {transfer}")]
+    UnknownTransfer { nav: Nav, transfer: u8 },
     #[error("notice {0} is already paid")]
     AlreadyPaid(Nav),
     #[error("notice {0} is no longer payable (cancelled or replaced by a plan)")]

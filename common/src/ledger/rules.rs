@@ -202,14 +202,35 @@ impl Position {
                 }
                 Ok(())
             }
-            Change::Reported { nav, .. } => {
+            Change::Reported {
+                nav,
+                transfer,
+                amount,
+                outcome,
+                ..
+            } => {
                 let (o, k) = self.find(nav)?;
-                self.options[o].instalments[k].reported = true;
+                let slot = transfer_slot(&self.options[o].instalments[k], nav, *transfer)?;
+                // A revocation (code 3) takes back what its row names.
+                let signed = if *outcome == 3 {
+                    -amount.get()
+                } else {
+                    amount.get()
+                };
+                let r = &mut self.options[o].instalments[k].reported[slot];
+                r.0 = r.0.saturating_add(signed);
                 Ok(())
             }
-            Change::Credited { nav, .. } => {
+            Change::Credited {
+                nav,
+                transfer,
+                amount,
+                ..
+            } => {
                 let (o, k) = self.find(nav)?;
-                self.options[o].instalments[k].credited = true;
+                let slot = transfer_slot(&self.options[o].instalments[k], nav, *transfer)?;
+                let c = &mut self.options[o].instalments[k].credited[slot];
+                c.0 = c.0.saturating_add(amount.get());
                 Ok(())
             }
             Change::OperatorAdjustment { .. } => Ok(()),
@@ -564,6 +585,22 @@ enum Split<'a> {
     Offline(Option<&'a [Cents]>),
     /// The receipt's own transfers.
     Receipt(&'a [PaidTransfer]),
+}
+
+/// The index of transfer `id` (1-based) of the instalment.
+fn transfer_slot(
+    inst: &InstalmentState,
+    nav: &crate::ids::Nav,
+    id: u8,
+) -> Result<usize, LedgerError> {
+    inst.terms
+        .transfers
+        .iter()
+        .position(|t| t.id == id)
+        .ok_or_else(|| LedgerError::UnknownTransfer {
+            nav: nav.clone(),
+            transfer: id,
+        })
 }
 
 /// The receipt's split by transfer, if its transfers name distinct transfers of the notice and

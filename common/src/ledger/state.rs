@@ -117,12 +117,15 @@ pub struct InstalmentState {
     pub withdrawn: Option<Withdrawal>,
     /// While the position is cancelled: what each transfer had received when it was.
     pub kept_at_cancel: Option<Vec<Cents>>,
-    pub reported: bool,
-    pub credited: bool,
+    /// Per transfer: what the reporting flows say was paid (revocations subtract), and what the
+    /// treasury credited.
+    pub reported: Vec<Cents>,
+    pub credited: Vec<Cents>,
 }
 
 impl InstalmentState {
     pub(super) fn new(terms: Instalment, expiry: Option<Date>) -> Self {
+        let n = terms.transfers.len();
         InstalmentState {
             original_amount: terms.amount,
             terms,
@@ -130,8 +133,8 @@ impl InstalmentState {
             payments: Vec::new(),
             withdrawn: None,
             kept_at_cancel: None,
-            reported: false,
-            credited: false,
+            reported: vec![Cents::ZERO; n],
+            credited: vec![Cents::ZERO; n],
         }
     }
 
@@ -572,23 +575,31 @@ impl Position {
         self.instalments().any(InstalmentState::has_payment)
     }
 
-    /// How far reconciliation has come for what was paid through pagoPA.
+    /// How far reconciliation has come for what was paid through pagoPA: every transfer paid by
+    /// a receipt reported (and credited) for at least what the receipts paid on it.
     pub fn progress(&self) -> Progress {
-        let mut paid = self
-            .instalments()
-            .filter(|i| i.receipts().next().is_some())
-            .peekable();
-        if paid.peek().is_none() {
-            return Progress::None;
-        }
+        let mut any = false;
         let (mut reported, mut credited) = (true, true);
-        for i in paid {
-            reported &= i.reported;
-            credited &= i.credited;
+        for i in self.instalments() {
+            let mut by_receipts = vec![0i64; i.terms.transfers.len()];
+            for p in i.receipts() {
+                for (sum, share) in by_receipts.iter_mut().zip(&p.transfers) {
+                    *sum += share.get();
+                }
+            }
+            for (t, due) in by_receipts.iter().enumerate() {
+                if *due == 0 {
+                    continue;
+                }
+                any = true;
+                reported &= i.reported.get(t).is_some_and(|r| r.get() >= *due);
+                credited &= i.credited.get(t).is_some_and(|c| c.get() >= *due);
+            }
         }
-        match (reported, credited) {
-            (_, true) => Progress::Credited,
-            (true, false) => Progress::Reported,
+        match (any, reported, credited) {
+            (false, _, _) => Progress::None,
+            (true, _, true) => Progress::Credited,
+            (true, true, false) => Progress::Reported,
             _ => Progress::None,
         }
     }

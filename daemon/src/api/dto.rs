@@ -82,8 +82,10 @@ pub struct InstalmentOut {
     pub owed: Vec<Cents>,
     pub paid: Vec<Cents>,
     pub refund: Vec<Cents>,
-    pub reported: bool,
-    pub credited: bool,
+    /// Per transfer: what the reporting flows say was paid, and what the treasury credited
+    /// (cents).
+    pub reported: Vec<Cents>,
+    pub credited: Vec<Cents>,
     /// The notice's QR code text, `PAGOPA|002|NAV|CF|cents`, while something is owed.
     pub qr: Option<String>,
 }
@@ -109,8 +111,8 @@ impl PositionOut {
                 refund: account.refund(),
                 owed: account.owed,
                 paid: account.paid,
-                reported: i.reported,
-                credited: i.credited,
+                reported: i.reported.clone(),
+                credited: i.credited.clone(),
                 qr: payable.map(|d| qr(i.nav(), &p.entity, d.amount)),
             }
         };

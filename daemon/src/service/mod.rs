@@ -113,6 +113,7 @@ impl ServiceError {
                 Some(f) => field(f, "UNKNOWN_NOTICE"),
                 None => ServiceError::not_found(message.clone()).with_code("UNKNOWN_NOTICE"),
             },
+            LedgerError::UnknownTransfer { .. } => field("transfer", "UNKNOWN_TRANSFER"),
             LedgerError::AlreadyPaid(_) => conflict("NOTICE_PAID").at_opt(nav_field),
             LedgerError::NotPayable(_) => conflict("NOTICE_NOT_PAYABLE").at_opt(nav_field),
             LedgerError::NavReused(_) => conflict("NAV_REUSED").at("instalments"),

@@ -80,9 +80,11 @@ struct StoredEventV1 {
     event: EventV1,
 }
 
-impl From<ChangeV1> for Change {
-    fn from(c: ChangeV1) -> Change {
-        match c {
+impl ChangeV1 {
+    /// The change in today's layout; `day` is the event's date, which format 1's reconciliation
+    /// facts did not carry.
+    fn upgrade(self, day: Date) -> Change {
+        match self {
             ChangeV1::Loaded(d) => Change::Loaded(d),
             ChangeV1::Updated(d) => Change::Updated(d),
             ChangeV1::DebtorUpdated(d) => Change::DebtorUpdated(d),
@@ -131,14 +133,20 @@ impl From<ChangeV1> for Change {
                 transfers: Vec::new(),
                 flags: Vec::new(),
             },
+            // Format 1 reported and credited whole notices; nothing wrote them but tests, and
+            // a notice's first transfer is the closest reading.
             ChangeV1::Reported {
                 nav,
                 flow_id,
                 amount,
             } => Change::Reported {
                 nav,
+                transfer: 1,
                 flow_id,
+                iur: String::new(),
                 amount,
+                outcome: 0,
+                date: day,
             },
             ChangeV1::Credited {
                 nav,
@@ -146,8 +154,11 @@ impl From<ChangeV1> for Change {
                 amount,
             } => Change::Credited {
                 nav,
+                transfer: 1,
+                flow_id: None,
                 reference,
                 amount,
+                date: day,
             },
             ChangeV1::OperatorAdjustment { note } => Change::OperatorAdjustment { note },
         }
@@ -165,7 +176,10 @@ impl Stored for StoredEvent {
                     at: s.event.at,
                     actor: s.event.actor,
                     reason: s.event.reason,
-                    change: s.event.change.into(),
+                    change: s
+                        .event
+                        .change
+                        .upgrade(mpay_common::calendar::rome_date(s.event.at)),
                 },
             })
         })

@@ -14,6 +14,8 @@ mod cache;
 pub mod codec;
 mod durability;
 pub mod fsync;
+#[cfg(test)]
+mod golden;
 mod jobs;
 mod journal;
 pub mod keys;
