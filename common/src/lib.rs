@@ -9,6 +9,7 @@ pub mod ids;
 pub mod ledger;
 pub mod model;
 pub mod money;
+pub mod reconcile;
 pub mod requests;
 pub mod statement;
 

@@ -188,6 +188,7 @@ fn events_counter_and_updated_at_advance() {
             nav: nav(2),
             transfer: 1,
             flow_id: "2025-06-12BCITITMM-0001".to_owned(),
+            revision: "2025-06-12T10:00:00".to_owned(),
             iur: "R-2".to_owned(),
             amount: Cents(1_00),
             outcome: 0,
@@ -774,6 +775,7 @@ fn reported(seq: u64, transfer: u8, amount: i64) -> Change {
         nav: nav(seq),
         transfer,
         flow_id: "2025-06-12BCITITMM-0001".to_owned(),
+        revision: "2025-06-12T10:00:00".to_owned(),
         iur: format!("R-{seq}"),
         amount: Cents(amount),
         outcome: 0,
@@ -811,7 +813,7 @@ fn progress_follows_the_least_advanced_transfer() {
     );
     apply(&mut p, 4, reported(3, 2, 50_00));
     assert_eq!(p.progress(), Progress::Reported);
-    assert_eq!(inst(&p, 3).reported, [Cents(100_00), Cents(50_00)]);
+    assert_eq!(inst(&p, 3).reported(), [Cents(100_00), Cents(50_00)]);
     apply(&mut p, 5, credited(3, 1, 100_00));
     apply(&mut p, 6, credited(3, 2, 50_00));
     assert_eq!(p.progress(), Progress::Credited);
@@ -821,9 +823,16 @@ fn progress_follows_the_least_advanced_transfer() {
         *outcome = 3;
     }
     apply(&mut p, 7, revoked);
-    assert_eq!(inst(&p, 3).reported, [Cents(100_00), Cents::ZERO]);
-    refuse(&mut p, 8, reported(9, 1, 1_00));
-    let e = refuse(&mut p, 8, reported(3, 4, 1_00));
+    assert_eq!(inst(&p, 3).reported(), [Cents(100_00), Cents::ZERO]);
+    // A later revision of the flow restates the transfer: it replaces, never adds.
+    let mut revision = reported(3, 1, 90_00);
+    if let Change::Reported { revision: r, .. } = &mut revision {
+        *r = "2025-06-13T10:00:00".to_owned();
+    }
+    apply(&mut p, 8, revision);
+    assert_eq!(inst(&p, 3).reported(), [Cents(90_00), Cents::ZERO]);
+    refuse(&mut p, 9, reported(9, 1, 1_00));
+    let e = refuse(&mut p, 9, reported(3, 4, 1_00));
     assert_eq!(
         e,
         LedgerError::UnknownTransfer {

@@ -850,3 +850,201 @@ fn one_payable_rule_on_demo_data() {
     }
     assert!(payable > 0 && not > 0, "{payable} payable, {not} not");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reporting flows brought by hand
+
+/// A FlussoRiversamento for the entity: `rows` are (IUV, IUR, transfer, cents, outcome code).
+fn flow_xml(
+    id: &str,
+    time: &str,
+    rows: &[(&str, &str, u8, i64, u8)],
+    total: Option<i64>,
+) -> String {
+    let sum: i64 = rows.iter().map(|r| r.3).sum();
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <FlussoRiversamento xmlns=\"http://www.digitpa.gov.it/schemas/2011/Pagamenti/\">\
+         <versioneOggetto>1.0</versioneOggetto><identificativoFlusso>{id}</identificativoFlusso>\
+         <dataOraFlusso>{time}</dataOraFlusso>\
+         <identificativoUnivocoRegolamento>SCT-{id}</identificativoUnivocoRegolamento>\
+         <dataRegolamento>2026-11-27</dataRegolamento>\
+         <istitutoMittente><identificativoUnivocoMittente><tipoIdentificativoUnivoco>B\
+         </tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>BCITITMM\
+         </codiceIdentificativoUnivoco></identificativoUnivocoMittente>\
+         <denominazioneMittente>Banca di prova</denominazioneMittente></istitutoMittente>\
+         <istitutoRicevente><identificativoUnivocoRicevente><tipoIdentificativoUnivoco>G\
+         </tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>{ENTITY}\
+         </codiceIdentificativoUnivoco></identificativoUnivocoRicevente></istitutoRicevente>\
+         <numeroTotalePagamenti>{}</numeroTotalePagamenti>\
+         <importoTotalePagamenti>{}</importoTotalePagamenti>",
+        rows.len(),
+        euros(total.unwrap_or(sum))
+    );
+    for (iuv, iur, transfer, cents, code) in rows {
+        xml.push_str(&format!(
+            "<datiSingoliPagamenti><identificativoUnivocoVersamento>{iuv}\
+             </identificativoUnivocoVersamento><identificativoUnivocoRiscossione>{iur}\
+             </identificativoUnivocoRiscossione><indiceDatiSingoloPagamento>{transfer}\
+             </indiceDatiSingoloPagamento><singoloImportoPagato>{}</singoloImportoPagato>\
+             <codiceEsitoSingoloPagamento>{code}</codiceEsitoSingoloPagamento>\
+             <dataEsitoSingoloPagamento>2026-11-26</dataEsitoSingoloPagamento>\
+             </datiSingoliPagamenti>",
+            euros(*cents)
+        ));
+    }
+    xml.push_str("</FlussoRiversamento>");
+    xml
+}
+
+fn upload_flow(d: &Daemon, xml: &str) -> (u16, Value) {
+    let (status, body) = mpay_tests::http_request(
+        d.api.expect("the API listens"),
+        "POST",
+        &format!("/api/v1/entities/{ENTITY}/flows"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "application/xml"),
+        ],
+        xml.as_bytes(),
+    )
+    .expect("upload");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_flow_brought_by_hand_is_kept_reported_and_classified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let nav_of =
+        |iupd: &str| navs(&ok(&d, "PUT", &format!("/{iupd}"), single(100_00, 5_00)), 0)[0].clone();
+    let (a, b, c) = (nav_of("FL-A"), nav_of("FL-B"), nav_of("FL-C"));
+    pay_pagopa(&d, "rcpt-a", &a);
+    pay_pagopa(&d, "rcpt-b", &b);
+    let (ia, ib, ic) = (iuv_of(&a), iuv_of(&b), iuv_of(&c));
+    let rows = [
+        (ia.as_str(), "rcpt-a", 1, 95_00, 0),
+        (ia.as_str(), "rcpt-a", 2, 5_00, 0),
+        (ib.as_str(), "rcpt-b", 1, 90_00, 0),
+        ("01999999999999999", "rcpt-x", 1, 10_00, 0),
+        (ic.as_str(), "no-receipt", 1, 95_00, 9),
+        (ia.as_str(), "rcpt-a", 1, 95_00, 0),
+    ];
+    let xml = flow_xml(
+        "2026-11-27BCITITMM-0001",
+        "2026-11-27T10:00:00",
+        &rows,
+        Some(1_00),
+    );
+    mpay_tests::xsd::validate_flow(&xml).expect("the test's flow is valid against the XSD");
+    let (status, flow) = upload_flow(&d, &xml);
+    assert_eq!(status, 201, "{flow}");
+    let classes = &flow["classes"];
+    assert_eq!(classes["reconciled"], 2, "{flow}");
+    assert_eq!(classes["amount-mismatch"], 1);
+    assert_eq!(classes["unknown-iuv"], 1);
+    assert_eq!(classes["paid-without-receipt"], 1);
+    assert_eq!(classes["duplicate"], 1);
+    assert_eq!(flow["totals_agree"], false, "the declared total is wrong");
+    assert_eq!(
+        flow["reported"], 4,
+        "one fact per matched row, duplicates once"
+    );
+    assert_eq!(flow["rows"][2]["class"]["AmountMismatch"]["paid"], 95_00);
+    assert_eq!(flow["rows"][0]["iupd"], "FL-A");
+
+    // The position knows, per transfer.
+    let pa = get(&d, "FL-A");
+    assert_eq!(pa["progress"], "Reported", "{pa}");
+    assert_eq!(instalment(&pa, &a)["reported"], json!([95_00, 5_00]));
+    assert_eq!(
+        get(&d, "FL-B")["progress"],
+        "None",
+        "only part of B is reported"
+    );
+
+    // The same flow again changes nothing.
+    let events = |iupd: &str| {
+        let (_, l) = api(&d, "GET", &format!("/{iupd}/ledger"), None);
+        l["events"].as_array().map_or(0, Vec::len)
+    };
+    let before = events("FL-A");
+    let (status, again) = upload_flow(&d, &xml);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(events("FL-A"), before);
+
+    // A revision restates the flow: B corrected, the unknown row gone; the first is kept,
+    // superseded, and B's transfer is reported once, at the new amount.
+    let mut fixed: Vec<_> = rows[..3].to_vec();
+    fixed[2].3 = 95_00;
+    fixed.push((ib.as_str(), "rcpt-b", 2, 5_00, 0));
+    let revision = flow_xml(
+        "2026-11-27BCITITMM-0001",
+        "2026-11-28T09:00:00",
+        &fixed,
+        None,
+    );
+    let (status, rev) = upload_flow(&d, &revision);
+    assert_eq!(status, 201, "{rev}");
+    assert_eq!(
+        (rev["totals_agree"].clone(), rev["anomalies"].clone()),
+        (json!(true), json!(0)),
+        "{rev}"
+    );
+    let pb = get(&d, "FL-B");
+    assert_eq!(
+        instalment(&pb, &b)["reported"],
+        json!([95_00, 5_00]),
+        "{pb}"
+    );
+    assert_eq!(pb["progress"], "Reported");
+    // C's row was dropped by the revision: its report is withdrawn.
+    assert_eq!(instalment(&get(&d, "FL-C"), &c)["reported"], json!([0, 0]));
+    let (status, both) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows/2026-11-27BCITITMM-0001"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{both}");
+    let revisions = both["revisions"].as_array().expect("revisions");
+    assert_eq!(revisions.len(), 2, "{both}");
+    assert_eq!(
+        (&revisions[0]["superseded"], &revisions[1]["superseded"]),
+        (&json!(true), &json!(false))
+    );
+
+    // Not XML, not a flow, truncated: kept with their error, listed, and nothing else changes.
+    let before = events("FL-A");
+    for bad in ["not xml at all", "<a/>", &xml[..xml.len() / 2]] {
+        let (status, err) = upload_flow(&d, bad);
+        assert_eq!(
+            (status, &err["code"]),
+            (400, &json!("FLOW_INVALID")),
+            "{err}"
+        );
+    }
+    let (status, list) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    let flows = list["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 5, "{list}");
+    assert_eq!(flows.iter().filter(|f| !f["error"].is_null()).count(), 3);
+    assert_eq!(events("FL-A"), before);
+
+    // A flow for another entity is refused and not kept.
+    let other = xml.replace(
+        &format!("<codiceIdentificativoUnivoco>{ENTITY}"),
+        "<codiceIdentificativoUnivoco>00987654324",
+    );
+    let (status, err) = upload_flow(&d, &other);
+    assert_eq!(
+        (status, &err["field"]),
+        (400, &json!("FlussoRiversamento/istitutoRicevente")),
+        "{err}"
+    );
+}

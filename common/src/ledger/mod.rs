@@ -112,11 +112,14 @@ pub enum Change {
         flags: Vec<PaymentFlag>,
     },
     /// A reporting-flow row names one transfer of this notice (reconciliation, per transfer).
+    /// A later revision of the same flow replaces what the earlier one reported on the transfer.
     Reported {
         nav: Nav,
         /// `indiceDatiSingoloPagamento` / `idTransfer`, 1..=5.
         transfer: u8,
         flow_id: String,
+        /// The flow's revision (`dataOraFlusso`, or the FdR revision number).
+        revision: String,
         /// `identificativoUnivocoRiscossione`: the receiptId the row reports.
         iur: String,
         /// What the row says was paid (positive, also for a revocation).

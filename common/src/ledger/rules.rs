@@ -8,8 +8,8 @@ use crate::money::Cents;
 
 use super::split;
 use super::state::{
-    Arrival, InstalmentState, OptionState, PaidVia, Payment, PaymentFlag, Position, Withdrawal,
-    WithdrawalKind, total,
+    Arrival, InstalmentState, OptionState, PaidVia, Payment, PaymentFlag, Position, ReportLine,
+    Withdrawal, WithdrawalKind, total,
 };
 use super::{Change, Event, LedgerError, PaidTransfer};
 
@@ -205,20 +205,33 @@ impl Position {
             Change::Reported {
                 nav,
                 transfer,
+                flow_id,
+                revision,
+                iur,
                 amount,
                 outcome,
                 ..
             } => {
                 let (o, k) = self.find(nav)?;
-                let slot = transfer_slot(&self.options[o].instalments[k], nav, *transfer)?;
+                let inst = &mut self.options[o].instalments[k];
+                transfer_slot(inst, nav, *transfer)?;
+                // A later revision of the flow replaces what the earlier said of this transfer.
+                inst.reports.retain(|r| {
+                    !(r.flow_id == *flow_id && r.transfer == *transfer && r.revision < *revision)
+                });
                 // A revocation (code 3) takes back what its row names.
                 let signed = if *outcome == 3 {
                     -amount.get()
                 } else {
                     amount.get()
                 };
-                let r = &mut self.options[o].instalments[k].reported[slot];
-                r.0 = r.0.saturating_add(signed);
+                inst.reports.push(ReportLine {
+                    transfer: *transfer,
+                    flow_id: flow_id.clone(),
+                    revision: revision.clone(),
+                    iur: iur.clone(),
+                    amount: signed,
+                });
                 Ok(())
             }
             Change::Credited {

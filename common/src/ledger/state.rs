@@ -117,10 +117,23 @@ pub struct InstalmentState {
     pub withdrawn: Option<Withdrawal>,
     /// While the position is cancelled: what each transfer had received when it was.
     pub kept_at_cancel: Option<Vec<Cents>>,
-    /// Per transfer: what the reporting flows say was paid (revocations subtract), and what the
-    /// treasury credited.
-    pub reported: Vec<Cents>,
+    /// What the reporting flows say of this notice's transfers, each flow in its latest
+    /// revision.
+    pub reports: Vec<ReportLine>,
+    /// Per transfer: what the treasury credited.
     pub credited: Vec<Cents>,
+}
+
+/// One flow row's word on a transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportLine {
+    /// `idTransfer`, 1..=5.
+    pub transfer: u8,
+    pub flow_id: String,
+    pub revision: String,
+    pub iur: String,
+    /// Cents; a revocation counts negative.
+    pub amount: i64,
 }
 
 impl InstalmentState {
@@ -133,7 +146,7 @@ impl InstalmentState {
             payments: Vec::new(),
             withdrawn: None,
             kept_at_cancel: None,
-            reported: vec![Cents::ZERO; n],
+            reports: Vec::new(),
             credited: vec![Cents::ZERO; n],
         }
     }
@@ -169,6 +182,23 @@ impl InstalmentState {
 
     pub fn has_payment(&self) -> bool {
         !self.payments.is_empty()
+    }
+
+    /// Per transfer: what the reporting flows say was paid (revocations subtract).
+    pub fn reported(&self) -> Vec<Cents> {
+        self.terms
+            .transfers
+            .iter()
+            .map(|t| {
+                Cents(
+                    self.reports
+                        .iter()
+                        .filter(|r| r.transfer == t.id)
+                        .map(|r| r.amount)
+                        .fold(0i64, i64::saturating_add),
+                )
+            })
+            .collect()
     }
 
     /// The pagoPA payments, in the order they arrived.
@@ -581,6 +611,7 @@ impl Position {
         let mut any = false;
         let (mut reported, mut credited) = (true, true);
         for i in self.instalments() {
+            let reported_now = i.reported();
             let mut by_receipts = vec![0i64; i.terms.transfers.len()];
             for p in i.receipts() {
                 for (sum, share) in by_receipts.iter_mut().zip(&p.transfers) {
@@ -592,7 +623,7 @@ impl Position {
                     continue;
                 }
                 any = true;
-                reported &= i.reported.get(t).is_some_and(|r| r.get() >= *due);
+                reported &= reported_now.get(t).is_some_and(|r| r.get() >= *due);
                 credited &= i.credited.get(t).is_some_and(|c| c.get() >= *due);
             }
         }

@@ -111,7 +111,7 @@ impl PositionOut {
                 refund: account.refund(),
                 owed: account.owed,
                 paid: account.paid,
-                reported: i.reported.clone(),
+                reported: i.reported(),
                 credited: i.credited.clone(),
                 qr: payable.map(|d| qr(i.nav(), &p.entity, d.amount)),
             }

@@ -26,6 +26,7 @@ use crate::store::StoreError;
 
 pub mod bulk;
 pub mod dto;
+mod flows;
 mod positions;
 mod statements;
 
@@ -88,6 +89,21 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
             "get",
             "/api/v1/entities/{cf}/bulk/{job}".into(),
             get(bulk::status),
+        ),
+        (
+            "post",
+            "/api/v1/entities/{cf}/flows".into(),
+            post(flows::upload).layer(DefaultBodyLimit::max(bulk_limit)),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/flows".into(),
+            get(flows::list),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/flows/{flow}".into(),
+            get(flows::get_one),
         ),
         (
             "get",

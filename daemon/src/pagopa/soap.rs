@@ -488,20 +488,20 @@ impl std::error::Error for ParseError {}
 /// An element of the request, with its namespace resolved. Character data directly inside is
 /// concatenated in `text` (entity and character references resolved, CDATA included).
 #[derive(Debug)]
-struct Elem {
-    ns: Option<String>,
-    local: String,
-    children: Vec<Elem>,
-    text: String,
+pub(crate) struct Elem {
+    pub(crate) ns: Option<String>,
+    pub(crate) local: String,
+    pub(crate) children: Vec<Elem>,
+    pub(crate) text: String,
 }
 
 impl Elem {
-    fn is(&self, ns: Option<&str>, local: &str) -> bool {
+    pub(crate) fn is(&self, ns: Option<&str>, local: &str) -> bool {
         self.ns.as_deref() == ns && self.local == local
     }
 
     /// `{namespace}local` or `local`, for messages.
-    fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match &self.ns {
             Some(ns) => format!("{{{ns}}}{}", self.local),
             None => self.local.clone(),
@@ -571,7 +571,7 @@ fn resolve_reference(name: &str) -> Result<char, String> {
 }
 
 /// Parses the whole document into a tree. Every error here is extra-XSD.
-fn read_tree(xml: &str) -> Result<Elem, String> {
+pub(crate) fn read_tree(xml: &str) -> Result<Elem, String> {
     let mut reader = NsReader::from_str(xml);
     {
         let config = reader.config_mut();

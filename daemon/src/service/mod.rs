@@ -5,6 +5,7 @@
 //!
 //! - `console`: what the operators' console asks: lookups by any key, search by typed text,
 //!   status, the live feed, traffic, jobs, audit, and audited manual adjustments.
+//! - `flows`: reporting flows received, stored with their ledger facts, classified row by row.
 //! - `positions`: load (one path for the API and bulk files), read, and every variation.
 //! - `search`: one entity's positions by status, debtor, kind and due dates.
 //! - `statements`: the citizen statement, per entity or across entities.
@@ -12,6 +13,7 @@
 //! The calls block on the store: async adapters run them in `spawn_blocking`.
 
 pub mod console;
+pub mod flows;
 pub mod positions;
 pub mod search;
 pub mod statements;

@@ -119,6 +119,13 @@ impl Store {
                 sink.record(DATA_TREE, &k, &v)?;
             }
         }
+        for entry in self.data.scan_prefix([keys::FLOW]) {
+            let (k, v) = entry?;
+            let flow: super::FlowRecord = codec::decode(&v, "a flow")?;
+            if flow.commit <= commit {
+                sink.record(DATA_TREE, &k, &v)?;
+            }
+        }
         for (i, name) in TREES.iter().enumerate() {
             let tree = self.db.open_tree(name)?;
             for entry in tree.iter() {
@@ -302,6 +309,11 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
                 }
                 Some(&keys::RECEIPT) => {
                     let _: super::ReceiptRecord = codec::decode(&value, "a receipt")?;
+                    batch.insert(key, value);
+                    batched += 1;
+                }
+                Some(&keys::FLOW) => {
+                    let _: super::FlowRecord = codec::decode(&value, "a flow")?;
                     batch.insert(key, value);
                     batched += 1;
                 }

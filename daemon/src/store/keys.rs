@@ -24,6 +24,9 @@ pub const CHANGE: u8 = 0x07;
 /// Debtors by name: `(folded name from one of its words on, 0, position id)` → nothing, for
 /// each of the name's first four words, so that a prefix search finds "Rossi" in "Mario Rossi".
 pub const BY_NAME: u8 = 0x08;
+/// Reporting flows: `(entity, flow id, 0, dataOraFlusso)` → the flow record; revisions of a
+/// flow sort together, oldest first.
+pub const FLOW: u8 = 0x09;
 
 pub const META_FORMAT: &[u8] = b"\x00format";
 pub const META_NEXT_POSITION: &[u8] = b"\x00next-position";
@@ -168,4 +171,24 @@ pub fn receipt_reused(entity: &EntityFiscalCode, receipt_id: &str, nav: &str) ->
     id.push(0);
     id.extend_from_slice(nav.as_bytes());
     entity_key(RECEIPT, entity, &id)
+}
+
+/// Every flow of an entity.
+pub fn flows_of(entity: &EntityFiscalCode) -> Vec<u8> {
+    entity_key(FLOW, entity, &[])
+}
+
+/// Every revision of one flow.
+pub fn flow_prefix(entity: &EntityFiscalCode, flow_id: &str) -> Vec<u8> {
+    let mut id = flow_id.as_bytes().to_vec();
+    // A flow id never holds `\0`: "F1" and "F10" stay apart.
+    id.push(0);
+    entity_key(FLOW, entity, &id)
+}
+
+/// One revision of a flow.
+pub fn flow(entity: &EntityFiscalCode, flow_id: &str, time: &str) -> Vec<u8> {
+    let mut k = flow_prefix(entity, flow_id);
+    k.extend_from_slice(time.as_bytes());
+    k
 }

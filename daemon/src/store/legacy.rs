@@ -143,6 +143,7 @@ impl ChangeV1 {
                 nav,
                 transfer: 1,
                 flow_id,
+                revision: String::new(),
                 iur: String::new(),
                 amount,
                 outcome: 0,

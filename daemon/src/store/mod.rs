@@ -13,6 +13,7 @@ mod backup;
 mod cache;
 pub mod codec;
 mod durability;
+mod flows;
 pub mod fsync;
 #[cfg(test)]
 mod golden;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupSummary, restore, verify};
 use durability::GroupCommit;
+pub use flows::{FlowRecord, FlowRecorded};
 pub use jobs::{BulkJob, JobStatus};
 pub use journal::{BodyRef, Direction, JournalBodies, JournalEntry};
 pub use keys::PositionId;

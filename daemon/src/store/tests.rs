@@ -354,6 +354,26 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
             Event::new(Timestamp::now(), Actor::System, Change::Cancelled),
         )
         .expect("cancel");
+    let flow = FlowRecord {
+        entity: entity.fiscal_code.clone(),
+        flow_id: "2026-01-02BCITITMM-1".into(),
+        time: "2026-01-02T10:00:00".into(),
+        received_at: Timestamp::now(),
+        source: "test".into(),
+        flow: None,
+        error: Some("kept unread".into()),
+        reported: 0,
+        commit: 0,
+        raw: "<x/>".into(),
+    };
+    assert!(matches!(
+        store.record_flow(flow.clone(), Vec::new()).expect("flow"),
+        FlowRecorded::New(_)
+    ));
+    assert!(matches!(
+        store.record_flow(flow, Vec::new()).expect("flow"),
+        FlowRecorded::Held(_)
+    ));
     // A variation committed while the backup streams is after the cut: not in the backup.
     struct WritesDuring<'a> {
         file: Vec<u8>,
@@ -405,6 +425,10 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     assert_eq!(restored.positions, N);
     let copy = open(&target);
     assert_eq!(copy.stats().positions, N);
+    let flows = copy
+        .flow_revisions(&entity.fiscal_code, "2026-01-02BCITITMM-1")
+        .expect("flows");
+    assert_eq!(flows.len(), 1, "flows travel with the backup");
     assert_eq!(
         copy.position(ids[3]).expect("read"),
         store.position(ids[3]).expect("read")
