@@ -12,6 +12,11 @@ pub fn rome() -> TimeZone {
     TimeZone::get("Europe/Rome").unwrap_or(TimeZone::UTC)
 }
 
+/// The Rome civil date and time of an instant.
+pub fn rome_datetime(at: Timestamp) -> jiff::civil::DateTime {
+    at.to_zoned_datetime(rome()).datetime()
+}
+
 /// The Rome calendar day of an instant.
 pub fn rome_date(at: Timestamp) -> Date {
     at.to_zoned_datetime(rome()).date()

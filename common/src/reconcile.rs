@@ -6,7 +6,7 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Iuv;
-use crate::ledger::{Arrival, Position};
+use crate::ledger::{Arrival, InstalmentState, Position};
 use crate::money::Cents;
 
 /// `codiceEsitoSingoloPagamento` (PROTOCOL.md §8.2).
@@ -202,4 +202,126 @@ pub fn classify_row(row: &FlowRow, position: Option<&Position>, duplicate: bool)
 /// The IUV a row names, if it is one.
 pub fn row_iuv(row: &FlowRow) -> Option<Iuv> {
     row.iuv.parse().ok()
+}
+
+/// How long reporting and crediting may take before a transfer is an anomaly (days).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tolerances {
+    /// From the payment to its flow row (pagoPA: D+2 working days, revisions until D+4).
+    pub report_days: i32,
+    /// From the flow to the treasury's credit (counted from the payment, after `report_days`).
+    pub credit_days: i32,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances {
+            report_days: 4,
+            credit_days: 3,
+        }
+    }
+}
+
+/// Where one transfer of a notice stands, from the payer's side to the treasury's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferClass {
+    /// Nothing paid through pagoPA on it.
+    NotPaidViaPagoPa,
+    /// Paid, reported and credited.
+    Reconciled,
+    /// Paid; the flow may still come (within the tolerance).
+    WaitingForReport,
+    /// Paid and reported; the credit may still come.
+    WaitingForCredit,
+    /// Paid, and no flow reported it within the tolerance.
+    NotReported,
+    /// Reported, and no credit within the tolerance.
+    NotCredited,
+    /// The flows report another amount than the receipts paid.
+    AmountMismatch,
+    /// More was received than is owed: a refund is due.
+    RefundDue,
+}
+
+impl TransferClass {
+    pub fn is_anomaly(self) -> bool {
+        matches!(
+            self,
+            TransferClass::NotReported
+                | TransferClass::NotCredited
+                | TransferClass::AmountMismatch
+                | TransferClass::RefundDue
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferClass::NotPaidViaPagoPa => "not-paid-via-pagopa",
+            TransferClass::Reconciled => "reconciled",
+            TransferClass::WaitingForReport => "waiting-for-report",
+            TransferClass::WaitingForCredit => "waiting-for-credit",
+            TransferClass::NotReported => "not-reported",
+            TransferClass::NotCredited => "not-credited",
+            TransferClass::AmountMismatch => "amount-mismatch",
+            TransferClass::RefundDue => "refund-due",
+        }
+    }
+}
+
+/// The class of transfer `slot` of `inst` (of option `option`) on `today`.
+pub fn classify_transfer(
+    p: &Position,
+    option: usize,
+    inst: &InstalmentState,
+    slot: usize,
+    today: Date,
+    tolerances: Tolerances,
+) -> TransferClass {
+    let account = p.account_of(option, inst);
+    if account.refund().get(slot).is_some_and(|r| *r > Cents::ZERO) {
+        return TransferClass::RefundDue;
+    }
+    let mut paid = 0i64;
+    let mut last_paid: Option<Date> = None;
+    for pay in inst.receipts() {
+        paid += pay.transfers.get(slot).map_or(0, |c| c.get());
+        if let crate::ledger::PaidVia::PagoPa { paid_at, .. } = &pay.via {
+            let day = crate::calendar::rome_date(*paid_at);
+            last_paid = Some(last_paid.map_or(day, |d: Date| d.max(day)));
+        }
+    }
+    if paid == 0 {
+        return TransferClass::NotPaidViaPagoPa;
+    }
+    let id = inst.terms.transfers.get(slot).map_or(0, |t| t.id);
+    let reported: i64 = inst
+        .reports
+        .iter()
+        .filter(|r| r.transfer == id)
+        .map(|r| r.amount)
+        .sum();
+    let credited = inst.credited.get(slot).map_or(0, |c| c.get());
+    let days_since = |d: Date| (today - d).get_days();
+    if reported == 0 {
+        let late = last_paid.is_some_and(|d| days_since(d) > tolerances.report_days);
+        return if late {
+            TransferClass::NotReported
+        } else {
+            TransferClass::WaitingForReport
+        };
+    }
+    if reported != paid {
+        return TransferClass::AmountMismatch;
+    }
+    if credited >= paid {
+        return TransferClass::Reconciled;
+    }
+    // The credit follows the flow, which follows the payment: both tolerances from the payment.
+    let late =
+        last_paid.is_some_and(|d| days_since(d) > tolerances.report_days + tolerances.credit_days);
+    if late {
+        TransferClass::NotCredited
+    } else {
+        TransferClass::WaitingForCredit
+    }
 }

@@ -1,6 +1,7 @@
 //! The admin HTTP listener: `/healthz` for supervisors and load balancers, `/metrics` for
 //! Prometheus. `/backup` (for `mpayd backup`), `/notices` and `/journal` carry debtors' data and
-//! have no authentication: they are served only when the listener is bound to loopback, where
+//! (and `POST /reports/{date}`, which writes the daily reports now) have no authentication: they
+//! are served only when the listener is bound to loopback, where
 //! only this host's users reach them; operators read the same through the console's roles.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
     let router = if listen.ip().is_loopback() {
         router
             .route("/backup", get(backup))
+            .route("/reports/{date}", axum::routing::post(reports))
             .route("/notices", get(notices))
             .route("/journal", get(journal))
             .route("/journal/{seq}", get(journal_bodies))
@@ -35,6 +37,32 @@ pub fn router(app: Arc<App>) -> Router {
         router
     };
     router.with_state(app)
+}
+
+/// Writes every entity's daily report of `date` into the outboxes now (`mpayd report`).
+async fn reports(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(date): axum::extract::Path<String>,
+) -> Response {
+    let Ok(day) = date.parse::<jiff::civil::Date>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{date:?} is not a date YYYY-MM-DD"),
+        )
+            .into_response();
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        crate::service::report::run_day(&app, day).map(|rows| (rows, app.config.entities.len()))
+    })
+    .await;
+    match done {
+        Ok(Ok((rows, entities))) => axum::Json(serde_json::json!({
+            "date": day, "rows": rows, "entities": entities
+        }))
+        .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

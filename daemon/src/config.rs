@@ -25,6 +25,9 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Reconciliation and the daily reports.
+    #[serde(default)]
+    pub reconciliation: ReconciliationConfig,
     pub broker: BrokerConfig,
     pub stations: Vec<StationConfig>,
     pub entities: Vec<EntityConfig>,
@@ -242,6 +245,70 @@ impl Default for JournalConfig {
             body_retention_days: default_body_days(),
             body_retention_mib: default_body_mib(),
         }
+    }
+}
+
+/// When the daily reports are written, and how long reporting and crediting may take.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationConfig {
+    /// Europe/Rome time of the daily run, `HH:MM`: each entity's report of the day before goes
+    /// to `DATA_DIR/outbox/<entity>/<date>.csv|json`. A run missed while the daemon was down is
+    /// made at start (up to `catch_up_days` back).
+    #[serde(default = "default_daily_at")]
+    pub daily_at: String,
+    #[serde(default = "default_catch_up_days")]
+    pub catch_up_days: u32,
+    /// Days from a payment to its flow row, and from the flow row to the credit, after which
+    /// the transfer is an anomaly.
+    #[serde(default = "default_report_days")]
+    pub report_days: i32,
+    #[serde(default = "default_credit_days")]
+    pub credit_days: i32,
+}
+
+fn default_daily_at() -> String {
+    "06:30".into()
+}
+
+fn default_catch_up_days() -> u32 {
+    7
+}
+
+fn default_report_days() -> i32 {
+    4
+}
+
+fn default_credit_days() -> i32 {
+    3
+}
+
+impl Default for ReconciliationConfig {
+    fn default() -> Self {
+        ReconciliationConfig {
+            daily_at: default_daily_at(),
+            catch_up_days: default_catch_up_days(),
+            report_days: default_report_days(),
+            credit_days: default_credit_days(),
+        }
+    }
+}
+
+impl ReconciliationConfig {
+    pub fn tolerances(&self) -> mpay_common::reconcile::Tolerances {
+        mpay_common::reconcile::Tolerances {
+            report_days: self.report_days,
+            credit_days: self.credit_days,
+        }
+    }
+
+    /// `daily_at` as a civil time.
+    pub fn daily_time(&self) -> Result<jiff::civil::Time, String> {
+        let t = self.daily_at.trim();
+        let ok = t.len() == 5 && t.as_bytes()[2] == b':';
+        ok.then(|| format!("{t}:00").parse::<jiff::civil::Time>().ok())
+            .flatten()
+            .ok_or_else(|| format!("{t:?} is not a time of day HH:MM"))
     }
 }
 
@@ -471,6 +538,23 @@ impl Config {
         }
         if self.store.cache_mib == 0 {
             return Err(invalid("store.cache_mib", "must be at least 1"));
+        }
+        self.reconciliation
+            .daily_time()
+            .map_err(|e| invalid("reconciliation.daily_at", e))?;
+        for (key, days) in [
+            (
+                "reconciliation.report_days",
+                self.reconciliation.report_days,
+            ),
+            (
+                "reconciliation.credit_days",
+                self.reconciliation.credit_days,
+            ),
+        ] {
+            if !(0..=60).contains(&days) {
+                return Err(invalid(key, format!("{days}: from 0 to 60 days")));
+            }
         }
         if self.broker.name.trim().is_empty() {
             return Err(invalid("broker.name", "must not be empty"));

@@ -134,6 +134,7 @@ impl Daemon {
         // The background tasks, started here and stopped by the same signal as the listeners.
         let (api_router, api_state) = crate::api::router(Arc::clone(&self.app));
         let inbox_watcher = crate::api::bulk::watch(api_state, stop.clone());
+        let daily_run = crate::service::report::schedule(Arc::clone(&self.app), stop.clone());
         let console_task = tokio::spawn(crate::rpc::serve(
             Arc::clone(&self.app),
             console,
@@ -193,6 +194,7 @@ impl Daemon {
             .context("api listener task")?
             .context("api listener failed")?;
         inbox_watcher.await.context("inbox watcher task")?;
+        daily_run.await.context("daily run task")?;
         console_task.await.context("console listener task")?;
         if let Some(task) = remote_console_task {
             task.await.context("remote console listener task")?;

@@ -97,6 +97,15 @@ enum Command {
     },
     /// Verify a backup file without restoring it.
     VerifyBackup { backup: PathBuf },
+    /// Write every entity's daily report of a day now, through the running daemon (its admin
+    /// listener), into DATA_DIR/outbox/<entity>/<date>.csv and .json.
+    Report {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The day, YYYY-MM-DD (Europe/Rome).
+        #[arg(long)]
+        date: jiff::civil::Date,
+    },
     /// Play pagoPA's node against a station: payments, faults, load; prints a report.
     Simulate(mpayd::simulator::Options),
     /// Serve a fixed SOAP answer and nothing else: the baseline for load figures.
@@ -230,6 +239,20 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::BareStation { listen } => {
             runtime()?.block_on(mpayd::simulator::bare_station(listen))
+        }
+        Command::Report { config, date } => {
+            let config = Config::load(&config)?;
+            let mut connection =
+                mpayd::http_client::Connection::new(&format!("http://{}", config.admin.listen))?;
+            let request = hyper::Request::post(format!("/reports/{date}"));
+            let (status, body) =
+                runtime()?.block_on(connection.send(request, Default::default()))?;
+            let text = String::from_utf8_lossy(&body);
+            if !status.is_success() {
+                anyhow::bail!("the daemon refused: HTTP {status}: {text}");
+            }
+            println!("{text}");
+            Ok(())
         }
         Command::VerifyBackup { backup } => {
             let summary = store::verify(&backup)?;

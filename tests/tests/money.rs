@@ -1048,3 +1048,136 @@ fn a_flow_brought_by_hand_is_kept_reported_and_classified() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The daily report
+
+#[test]
+fn the_daily_report_lists_the_day_with_totals_that_add_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let nav_of =
+        |iupd: &str| navs(&ok(&d, "PUT", &format!("/{iupd}"), single(100_00, 5_00)), 0)[0].clone();
+    let paid = nav_of("DAY-1");
+    pay_pagopa(&d, "rcpt-day-1", &paid);
+    let counter = nav_of("DAY-2");
+    assert_eq!(offline(&d, "DAY-2", &counter, 40_00, "CASSA-7").0, 200);
+    let cut = nav_of("DAY-3");
+    ok(
+        &d,
+        "POST",
+        &format!("/DAY-3/instalments/{cut}/reduction"),
+        json!({"new_amount": "80.00", "act": "Det. 9/2026", "reason": "sgravio"}),
+    );
+    nav_of("DAY-4");
+    ok(&d, "POST", "/DAY-4/cancel", json!({"reason": "errore"}));
+    let iuv = iuv_of(&paid);
+    let xml = flow_xml(
+        "2026-11-30BCITITMM-0007",
+        "2026-11-30T09:00:00",
+        &[
+            (iuv.as_str(), "rcpt-day-1", 1, 95_00, 0),
+            (iuv.as_str(), "rcpt-day-1", 2, 5_00, 0),
+        ],
+        None,
+    );
+    assert_eq!(upload_flow(&d, &xml).0, 201);
+
+    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
+    let path = format!("/api/v1/entities/{ENTITY}/reports/{today}");
+    let (status, report) = d.api_call("GET", &path, Some(KEY), None);
+    assert_eq!(status, 200, "{report}");
+    let totals = &report["totals"];
+    assert_eq!(
+        (&totals["pagopa"]["rows"], &totals["pagopa"]["amount"]),
+        (&json!(2), &json!(100_00)),
+        "{totals}"
+    );
+    assert_eq!(
+        (&totals["offline"]["rows"], &totals["offline"]["amount"]),
+        (&json!(2), &json!(40_00))
+    );
+    assert_eq!(totals["reduction"]["amount"], -20_00);
+    assert_eq!(totals["cancellation"]["rows"], 1);
+    assert_eq!(
+        (&totals["flow-row"]["rows"], &totals["flow-row"]["amount"]),
+        (&json!(2), &json!(100_00))
+    );
+    assert_eq!(report["totals_agree"], true);
+    let rows = report["rows"].as_array().expect("rows");
+    let sum: i64 = rows
+        .iter()
+        .map(|r| r["amount"].as_i64().expect("amount"))
+        .sum();
+    assert_eq!(totals["all"]["amount"], sum);
+    let receipt_rows: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "pagopa").collect();
+    assert_eq!(receipt_rows[0]["iupd"], "DAY-1");
+    assert_eq!(receipt_rows[0]["debtor"], DEBTOR);
+    assert_eq!(receipt_rows[1]["beneficiary"], PROVINCE);
+    assert_eq!(
+        receipt_rows[0]["class"], "waiting-for-credit",
+        "reported, not credited yet"
+    );
+    // Another entity's report holds none of it.
+    let (status, theirs) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{PROVINCE}/reports/{today}"),
+        Some(PROVINCE_KEY),
+        None,
+    );
+    assert_eq!((status, &theirs["rows"]), (200, &json!([])));
+
+    // The CSV an accounts office opens: `;`, decimal comma, totals and the check at the end.
+    let (status, body) = mpay_tests::http_request(
+        d.api.expect("api"),
+        "GET",
+        &format!("{path}?format=csv"),
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        b"",
+    )
+    .expect("csv");
+    assert_eq!(status, 200);
+    let csv = String::from_utf8(body).expect("UTF-8");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("data_ora;tipo;iupd;"), "{csv}");
+    assert!(csv.contains(";95,00;"), "{csv}");
+    assert!(csv.contains(";-20,00;"), "{csv}");
+    assert!(lines.iter().any(|l| l.contains("TOTALE all")), "{csv}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("CONTROLLO") && l.contains("corrispondono")),
+        "{csv}"
+    );
+
+    // Written to the outbox on demand, through the running daemon.
+    let config = d.data_dir.join("mpayd.toml");
+    let out = mpay_tests::mpayd(&[
+        "report",
+        "--config",
+        config.to_str().expect("path"),
+        "--date",
+        &today,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outbox = d.data_dir.join("outbox").join(ENTITY);
+    let written =
+        std::fs::read_to_string(outbox.join(format!("{today}.csv"))).expect("csv in the outbox");
+    assert_eq!(written.lines().count(), lines.len());
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(outbox.join(format!("{today}.json"))).expect("json in the outbox"),
+    )
+    .expect("json");
+    assert_eq!(json["totals"], report["totals"]);
+    assert!(
+        d.data_dir
+            .join("outbox")
+            .join(PROVINCE)
+            .join(format!("{today}.csv"))
+            .exists()
+    );
+}

@@ -210,7 +210,7 @@ impl Position {
                 iur,
                 amount,
                 outcome,
-                ..
+                date,
             } => {
                 let (o, k) = self.find(nav)?;
                 let inst = &mut self.options[o].instalments[k];
@@ -231,6 +231,7 @@ impl Position {
                     revision: revision.clone(),
                     iur: iur.clone(),
                     amount: signed,
+                    date: *date,
                 });
                 Ok(())
             }

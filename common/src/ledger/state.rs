@@ -134,6 +134,8 @@ pub struct ReportLine {
     pub iur: String,
     /// Cents; a revocation counts negative.
     pub amount: i64,
+    /// The row's payment (or revocation) date.
+    pub date: Date,
 }
 
 impl InstalmentState {

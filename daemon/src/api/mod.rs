@@ -28,6 +28,7 @@ pub mod bulk;
 pub mod dto;
 mod flows;
 mod positions;
+mod reports;
 mod statements;
 
 /// The OpenAPI 3.1 description the repository keeps and the daemon serves.
@@ -104,6 +105,11 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
             "get",
             "/api/v1/entities/{cf}/flows/{flow}".into(),
             get(flows::get_one),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/reports/{date}".into(),
+            get(reports::daily),
         ),
         (
             "get",

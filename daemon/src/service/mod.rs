@@ -7,6 +7,7 @@
 //!   status, the live feed, traffic, jobs, audit, and audited manual adjustments.
 //! - `flows`: reporting flows received, stored with their ledger facts, classified row by row.
 //! - `positions`: load (one path for the API and bulk files), read, and every variation.
+//! - `report`: each entity's daily report (CSV and JSON, outbox and API).
 //! - `search`: one entity's positions by status, debtor, kind and due dates.
 //! - `statements`: the citizen statement, per entity or across entities.
 //!
@@ -15,6 +16,7 @@
 pub mod console;
 pub mod flows;
 pub mod positions;
+pub mod report;
 pub mod search;
 pub mod statements;
 #[cfg(test)]

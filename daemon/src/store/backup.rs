@@ -385,14 +385,25 @@ fn ensure_not_in_use(store_dir: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(err(format!("cannot open {}: {e}", db.display()))),
     };
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
-            "{} is in use by another process (is mpayd running? stop it first)",
-            store_dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(err(format!("cannot lock {}: {e}", db.display())))
+    // A store closed a moment ago in this process keeps its lock until sled's threads let go
+    // (see `Store::open`): wait a little before calling it in use.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if attempt <= 100 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{} is in use by another process (is mpayd running? stop it first)",
+                    store_dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(err(format!("cannot lock {}: {e}", db.display())));
+            }
         }
     }
 }

@@ -837,6 +837,58 @@ impl Store {
         Ok(out)
     }
 
+    /// The first commit whose ledger entries are stamped `from` or later (commits follow the
+    /// clock), by bisection over the changes feed: `last_commit() + 1` if none.
+    pub fn first_commit_from(&self, from: jiff::Timestamp) -> Result<u64, StoreError> {
+        let (mut lo, mut hi) = (1u64, self.last_commit() + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.changes_after(mid - 1, 1)?.into_iter().next() {
+                // The first entry at or after `mid` is late enough: the answer is at or before
+                // its commit.
+                Some((_, _, _, e)) if e.event.at >= from => hi = mid.min(e.commit),
+                Some((_, _, _, e)) => lo = e.commit + 1,
+                None => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Every ledger entry of commits `from..` stamped before `until`, in commit order, each
+    /// with its position (as it stands now).
+    pub fn entries_between(
+        &self,
+        from: u64,
+        until: jiff::Timestamp,
+        mut each: impl FnMut(PositionId, &Position, &StoredEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after = from.saturating_sub(1);
+        loop {
+            let page = self.changes_after(after, 1000)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.3.commit;
+            for (id, position, seq, first) in page {
+                if first.event.at >= until {
+                    return Ok(());
+                }
+                // One commit may append several entries to a position (a flow's rows); the
+                // feed names the first.
+                each(id, &position, &first)?;
+                let mut next = seq + 1;
+                while let Some(v) = self.data.get(keys::ledger(id, next))? {
+                    let e: StoredEvent = codec::decode(&v, "a ledger event")?;
+                    if e.commit != first.commit {
+                        break;
+                    }
+                    each(id, &position, &e)?;
+                    next += 1;
+                }
+            }
+        }
+    }
+
     /// The number of the last commit.
     pub fn last_commit(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)

@@ -145,7 +145,7 @@ const REPORT_HEADER: [&str; 5] = ["row", "field", "code", "reason", "original"];
 /// A report cell as a spreadsheet will take it: text from the authority's file that starts like
 /// a formula (`=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, so that an office
 /// opening the report sees the text and runs nothing.
-fn cell(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn cell(text: &str) -> std::borrow::Cow<'_, str> {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}").into()
     } else {
