@@ -279,10 +279,14 @@ fn parse_row(n: usize, row: &Elem) -> Result<FlowRow, FlowError> {
 mod tests {
     use super::*;
 
+    /// pagoPA's examples, beside the schemas (`MPAY_XSD_DIR`, or `../shared/pagopa` beside
+    /// the checkout, as the end-to-end tests find them).
     fn example(name: &str) -> String {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/pagopa/examples")
-            .join(name);
+        let xsd = std::env::var_os("MPAY_XSD_DIR").map_or_else(
+            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pagopa/xsd"),
+            std::path::PathBuf::from,
+        );
+        let dir = xsd.join("../examples").join(name);
         std::fs::read_to_string(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
     }
 
