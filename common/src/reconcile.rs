@@ -325,3 +325,181 @@ pub fn classify_transfer(
         TransferClass::WaitingForCredit
     }
 }
+
+/// What a treasury movement's remittance text (AT-05) says it is (PROTOCOL.md §11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Remittance {
+    /// `/PUR/LGPE-RIVERSAMENTO/[TXT/<prog>/]URI/<flow id>`: a flow's cumulative credit.
+    Flow { id: String, prog: u8 },
+    /// `/RFB/<IUV>[/<amount>]` or `/RFS/<RF…>[/<amount>]`: one payment.
+    Single { iuv: String },
+    /// Nothing pagoPA in it.
+    Unknown,
+}
+
+/// Reads a remittance text tolerantly: the markers are searched, not anchored, in any case,
+/// and any one character may stand for a separator, as banks mangle them.
+pub fn parse_remittance(text: &str) -> Remittance {
+    let upper = text.to_ascii_uppercase();
+    let chars: Vec<char> = text.chars().collect();
+    let upper_chars: Vec<char> = upper.chars().collect();
+    let find = |from: usize, word: &str| -> Option<usize> {
+        let w: Vec<char> = word.chars().collect();
+        (from..upper_chars.len().saturating_sub(w.len() - 1))
+            .find(|&i| upper_chars[i..i + w.len()] == w[..])
+    };
+    let id_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if let Some(at) = find(0, "LGPE-RIVERSAMENTO") {
+        let mut i = at + "LGPE-RIVERSAMENTO".len() + 1;
+        let mut prog = 0;
+        if upper_chars.get(i..i + 3) == Some(&['T', 'X', 'T'][..]) {
+            prog = chars
+                .get(i + 4)
+                .and_then(|c| c.to_digit(10))
+                .and_then(|d| u8::try_from(d).ok())
+                .unwrap_or(0);
+            i += 6;
+        }
+        if upper_chars.get(i..i + 3) == Some(&['U', 'R', 'I'][..]) {
+            let id: String = chars
+                .iter()
+                .skip(i + 4)
+                .take_while(|c| id_char(**c))
+                .take(35)
+                .collect();
+            // A flow id starts with its settlement date.
+            if id.len() > 10 && id.as_bytes()[4] == b'-' && id.as_bytes()[7] == b'-' {
+                return Remittance::Flow { id, prog };
+            }
+        }
+    }
+    for marker in ["RFB", "RFS"] {
+        if let Some(at) = find(0, marker) {
+            let iuv: String = chars
+                .iter()
+                .skip(at + 4)
+                .skip_while(|c| **c == ' ')
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == ' ')
+                .filter(|c| **c != ' ')
+                .collect();
+            if iuv.len() >= 15 {
+                return Remittance::Single { iuv };
+            }
+        }
+    }
+    Remittance::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remittance_texts_are_read_through_what_banks_do_to_them() {
+        let flow = |id: &str, prog| Remittance::Flow {
+            id: id.into(),
+            prog,
+        };
+        assert_eq!(
+            parse_remittance("/PUR/LGPE-RIVERSAMENTO/URI/2022-02-01SELBIT2B-S003039139"),
+            flow("2022-02-01SELBIT2B-S003039139", 0)
+        );
+        assert_eq!(
+            parse_remittance(
+                "/ZZ2SATISPAY EUROPE SA/ZZ3Comune/PUR/LGPE-RIVERSAMENTO/URI/2020-11-21GovPAYPsp-12/ZZ4/"
+            ),
+            flow("2020-11-21GovPAYPsp-12", 0)
+        );
+        assert_eq!(
+            parse_remittance("pur lgpe-riversamento txt 2 uri 2024-05-03BCITITMM-0001"),
+            flow("2024-05-03BCITITMM-0001", 2)
+        );
+        assert_eq!(
+            parse_remittance("/RFB/01000000000000043/5.00/TXT/TARI"),
+            Remittance::Single {
+                iuv: "01000000000000043".into()
+            }
+        );
+        assert_eq!(parse_remittance("STIPENDIO NOVEMBRE"), Remittance::Unknown);
+        assert_eq!(
+            parse_remittance("/PUR/LGPE-RIVERSAMENTO/URI/"),
+            Remittance::Unknown
+        );
+    }
+}
+
+/// One movement of a treasury statement (a camt.053 entry, a giornale di cassa line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    /// The account it was booked on (IBAN).
+    pub account: String,
+    pub booked: Date,
+    pub value_date: Option<Date>,
+    /// Cents: credits positive, debits negative.
+    pub amount: i64,
+    /// The bank's reference for it (`AcctSvcrRef`, else `NtryRef`, else its place in the
+    /// statement).
+    pub reference: String,
+    /// The remittance text as the bank gave it.
+    pub remittance: String,
+}
+
+/// Where a treasury movement stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MovementClass {
+    /// A flow's credit, for the flow's total.
+    FlowCredit { flow_id: String },
+    /// A flow's credit for another amount than the flow's total.
+    FlowCreditDiffers { flow_id: String, flow_total: Cents },
+    /// It names a flow this entity does not hold (yet: the flow may come later).
+    UnknownFlow { flow_id: String },
+    /// One payment's credit (`/RFB/`, `/RFS/`).
+    SinglePayment { iuv: String },
+    /// A credit that is not a pagoPA remittance.
+    NotPagoPa,
+    /// Money out of the account.
+    Debit,
+}
+
+impl MovementClass {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MovementClass::FlowCredit { .. } => "flow-credit",
+            MovementClass::FlowCreditDiffers { .. } => "flow-credit-differs",
+            MovementClass::UnknownFlow { .. } => "unknown-flow",
+            MovementClass::SinglePayment { .. } => "single-payment",
+            MovementClass::NotPagoPa => "not-pagopa",
+            MovementClass::Debit => "debit",
+        }
+    }
+
+    pub fn is_anomaly(&self) -> bool {
+        matches!(
+            self,
+            MovementClass::FlowCreditDiffers { .. }
+                | MovementClass::UnknownFlow { .. }
+                | MovementClass::NotPagoPa
+        )
+    }
+}
+
+/// The class of `m`, given the latest revision of the flow its remittance names (if held).
+pub fn classify_movement(m: &Movement, flow: Option<&Flow>) -> MovementClass {
+    if m.amount < 0 {
+        return MovementClass::Debit;
+    }
+    match parse_remittance(&m.remittance) {
+        Remittance::Flow { id, .. } => match flow {
+            None => MovementClass::UnknownFlow { flow_id: id },
+            Some(f) if f.declared_total.get() == m.amount => {
+                MovementClass::FlowCredit { flow_id: id }
+            }
+            Some(f) => MovementClass::FlowCreditDiffers {
+                flow_id: id,
+                flow_total: f.declared_total,
+            },
+        },
+        Remittance::Single { iuv } => MovementClass::SinglePayment { iuv },
+        Remittance::Unknown => MovementClass::NotPagoPa,
+    }
+}

@@ -19,6 +19,7 @@ pub mod station;
 pub mod station_http;
 pub mod store;
 pub mod telemetry;
+pub mod treasury;
 
 use std::sync::Arc;
 

@@ -1181,3 +1181,189 @@ fn the_daily_report_lists_the_day_with_totals_that_add_up() {
             .exists()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Treasury statements
+
+fn camt(entries: &[(&str, &str, &str)]) -> String {
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:camt.053.001.02\"><BkToCstmrStmt>\
+         <GrpHdr><MsgId>STMT-2026-11-30</MsgId><CreDtTm>2026-11-30T07:00:00</CreDtTm></GrpHdr>\
+         <Stmt><Id>330</Id><Acct><Id><IBAN>IT92R0306902117100000046111</IBAN></Id></Acct>",
+    );
+    for (i, (amount, sign, remittance)) in entries.iter().enumerate() {
+        xml.push_str(&format!(
+            "<Ntry><Amt Ccy=\"EUR\">{amount}</Amt><CdtDbtInd>{sign}</CdtDbtInd><Sts>BOOK</Sts>\
+             <BookgDt><Dt>2026-11-30</Dt></BookgDt><ValDt><Dt>2026-11-30</Dt></ValDt>\
+             <AcctSvcrRef>TRN-{i}</AcctSvcrRef><NtryDtls><TxDtls><RmtInf>\
+             <Ustrd>{remittance}</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>"
+        ));
+    }
+    xml.push_str("</Stmt></BkToCstmrStmt></Document>");
+    xml
+}
+
+fn upload_statement(d: &Daemon, xml: &str) -> (u16, Value) {
+    let (status, body) = mpay_tests::http_request(
+        d.api.expect("api"),
+        "POST",
+        &format!("/api/v1/entities/{ENTITY}/treasury"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "application/xml"),
+        ],
+        xml.as_bytes(),
+    )
+    .expect("upload");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_treasury_statement_credits_the_flows_it_settles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = ok(&d, "PUT", "/TR-A", single(100_00, 5_00));
+    let a = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-tr-a", &a);
+    let iuv = iuv_of(&a);
+    let flow_id = "2026-11-29BCITITMM-0042";
+    let xml = flow_xml(
+        flow_id,
+        "2026-11-29T10:00:00",
+        &[
+            (iuv.as_str(), "rcpt-tr-a", 1, 95_00, 0),
+            (iuv.as_str(), "rcpt-tr-a", 2, 5_00, 0),
+        ],
+        None,
+    );
+    assert_eq!(upload_flow(&d, &xml).0, 201);
+    let statement = camt(&[
+        // The bank mangled the separators and wrapped the text in its own fields.
+        (
+            "100.00",
+            "CRDT",
+            &format!("/ZZ2BANCA/PUR.LGPE-RIVERSAMENTO.URI.{flow_id}/ZZ4/"),
+        ),
+        (
+            "30.00",
+            "CRDT",
+            "/PUR/LGPE-RIVERSAMENTO/URI/2026-11-29UNKNOWN-0001",
+        ),
+        ("12.00", "CRDT", "RIMBORSO SPESE"),
+        ("5.00", "DBIT", "COMMISSIONI"),
+        ("abc", "CRDT", "?"),
+    ]);
+    let (status, view) = upload_statement(&d, &statement);
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(
+        (&view["new"], &view["held"]),
+        (&json!(4), &json!(0)),
+        "{view}"
+    );
+    assert_eq!(view["bad_entries"][0]["field"], "Ntry[5]/Amt");
+    let classes = &view["classes"];
+    assert_eq!(
+        (
+            &classes["flow-credit"],
+            &classes["unknown-flow"],
+            &classes["not-pagopa"],
+            &classes["debit"]
+        ),
+        (&json!(1), &json!(1), &json!(1), &json!(1)),
+        "{view}"
+    );
+    let pa = get(&d, "TR-A");
+    assert_eq!(pa["progress"], "Credited", "{pa}");
+    assert_eq!(instalment(&pa, &a)["credited"], json!([95_00, 5_00]));
+    let events = |iupd: &str| {
+        let (_, l) = api(&d, "GET", &format!("/{iupd}/ledger"), None);
+        l["events"].as_array().map_or(0, Vec::len)
+    };
+    let before = events("TR-A");
+
+    // The same statement again loads nothing.
+    let (status, again) = upload_statement(&d, &statement);
+    assert_eq!(
+        (status, &again["new"], &again["held"]),
+        (200, &json!(0), &json!(4)),
+        "{again}"
+    );
+    assert_eq!(events("TR-A"), before);
+
+    // The movements, classed; the daily report sees the payment reconciled.
+    let (status, list) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/treasury"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    let movements = list["movements"].as_array().expect("movements");
+    assert_eq!(movements.len(), 4);
+    assert!(
+        movements
+            .iter()
+            .any(|m| m["class"]["FlowCredit"]["flow_id"] == flow_id),
+        "{list}"
+    );
+    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
+    let (_, report) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/reports/{today}"),
+        Some(KEY),
+        None,
+    );
+    let rows = report["rows"].as_array().expect("rows");
+    let payment = rows
+        .iter()
+        .find(|r| r["kind"] == "pagopa")
+        .expect("the payment");
+    assert_eq!(payment["class"], "reconciled", "{report}");
+    assert_eq!(report["totals"]["credit"]["amount"], 100_00);
+
+    // A credit may come before its flow: once the flow arrives, the credit is the flow's.
+    let p = ok(&d, "PUT", "/TR-B", single(50_00, 2_50));
+    let b = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-tr-b", &b);
+    let early = "2026-11-29BCITITMM-0043";
+    let (status, view) = upload_statement(
+        &d,
+        &camt(&[(
+            "50.00",
+            "CRDT",
+            &format!("/PUR/LGPE-RIVERSAMENTO/URI/{early}"),
+        )])
+        .replace("TRN-0", "TRN-EARLY"),
+    );
+    assert_eq!(
+        (status, &view["classes"]["unknown-flow"]),
+        (201, &json!(1)),
+        "{view}"
+    );
+    assert_eq!(get(&d, "TR-B")["progress"], "None");
+    let ib = iuv_of(&b);
+    let xml = flow_xml(
+        early,
+        "2026-11-29T11:00:00",
+        &[
+            (ib.as_str(), "rcpt-tr-b", 1, 47_50, 0),
+            (ib.as_str(), "rcpt-tr-b", 2, 2_50, 0),
+        ],
+        None,
+    );
+    assert_eq!(upload_flow(&d, &xml).0, 201);
+    let pb = get(&d, "TR-B");
+    assert_eq!(pb["progress"], "Credited", "{pb}");
+    assert_eq!(instalment(&pb, &b)["credited"], json!([47_50, 2_50]));
+
+    // Not a statement, or cut short: refused, nothing stored.
+    for bad in ["<a/>", &statement[..statement.len() / 2]] {
+        let (status, err) = upload_statement(&d, bad);
+        assert_eq!(
+            (status, &err["code"]),
+            (400, &json!("STATEMENT_INVALID")),
+            "{err}"
+        );
+    }
+}

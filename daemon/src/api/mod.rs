@@ -30,6 +30,7 @@ mod flows;
 mod positions;
 mod reports;
 mod statements;
+mod treasury;
 
 /// The OpenAPI 3.1 description the repository keeps and the daemon serves.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -110,6 +111,16 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
             "get",
             "/api/v1/entities/{cf}/reports/{date}".into(),
             get(reports::daily),
+        ),
+        (
+            "post",
+            "/api/v1/entities/{cf}/treasury".into(),
+            post(treasury::upload).layer(DefaultBodyLimit::max(bulk_limit)),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/treasury".into(),
+            get(treasury::list),
         ),
         (
             "get",

@@ -103,7 +103,7 @@ pub fn receive(
         commit: 0,
         raw: String::from_utf8_lossy(raw).into_owned(),
     };
-    let (reports, refused) = match parsed {
+    let (reports, settled, refused) = match parsed {
         Ok(f) => {
             if f.receiver != cf.as_str() {
                 return Err(ServiceError::field(
@@ -113,17 +113,35 @@ pub fn receive(
             }
             record.flow_id = f.id.clone();
             record.time = f.time.clone();
-            let reports = reports(app, cf, actor, &f)?;
+            let mut reports = reports(app, cf, actor, &f)?;
+            // Credits that came before their flow: timing, not an error.
+            let mut settled = Vec::new();
+            for mut m in app.store.movements(cf, usize::MAX)? {
+                let names_it = matches!(
+                    reconcile::parse_remittance(&m.movement.remittance),
+                    reconcile::Remittance::Flow { ref id, .. } if *id == f.id
+                );
+                let credit = matches!(
+                    reconcile::classify_movement(&m.movement, Some(&f)),
+                    reconcile::MovementClass::FlowCredit { .. }
+                );
+                if m.credited == 0 && names_it && credit {
+                    let facts = super::treasury::credits(app, cf, actor, &f.id, &f, &m.movement)?;
+                    m.credited = u32::try_from(facts.len()).unwrap_or(u32::MAX);
+                    reports.extend(facts);
+                    settled.push(m);
+                }
+            }
             record.flow = Some(f);
-            (reports, None)
+            (reports, settled, None)
         }
         Err(e) => {
             record.flow_id = format!("unreadable-{}", digest(raw));
             record.error = Some(e.to_string());
-            (Vec::new(), Some(e))
+            (Vec::new(), Vec::new(), Some(e))
         }
     };
-    let outcome = app.store.record_flow(record, reports)?;
+    let outcome = app.store.record_flow(record, reports, settled)?;
     if let Some(e) = refused {
         return Err(
             ServiceError::field(e.field, format!("{}; the document is kept", e.reason))

@@ -10,6 +10,8 @@
 //! - `report`: each entity's daily report (CSV and JSON, outbox and API).
 //! - `search`: one entity's positions by status, debtor, kind and due dates.
 //! - `statements`: the citizen statement, per entity or across entities.
+//! - `treasury`: treasury statements (camt.053): movements stored once, classified, and the
+//!   credit facts of the flows they settle.
 //!
 //! The calls block on the store: async adapters run them in `spawn_blocking`.
 
@@ -21,6 +23,7 @@ pub mod search;
 pub mod statements;
 #[cfg(test)]
 mod tests;
+pub mod treasury;
 
 use mpay_common::ledger::LedgerError;
 use mpay_common::model::ModelError;

@@ -126,6 +126,13 @@ impl Store {
                 sink.record(DATA_TREE, &k, &v)?;
             }
         }
+        for entry in self.data.scan_prefix([keys::MOVEMENT]) {
+            let (k, v) = entry?;
+            let movement: super::MovementRecord = codec::decode(&v, "a movement")?;
+            if movement.commit <= commit {
+                sink.record(DATA_TREE, &k, &v)?;
+            }
+        }
         for (i, name) in TREES.iter().enumerate() {
             let tree = self.db.open_tree(name)?;
             for entry in tree.iter() {
@@ -314,6 +321,11 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
                 }
                 Some(&keys::FLOW) => {
                     let _: super::FlowRecord = codec::decode(&value, "a flow")?;
+                    batch.insert(key, value);
+                    batched += 1;
+                }
+                Some(&keys::MOVEMENT) => {
+                    let _: super::MovementRecord = codec::decode(&value, "a movement")?;
                     batch.insert(key, value);
                     batched += 1;
                 }

@@ -46,13 +46,15 @@ pub enum FlowRecorded {
 }
 
 impl Store {
-    /// Stores a flow and appends `reports` (`Reported` events) to their positions, in one
-    /// commit. A report a position no longer accepts is left out (and logged). Durable when it
-    /// returns.
+    /// Stores a flow and appends `reports` (its `Reported` facts, and the `Credited` facts of
+    /// movements that arrived before it) to their positions, in one commit with `settled`, those
+    /// movements marked as credited. A fact a position no longer accepts is left out (and
+    /// logged). Durable when it returns.
     pub fn record_flow(
         &self,
         mut record: FlowRecord,
         reports: Vec<(PositionId, Event)>,
+        settled: Vec<super::MovementRecord>,
     ) -> Result<FlowRecorded, StoreError> {
         let key = keys::flow(&record.entity, &record.flow_id, &record.time);
         let mut by_position: BTreeMap<PositionId, Vec<Event>> = BTreeMap::new();
@@ -100,6 +102,11 @@ impl Store {
         record.reported = reported;
         record.commit = commit;
         batch.insert(key, codec::encode(&record)?);
+        for mut m in settled {
+            m.commit = commit;
+            let key = keys::movement(&m.entity, &m.movement.account, &m.movement.reference);
+            batch.insert(key, codec::encode(&m)?);
+        }
         self.commit(applying, w, batch, updated, |_| {})?;
         Ok(FlowRecorded::New(record))
     }

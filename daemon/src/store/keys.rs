@@ -27,6 +27,8 @@ pub const BY_NAME: u8 = 0x08;
 /// Reporting flows: `(entity, flow id, 0, dataOraFlusso)` → the flow record; revisions of a
 /// flow sort together, oldest first.
 pub const FLOW: u8 = 0x09;
+/// Treasury movements: `(entity, account, 0, the bank's reference)` → the movement record.
+pub const MOVEMENT: u8 = 0x0a;
 
 pub const META_FORMAT: &[u8] = b"\x00format";
 pub const META_NEXT_POSITION: &[u8] = b"\x00next-position";
@@ -191,4 +193,17 @@ pub fn flow(entity: &EntityFiscalCode, flow_id: &str, time: &str) -> Vec<u8> {
     let mut k = flow_prefix(entity, flow_id);
     k.extend_from_slice(time.as_bytes());
     k
+}
+
+/// Every movement of an entity.
+pub fn movements_of(entity: &EntityFiscalCode) -> Vec<u8> {
+    entity_key(MOVEMENT, entity, &[])
+}
+
+/// One movement.
+pub fn movement(entity: &EntityFiscalCode, account: &str, reference: &str) -> Vec<u8> {
+    let mut rest = account.as_bytes().to_vec();
+    rest.push(0);
+    rest.extend_from_slice(reference.as_bytes());
+    entity_key(MOVEMENT, entity, &rest)
 }

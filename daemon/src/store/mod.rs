@@ -21,6 +21,7 @@ mod jobs;
 mod journal;
 pub mod keys;
 mod legacy;
+mod movements;
 mod receipts;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ pub use flows::{FlowRecord, FlowRecorded};
 pub use jobs::{BulkJob, JobStatus};
 pub use journal::{BodyRef, Direction, JournalBodies, JournalEntry};
 pub use keys::PositionId;
+pub use movements::MovementRecord;
 pub use receipts::{Disposition, ReceiptRecord, Recorded};
 
 /// On-disk format of the store as a whole. Raised when keys or trees change meaning; a store

@@ -367,11 +367,15 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
         raw: "<x/>".into(),
     };
     assert!(matches!(
-        store.record_flow(flow.clone(), Vec::new()).expect("flow"),
+        store
+            .record_flow(flow.clone(), Vec::new(), Vec::new())
+            .expect("flow"),
         FlowRecorded::New(_)
     ));
     assert!(matches!(
-        store.record_flow(flow, Vec::new()).expect("flow"),
+        store
+            .record_flow(flow, Vec::new(), Vec::new())
+            .expect("flow"),
         FlowRecorded::Held(_)
     ));
     // A variation committed while the backup streams is after the cut: not in the backup.
