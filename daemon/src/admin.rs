@@ -39,7 +39,8 @@ pub fn router(app: Arc<App>) -> Router {
     router.with_state(app)
 }
 
-/// Writes every entity's daily report of `date` into the outboxes now (`mpayd report`).
+/// Fetches the new flows from the node, then writes every entity's daily report of `date` into
+/// the outboxes now (`mpayd report`).
 async fn reports(
     State(app): State<Arc<App>>,
     axum::extract::Path(date): axum::extract::Path<String>,
@@ -51,13 +52,14 @@ async fn reports(
         )
             .into_response();
     };
+    let fetched = crate::node::fetch_all(&app).await;
     let done = tokio::task::spawn_blocking(move || {
         crate::service::report::run_day(&app, day).map(|rows| (rows, app.config.entities.len()))
     })
     .await;
     match done {
         Ok(Ok((rows, entities))) => axum::Json(serde_json::json!({
-            "date": day, "rows": rows, "entities": entities
+            "date": day, "rows": rows, "entities": entities, "flows_fetched": fetched
         }))
         .into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),

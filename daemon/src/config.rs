@@ -28,6 +28,9 @@ pub struct Config {
     /// Reconciliation and the daily reports.
     #[serde(default)]
     pub reconciliation: ReconciliationConfig,
+    /// pagoPA's node as mpay calls it (reporting flows); none: flows come by hand only.
+    #[serde(default)]
+    pub node: Option<NodeConfig>,
     pub broker: BrokerConfig,
     pub stations: Vec<StationConfig>,
     pub entities: Vec<EntityConfig>,
@@ -246,6 +249,29 @@ impl Default for JournalConfig {
             body_retention_mib: default_body_mib(),
         }
     }
+}
+
+/// Where and how mpay calls pagoPA's node (`nodeForPa`) for the reporting flows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The nodeForPa SOAP endpoint.
+    pub url: String,
+    /// The station whose credentials the requests carry (default: the first `[[stations]]`).
+    #[serde(default)]
+    pub station: Option<String>,
+    /// The station's password on the node (8 to 15 characters).
+    pub password: String,
+    /// The `Ocp-Apim-Subscription-Key` header.
+    #[serde(default)]
+    pub subscription_key: Option<String>,
+    /// Each call's timeout.
+    #[serde(default = "default_node_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_node_timeout() -> u64 {
+    30
 }
 
 /// When the daily reports are written, and how long reporting and crediting may take.
@@ -542,6 +568,25 @@ impl Config {
         self.reconciliation
             .daily_time()
             .map_err(|e| invalid("reconciliation.daily_at", e))?;
+        if let Some(node) = &self.node {
+            if !(node.url.starts_with("https://") || node.url.starts_with("http://")) {
+                return Err(invalid(
+                    "node.url",
+                    format!("{:?}: an http(s) URL", node.url),
+                ));
+            }
+            if !(8..=15).contains(&node.password.chars().count()) {
+                return Err(invalid("node.password", "8 to 15 characters"));
+            }
+            if let Some(s) = &node.station
+                && self.station(s).is_none()
+            {
+                return Err(invalid(
+                    "node.station",
+                    format!("no [[stations]] has id {s:?}"),
+                ));
+            }
+        }
         for (key, days) in [
             (
                 "reconciliation.report_days",

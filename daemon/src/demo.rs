@@ -97,6 +97,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
         api: ApiConfig::default(),
         journal: JournalConfig::default(),
         reconciliation: Default::default(),
+        node: None,
         broker: BrokerConfig {
             id: parse(BROKER),
             name: "Intermediario Tecnologico Demo".into(),

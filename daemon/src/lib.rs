@@ -11,6 +11,7 @@ pub mod http_client;
 pub mod journal;
 pub mod live;
 pub mod metrics;
+pub mod node;
 pub mod pagopa;
 pub mod rpc;
 pub mod service;

@@ -1367,3 +1367,205 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Flows fetched from the node
+
+/// A mock of the node's nodeForPa: lists `flows` and serves them (base64), checking the
+/// station's password and the subscription key; counts the calls it answered.
+fn mock_node(
+    flows: Vec<(String, String, String)>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&calls);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let (mut length, mut action, mut key) = (0usize, String::new(), String::new());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("soapaction:") {
+                    action = line[11..].trim().trim_matches('"').to_owned();
+                }
+                if lower.starts_with("ocp-apim-subscription-key:") {
+                    key = line[26..].trim().to_owned();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).into_owned();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let inner = if key != "sub-key-123" || !body.contains("<password>pwd-node-1</password>")
+            {
+                "<fault><faultCode>PPT_AUTENTICAZIONE</faultCode><faultString>auth</faultString>\
+                 <id>NodoDeiPagamentiSPC</id></fault>"
+                    .to_owned()
+            } else if action == "nodoChiediElencoFlussiRendicontazione" {
+                // The node lists one entity's flows at a time.
+                let ours = body.contains(&format!("<identificativoDominio>{ENTITY}<"));
+                let ids: String = flows
+                    .iter()
+                    .filter(|_| ours)
+                    .map(|(id, time, _)| {
+                        format!(
+                            "<idRendicontazione><identificativoFlusso>{id}</identificativoFlusso>\
+                                 <dataOraFlusso>{time}</dataOraFlusso></idRendicontazione>"
+                        )
+                    })
+                    .collect();
+                format!(
+                    "<elencoFlussiRendicontazione><totRestituiti>{}</totRestituiti>{ids}\
+                         </elencoFlussiRendicontazione>",
+                    flows.len()
+                )
+            } else {
+                let doc = flows
+                    .iter()
+                    .find(|(id, _, _)| body.contains(&format!("<identificativoFlusso>{id}<")))
+                    .map(|(_, _, xml)| base64::engine::general_purpose::STANDARD.encode(xml));
+                match doc {
+                    Some(b64) => format!("<xmlRendicontazione>{b64}</xmlRendicontazione>"),
+                    None => "<fault><faultCode>PPT_ID_FLUSSO_SCONOSCIUTO</faultCode>\
+                             <faultString>?</faultString><id>NodoDeiPagamentiSPC</id></fault>"
+                        .to_owned(),
+                }
+            };
+            let answer = format!(
+                "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+                 xmlns:ppt=\"http://ws.pagamenti.telematici.gov/\"><soapenv:Body>\
+                 <ppt:{action}Risposta>{inner}</ppt:{action}Risposta></soapenv:Body></soapenv:Envelope>"
+            );
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (addr, calls)
+}
+
+#[test]
+fn flows_are_fetched_from_the_node_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = ok(&d, "PUT", "/NODE-A", single(100_00, 5_00));
+    let a = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-node-a", &a);
+    let iuv = iuv_of(&a);
+    let good = flow_xml(
+        "2026-11-29BCITITMM-0100",
+        "2026-11-29T10:00:00",
+        &[
+            (iuv.as_str(), "rcpt-node-a", 1, 95_00, 0),
+            (iuv.as_str(), "rcpt-node-a", 2, 5_00, 0),
+        ],
+        None,
+    );
+    let flows = vec![
+        (
+            "2026-11-29BCITITMM-0100".to_owned(),
+            "2026-11-29T10:00:00".to_owned(),
+            good,
+        ),
+        (
+            "2026-11-29BROKEN-0001".to_owned(),
+            "2026-11-29T11:00:00".to_owned(),
+            "not a flow".to_owned(),
+        ),
+    ];
+    let (node, calls) = mock_node(flows);
+    // The daemon again, now configured to call the mock node.
+    let data = d.data_dir.clone();
+    assert!(d.stop().success());
+    let config = data.join("mpayd.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[node]\nurl = \"http://{node}/nodo\"\npassword = \"pwd-node-1\"\nsubscription_key = \"sub-key-123\"\n"
+    ));
+    std::fs::write(&config, text).expect("write config");
+    let d = Daemon::run_config(&config, &data).ready();
+
+    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
+    let report = |d: &Daemon| {
+        let out = mpay_tests::mpayd(&[
+            "report",
+            "--config",
+            config.to_str().expect("path"),
+            "--date",
+            &today,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = d;
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")
+    };
+    let first = report(&d);
+    let fetched = &first["flows_fetched"][0];
+    assert_eq!(
+        (&fetched["listed"], &fetched["new"]),
+        (&json!(2), &json!(1)),
+        "{first}"
+    );
+    assert_eq!(
+        fetched["errors"].as_array().map(Vec::len),
+        Some(1),
+        "the broken flow: {first}"
+    );
+    let pa = get(&d, "NODE-A");
+    assert_eq!(pa["progress"], "Reported", "{pa}");
+    let (_, list) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows"),
+        Some(KEY),
+        None,
+    );
+    let flows = list["flows"].as_array().expect("flows");
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["flow_id"] == "2026-11-29BCITITMM-0100" && f["source"] == "node"),
+        "{list}"
+    );
+    assert!(
+        flows.iter().any(|f| !f["error"].is_null()),
+        "the broken flow is kept with its error: {list}"
+    );
+
+    // Asked again, the node lists the same flows: nothing is fetched twice.
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let second = report(&d);
+    assert_eq!(second["flows_fetched"][0]["new"], 0, "{second}");
+    let after = calls.load(std::sync::atomic::Ordering::SeqCst);
+    // One list call per entity, and no flow asked for again (the broken one is kept under the
+    // id and time the node listed).
+    assert_eq!(after - before, 3, "{before} → {after}");
+    assert_eq!(get(&d, "NODE-A")["events"], pa["events"]);
+
+    // A wrong password: the node's fault is reported, nothing breaks, the report is written.
+    assert!(d.stop().success());
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("pwd-node-1", "pwd-wrong-2")).expect("write config");
+    let d = Daemon::run_config(&config, &data).ready();
+    let third = report(&d);
+    let errors = third["flows_fetched"][0]["errors"].to_string();
+    assert!(errors.contains("PPT_AUTENTICAZIONE"), "{third}");
+    assert_eq!(third["entities"], 3);
+}

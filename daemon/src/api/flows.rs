@@ -32,10 +32,12 @@ pub async fn upload(
     blocking(move || {
         let app = &api.app;
         let entity = auth.entity(app);
-        Ok(match flows::receive(app, entity, &auth.actor, &body)? {
-            Received::New(v) => (StatusCode::CREATED, Json(v)).into_response(),
-            Received::Held(v) => (StatusCode::OK, Json(v)).into_response(),
-        })
+        Ok(
+            match flows::receive(app, entity, &auth.actor, &body, None)? {
+                Received::New(v) => (StatusCode::CREATED, Json(v)).into_response(),
+                Received::Held(v) => (StatusCode::OK, Json(v)).into_response(),
+            },
+        )
     })
     .await
 }

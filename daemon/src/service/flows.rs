@@ -73,13 +73,15 @@ fn digest(raw: &[u8]) -> String {
 }
 
 /// Receives a flow document for `entity`. A document that cannot be read is kept, with its
-/// error, and the error is returned (`FLOW_INVALID`); a flow for another entity is refused and
-/// not kept.
+/// error, and the error is returned (`FLOW_INVALID`); it is kept under `listed` (the id and time
+/// the node listed it with) when known, so it is not fetched again. A flow for another entity
+/// is refused and not kept.
 pub fn receive(
     app: &App,
     entity: &EntityConfig,
     actor: &Actor,
     raw: &[u8],
+    listed: Option<(&str, &str)>,
 ) -> Result<Received, ServiceError> {
     let cf = &entity.fiscal_code;
     let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8 text: {e}"));
@@ -136,7 +138,13 @@ pub fn receive(
             (reports, settled, None)
         }
         Err(e) => {
-            record.flow_id = format!("unreadable-{}", digest(raw));
+            match listed {
+                Some((id, time)) => {
+                    record.flow_id = id.to_owned();
+                    record.time = time.to_owned();
+                }
+                None => record.flow_id = format!("unreadable-{}", digest(raw)),
+            }
             record.error = Some(e.to_string());
             (Vec::new(), Vec::new(), Some(e))
         }

@@ -504,7 +504,8 @@ pub fn run_day(app: &App, day: Date) -> Result<usize, ServiceError> {
     Ok(rows)
 }
 
-/// The daily run: at start and then every minute, writes the reports that are due.
+/// The daily run: at start and then every minute, when reports are due, fetches the new flows
+/// from the node (if `[node]` is set) and writes the reports.
 pub fn schedule(
     app: std::sync::Arc<App>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -516,13 +517,27 @@ pub fn schedule(
         }
         loop {
             let work = std::sync::Arc::clone(&app);
-            let done = tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
-                for day in due_days(&work, work.clock.now())? {
-                    run_day(&work, day)?;
+            let due = tokio::task::spawn_blocking(move || due_days(&work, work.clock.now()))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ServiceError::from(StoreError::Unavailable(e.to_string())))
+                });
+            let done = match due {
+                Ok(days) if days.is_empty() => Ok(Ok(())),
+                Ok(days) => {
+                    // The day's flows first, so that the report sees them.
+                    crate::node::fetch_all(&app).await;
+                    let work = std::sync::Arc::clone(&app);
+                    tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
+                        for day in days {
+                            run_day(&work, day)?;
+                        }
+                        Ok(())
+                    })
+                    .await
                 }
-                Ok(())
-            })
-            .await;
+                Err(e) => Ok(Err(e)),
+            };
             match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!("daily reports: {}", e.message),
