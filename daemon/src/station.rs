@@ -383,7 +383,7 @@ impl Station {
                         }
                         // Paid through Poste: name a postal account the money can go to.
                         (Some(TransferType::Pagopa), Some(p)) => {
-                            if metadata.len() < 10 {
+                            if metadata.len() < soap::MAX_MAP_ENTRIES {
                                 metadata.push(MapEntry {
                                     key: "IBANAPPOGGIO".into(),
                                     value: p.to_string(),
@@ -408,7 +408,7 @@ impl Station {
         }
         let mut metadata: Vec<MapEntry> = inst.terms.metadata.iter().map(map_entry).collect();
         // The position's own keys travel with the payment and come back in the receipt.
-        if metadata.len() < 10 {
+        if metadata.len() < soap::MAX_MAP_ENTRIES {
             metadata.push(MapEntry {
                 key: "iupd".into(),
                 value: found.position.iupd.to_string(),

@@ -1569,3 +1569,78 @@ fn flows_are_fetched_from_the_node_once() {
     assert!(errors.contains("PPT_AUTENTICAZIONE"), "{third}");
     assert_eq!(third["entities"], 3);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The station's own edges
+
+#[test]
+fn the_station_keeps_room_for_its_metadata_and_bounds_receipt_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    // Ten metadata entries on the notice and on its first transfer: the station still adds
+    // the iupd and, for a payment through Poste, the postal account (ctMetadata holds 15).
+    let ten: Vec<Value> = (0..10)
+        .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+        .collect();
+    let mut body = single(100_00, 5_00);
+    body["options"][0]["instalments"][0]["metadata"] = json!(ten);
+    body["options"][0]["instalments"][0]["transfers"][0]["metadata"] = json!(ten);
+    let nav = navs(&ok(&d, "PUT", "/META-1", body), 0)[0].clone();
+    let request = requests::get_payment(&caller(), true, ENTITY, &nav, Some("100.00"))
+        .replace("</amount>", "</amount><transferType>PAGOPA</transferType>");
+    let answer = d.soap("paGetPaymentV2", &request);
+    mpay_tests::xsd::validate_body(&answer).expect("valid against the XSD");
+    assert!(answer.contains("<key>IBANAPPOGGIO</key>"), "{answer}");
+    assert!(answer.contains("<key>iupd</key>"), "{answer}");
+
+    // A receiptId longer than the 35 characters a flow can report is refused, not stored.
+    let long = "r".repeat(200);
+    let rt = receipt_body(&long, &nav, 100_00, &[(1, 95_00), (2, 5_00)]);
+    let answer = ask(&d, "paSendRTV2", &rt);
+    assert!(fault(&answer).starts_with("PAA_SINTASSI"), "{answer:?}");
+    assert_eq!(get(&d, "META-1")["paid_amount"], 0);
+
+    // Receipts that paid nothing of ours are where operators look, not only in the log.
+    pay_pagopa(&d, "rcpt-meta-1", &nav);
+    // A notice number of the entity's that no position has.
+    let orphan = mpay_common::ids::IuvSettings {
+        aux: mpay_common::ids::AuxDigit::Three,
+        segregation_code: Some(1),
+        application_code: None,
+    }
+    .notice(99_999_999)
+    .expect("nav")
+    .to_string();
+    let rt = receipt_body("rcpt-orphan", &orphan, 10_00, &[(1, 10_00)]);
+    assert_eq!(ask(&d, "paSendRTV2", &rt).outcome, "OK");
+    let ko = receipt_body("rcpt-ko", &nav, 100_00, &[(1, 95_00), (2, 5_00)])
+        .replace("<outcome>OK</outcome>", "<outcome>KO</outcome>");
+    assert_eq!(ask(&d, "paSendRTV2", &ko).outcome, "OK");
+    let receipts = |query: &str| {
+        let (status, list) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{ENTITY}/receipts{query}"),
+            Some(KEY),
+            None,
+        );
+        assert_eq!(status, 200, "{list}");
+        list["receipts"].as_array().cloned().expect("receipts")
+    };
+    let looked_at: Vec<(String, String)> = receipts("")
+        .iter()
+        .map(|r| {
+            (
+                r["receipt_id"].as_str().unwrap_or("").to_owned(),
+                r["disposition"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        looked_at,
+        [
+            ("rcpt-orphan".to_owned(), "Orphan".to_owned()),
+            ("rcpt-ko".to_owned(), "Ko".to_owned())
+        ]
+    );
+    assert_eq!(receipts("?all=true").len(), 3);
+}

@@ -28,6 +28,7 @@ pub mod bulk;
 pub mod dto;
 mod flows;
 mod positions;
+mod receipts;
 mod reports;
 mod statements;
 mod treasury;
@@ -111,6 +112,11 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
             "get",
             "/api/v1/entities/{cf}/reports/{date}".into(),
             get(reports::daily),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/receipts".into(),
+            get(receipts::list),
         ),
         (
             "post",

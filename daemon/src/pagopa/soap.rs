@@ -76,6 +76,9 @@ pub const SOAP12_ENV_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
 pub const PA_FOR_NODE_NS: &str = "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd";
 /// Maximum element nesting accepted in a request (the deepest legitimate path is 9 levels).
 pub const MAX_DEPTH: usize = 32;
+/// `ctMetadata` holds at most this many `mapEntry` (sac-common-types): the authority's own ten,
+/// and room for what the station adds (`IBANAPPOGGIO`, `iupd`).
+pub const MAX_MAP_ENTRIES: usize = 15;
 /// Longest fault `description` emitted (the XSD sets no limit; this keeps responses bounded).
 pub const MAX_FAULT_DESCRIPTION: usize = 1024;
 
@@ -1263,8 +1266,9 @@ fn read_receipt(e: &Elem, path: &str, v2: bool) -> Xr<Receipt> {
     let mut s = Seq::new(e, path)?;
     let receipt_id = {
         let (x, p) = s.req("receiptId")?;
-        // xsd:string allows empty; a receipt is keyed on this, so we do not.
-        text(x, &p, 1, usize::MAX)?
+        // xsd:string allows empty and unbounded; a receipt is keyed on this, and the reporting
+        // flows carry it as the IUR in 35 characters at most, so we do not.
+        text(x, &p, 1, 35)?
     };
     let notice = {
         let (x, p) = s.req("noticeNumber")?;

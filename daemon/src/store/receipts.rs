@@ -175,6 +175,22 @@ impl Store {
             .transpose()
     }
 
+    /// The receipts sent to `entity`, in receiptId order, at most `limit`.
+    pub fn receipts_of(
+        &self,
+        entity: &EntityFiscalCode,
+        limit: usize,
+    ) -> Result<Vec<ReceiptRecord>, StoreError> {
+        self.data
+            .scan_prefix(keys::receipt(entity, ""))
+            .take(limit)
+            .map(|entry| {
+                let (_, v) = entry?;
+                codec::decode(&v, "a receipt")
+            })
+            .collect()
+    }
+
     /// Every stored receipt, in key order (entity, receiptId).
     pub fn receipts(&self) -> impl Iterator<Item = Result<ReceiptRecord, StoreError>> + '_ {
         self.data.scan_prefix([keys::RECEIPT]).map(|entry| {
