@@ -1644,3 +1644,62 @@ fn the_station_keeps_room_for_its_metadata_and_bounds_receipt_ids() {
     );
     assert_eq!(receipts("?all=true").len(), 3);
 }
+
+#[test]
+fn flows_and_statements_dropped_in_the_inbox_are_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = ok(&d, "PUT", "/INBOX-A", single(100_00, 5_00));
+    let a = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-inbox-a", &a);
+    let iuv = iuv_of(&a);
+    let flow_id = "2026-11-29BCITITMM-0200";
+    let flow = flow_xml(
+        flow_id,
+        "2026-11-29T10:00:00",
+        &[
+            (iuv.as_str(), "rcpt-inbox-a", 1, 95_00, 0),
+            (iuv.as_str(), "rcpt-inbox-a", 2, 5_00, 0),
+        ],
+        None,
+    );
+    let statement = camt(&[(
+        "100.00",
+        "CRDT",
+        &format!("/PUR/LGPE-RIVERSAMENTO/URI/{flow_id}"),
+    )]);
+    let inbox = d.data_dir.join("inbox").join(ENTITY);
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    // Written aside and renamed, as the README asks.
+    for (name, text) in [
+        ("flusso.xml", &flow),
+        ("estratto.XML", &statement),
+        ("other.xml", &"<a/>".to_owned()),
+    ] {
+        let aside = inbox.join(format!(".{name}"));
+        std::fs::write(&aside, text).expect("write");
+        std::fs::rename(&aside, inbox.join(name)).expect("rename");
+        // One at a time, so the statement finds its flow.
+        let done = inbox.join("done").join(format!("{name}.result.json"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done.exists() {
+            assert!(std::time::Instant::now() < deadline, "{name} was not taken");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(!inbox.join(name).exists(), "{name} left the inbox");
+    }
+    let result = |name: &str| -> Value {
+        let text = std::fs::read_to_string(inbox.join("done").join(format!("{name}.result.json")))
+            .expect("result");
+        serde_json::from_str(&text).expect("json")
+    };
+    assert_eq!(result("flusso.xml")["flow"], flow_id);
+    assert_eq!(result("estratto.XML")["new"], 1);
+    assert!(
+        result("other.xml")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("neither"))
+    );
+    let pa = get(&d, "INBOX-A");
+    assert_eq!(pa["progress"], "Credited", "{pa}");
+}

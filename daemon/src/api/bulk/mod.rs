@@ -241,6 +241,74 @@ fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// A regular file (never a link) of the inbox, not hidden, with this extension.
+fn is_inbox_file(path: &Path, name: &str, extension: &str) -> bool {
+    !name.starts_with('.')
+        && name.to_ascii_lowercase().ends_with(extension)
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Takes an XML file from an entity's inbox: a reporting flow or a camt.053 statement, through
+/// the same services as the API. The file then moves to `done/` with `NAME.result.json`, which
+/// says what it did (or why it was refused).
+fn take_xml(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io::Result<()> {
+    let app = &api.app;
+    let limit = app.config.api.max_bulk_bytes as u64;
+    let size = std::fs::symlink_metadata(path)?.len();
+    let result = if size > limit {
+        serde_json::json!({ "error": format!("{size} bytes: more than api.max_bulk_bytes") })
+    } else {
+        let raw = std::fs::read(path)?;
+        let head = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
+        if head.contains("FlussoRiversamento") {
+            match crate::service::flows::receive(app, entity, &Actor::System, &raw, None) {
+                Ok(crate::service::flows::Received::New(v)) => {
+                    serde_json::json!({ "flow": v.flow_id, "time": v.time, "new": true,
+                                        "anomalies": v.anomalies })
+                }
+                Ok(crate::service::flows::Received::Held(v)) => {
+                    serde_json::json!({ "flow": v.flow_id, "time": v.time, "new": false })
+                }
+                Err(e) => serde_json::json!({ "error": e.message, "field": e.field }),
+            }
+        } else if head.contains("camt.053") {
+            match crate::service::treasury::receive(app, entity, &Actor::System, &raw) {
+                Ok(v) => serde_json::to_value(&v).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e.message, "field": e.field }),
+            }
+        } else {
+            serde_json::json!({ "error": "neither a reporting flow (FlussoRiversamento) nor a \
+                                          camt.053 statement" })
+        }
+    };
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let done = dir.join("done");
+    fsync::create_dir_all(&done)?;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = file.clone();
+    let mut n = 1;
+    while done.join(&name).exists() {
+        n += 1;
+        name = format!("{file}.{n}");
+    }
+    let report = done.join(format!("{name}.result.json"));
+    std::fs::write(
+        &report,
+        serde_json::to_vec_pretty(&result).unwrap_or_default(),
+    )?;
+    std::fs::File::open(&report)?.sync_all()?;
+    std::fs::rename(path, done.join(&name))?;
+    sync_dir(&done)?;
+    sync_dir(dir)?;
+    tracing::info!(entity = %entity.fiscal_code, file = %name, "inbox XML taken: {result}");
+    Ok(())
+}
+
 /// Claims a file of an inbox for one job; false if a job has it already.
 fn claim(api: &Api, path: &Path) -> bool {
     api.jobs
@@ -421,6 +489,17 @@ pub fn watch(
                 for entry in entries.filter_map(Result::ok) {
                     let path = entry.path();
                     let name = entry.file_name().to_string_lossy().into_owned();
+                    // Reporting flows and treasury statements dropped as XML.
+                    if is_inbox_file(&path, &name, ".xml") && claim(&api, &path) {
+                        let (api, entity) = (Arc::clone(&api), entity.clone());
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = take_xml(&api, &entity, &path) {
+                                tracing::warn!(file = %path.display(), "inbox XML: {e}");
+                            }
+                            release(&api, &path);
+                        });
+                        continue;
+                    }
                     if path.is_file()
                         && !name.starts_with('.')
                         && (name.ends_with(".csv") || name.ends_with(".json"))
