@@ -1357,6 +1357,50 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
     assert_eq!(pb["progress"], "Credited", "{pb}");
     assert_eq!(instalment(&pb, &b)["credited"], json!([47_50, 2_50]));
 
+    // The worklist: what needs a look, and only that.
+    let p = ok(&d, "PUT", "/TR-C", single(50_00, 2_50));
+    let c = navs(&p, 0)[0].clone();
+    assert_eq!(offline(&d, "TR-C", &c, 60_00, "CASSA-C").0, 200);
+    let (status, work) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/worklist"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{work}");
+    let classes: Vec<(&str, &str)> = work["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["subject"].as_str().unwrap_or(""),
+                i["class"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(classes.contains(&("movement", "unknown-flow")), "{work}");
+    assert!(classes.contains(&("movement", "not-pagopa")), "{work}");
+    assert!(classes.contains(&("transfer", "refund-due")), "{work}");
+    assert!(
+        !classes.iter().any(|(s, _)| *s == "flow-row"),
+        "every row reconciled: {work}"
+    );
+    assert!(work["next"].is_null());
+    let (_, refunds) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/worklist?class=refund-due"),
+        Some(KEY),
+        None,
+    );
+    let amounts: i64 = refunds["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["amount"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(amounts, 10_00, "{refunds}");
+
     // Not a statement, or cut short: refused, nothing stored.
     for bad in ["<a/>", &statement[..statement.len() / 2]] {
         let (status, err) = upload_statement(&d, bad);

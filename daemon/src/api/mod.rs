@@ -32,6 +32,7 @@ mod receipts;
 mod reports;
 mod statements;
 mod treasury;
+mod worklist;
 
 /// The OpenAPI 3.1 description the repository keeps and the daemon serves.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -117,6 +118,11 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
             "get",
             "/api/v1/entities/{cf}/receipts".into(),
             get(receipts::list),
+        ),
+        (
+            "get",
+            "/api/v1/entities/{cf}/worklist".into(),
+            get(worklist::list),
         ),
         (
             "post",

@@ -12,6 +12,7 @@
 //! - `statements`: the citizen statement, per entity or across entities.
 //! - `treasury`: treasury statements (camt.053): movements stored once, classified, and the
 //!   credit facts of the flows they settle.
+//! - `worklist`: what reconciliation says needs a look.
 //!
 //! The calls block on the store: async adapters run them in `spawn_blocking`.
 
@@ -24,6 +25,7 @@ pub mod statements;
 #[cfg(test)]
 mod tests;
 pub mod treasury;
+pub mod worklist;
 
 use mpay_common::ledger::LedgerError;
 use mpay_common::model::ModelError;
