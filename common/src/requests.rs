@@ -115,6 +115,10 @@ pub struct RescheduleIn {
     pub replaced: Vec<Nav>,
     pub instalments: Vec<InstalmentIn>,
     pub reason: String,
+    /// The administrative act that grants a plan for another total than what it replaces
+    /// (interest, a reduction); without it the plan must total what is open on them.
+    #[serde(default)]
+    pub act: Option<String>,
 }
 
 /// A search among one entity's positions: every filter given must hold. Results come in the

@@ -601,6 +601,24 @@ impl Config {
                 return Err(invalid(key, format!("{days}: from 0 to 60 days")));
             }
         }
+        if self.log.level.trim().is_empty()
+            || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()
+            || !self.log.level.split(',').all(|part| {
+                let level = part.rsplit('=').next().unwrap_or("").trim();
+                ["trace", "debug", "info", "warn", "error", "off"]
+                    .iter()
+                    .any(|l| level.eq_ignore_ascii_case(l))
+            })
+        {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?}: a level (error, warn, info, debug, trace, off), optionally per module \
+                     (info,mpayd::store=debug)",
+                    self.log.level
+                ),
+            ));
+        }
         if self.broker.name.trim().is_empty() {
             return Err(invalid("broker.name", "must not be empty"));
         }
@@ -620,6 +638,20 @@ impl Config {
                 return Err(invalid(
                     format!("{key}.id"),
                     format!("{:?}: 1 to 35 letters, digits, '_' or '-'", s.id),
+                ));
+            }
+            // pagoPA names a broker's stations `<broker fiscal code>_<nn>`.
+            let ours =
+                s.id.strip_prefix(self.broker.id.as_str())
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if !ours {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!(
+                        "{:?} is not a station of broker {}: pagoPA names them {}_NN",
+                        s.id, self.broker.id, self.broker.id
+                    ),
                 ));
             }
             if !stations.insert(s.id.as_str()) {

@@ -56,6 +56,18 @@ fn mistakes_are_refused_with_the_key_and_the_reason() {
             "stations[0].primitive_version: must be 1 or 2",
         ),
         (
+            example().replace("id = \"01111111116_01\"", "id = \"99999999999_01\""),
+            "stations[0].id: \"99999999999_01\" is not a station of broker 01111111116",
+        ),
+        (
+            example().replace("level = \"info\"", "level = \"inf\""),
+            "log.level: \"inf\"",
+        ),
+        (
+            example().replace("daily_at = \"06:30\"", "daily_at = \"6.30\""),
+            "reconciliation.daily_at",
+        ),
+        (
             example().replace("segregation_code = 1", "application_code = 1"),
             "entities[0].iuv",
         ),

@@ -354,6 +354,31 @@ fn options_are_alternatives_and_a_plan_replaces_only_what_it_names() {
         (409, &json!("NOTICE_PAID")),
         "{err}"
     );
+
+    // A plan totals what it replaces, unless an act grants the difference; and it falls due
+    // from today on.
+    let p = ok(&d, "PUT", "/OPT-4", single(100_00, 5_00));
+    let nav = navs(&p, 0)[0].clone();
+    let plan = |amount: i64, due: &str, act: Option<&str>| {
+        let mut body = json!({"replaced": [nav], "reason": "rate", "instalments": [
+            {"amount": amount, "due": due, "description": "Rata unica"}]});
+        if let Some(act) = act {
+            body["act"] = json!(act);
+        }
+        api(&d, "POST", "/OPT-4/reschedule", Some(&body))
+    };
+    let (status, err) = plan(1, "2030-01-31", None);
+    assert_eq!((status, &err["code"]), (400, &json!("PLAN_TOTAL")), "{err}");
+    let (status, err) = plan(500_000, "2030-01-31", None);
+    assert_eq!((status, &err["code"]), (400, &json!("PLAN_TOTAL")), "{err}");
+    let (status, err) = plan(100_00, "1999-01-31", None);
+    assert_eq!(
+        (status, &err["field"]),
+        (400, &json!("instalments[0].due")),
+        "{err}"
+    );
+    let (status, granted) = plan(90_00, "2030-01-31", Some("Det. 12/2026"));
+    assert_eq!(status, 200, "{granted}");
 }
 
 #[test]

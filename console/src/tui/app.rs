@@ -287,6 +287,8 @@ impl Form {
                     replaced: vec![nav],
                     instalments: plan(due, n, first)?,
                     reason,
+                    // The plan spreads what is due: no act needed.
+                    act: None,
                 })
             }
             FormKind::PayOffline => Adjustment::PayOffline {

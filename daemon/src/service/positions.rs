@@ -245,15 +245,53 @@ pub fn reschedule(
             "at least one instalment",
         ));
     }
+    if let Some(act) = &body.act {
+        text("act", act, 35)?;
+    }
+    let today = app.clock.today();
+    for (i, inst) in body.instalments.iter().enumerate() {
+        if inst.due < today {
+            return Err(ServiceError::field(
+                format!("instalments[{i}].due"),
+                format!(
+                    "{} is in the past: a plan's instalments fall due from today on",
+                    inst.due
+                ),
+            ));
+        }
+    }
     vary(app, &entity.fiscal_code, iupd, Some("replaced"), |p| {
+        // What is open on the replaced notices, per option: the plan takes the place of one
+        // option's notices (the others are alternatives it withdraws).
+        let mut open: std::collections::BTreeMap<usize, i64> = Default::default();
         for (i, nav) in body.replaced.iter().enumerate() {
-            if p.instalment(nav).is_none() {
+            let Some((o, _)) = p.locate(nav) else {
                 return Err(ServiceError::field(
                     format!("replaced[{i}]"),
                     format!("notice {nav} is not part of position {}", p.iupd),
                 ));
+            };
+            if let Some(inst) = p.instalment(nav) {
+                *open.entry(o).or_default() += p.due(inst).get();
             }
         }
+        let total: i64 = body.instalments.iter().map(|i| i.amount.get()).sum();
+        let total_differs = body.act.is_none() && !open.values().any(|o| *o == total);
+        let plan_total = || {
+            ServiceError::field(
+                "instalments",
+                format!(
+                    "the plan totals {}, the replaced notices have {} open: match it, or name \
+                     the act that grants the difference (`act`)",
+                    Cents(total),
+                    open.values()
+                        .map(|c| Cents(*c).to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            )
+            .with_code("PLAN_TOTAL")
+        };
         let resolver = Resolver { app, entity };
         let field = |i: usize| format!("instalments[{i}]");
         let wanted: Vec<&InstalmentIn> = body.instalments.iter().collect();
@@ -319,6 +357,10 @@ pub fn reschedule(
                 None,
             ))
             .map_err(|e| ServiceError::ledger(e, Some("replaced")))?;
+        // The position's own refusals first (a paid notice is not a question of totals).
+        if total_differs {
+            return Err(plan_total());
+        }
         let change = rescheduled(plan(Numbers::Reserve)?);
         Ok(Some(event(app, actor, change, Some(body.reason.clone()))))
     })
