@@ -449,7 +449,8 @@ fn default_due_days() -> u32 {
 /// A configuration error: which key, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    // The io error is the source: `{:#}` prints it after this, once.
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -16,6 +16,7 @@ pub struct Metrics {
     registry: Registry,
     positions: Gauge,
     commits: Gauge,
+    commits_since_start: Gauge,
     flushes: Gauge,
     disk_bytes: Gauge,
     healthy: Gauge,
@@ -57,13 +58,14 @@ impl Metrics {
         let commits = gauge(
             &mut registry,
             "store_commits",
-            "Durable commits since start",
+            "The store's last commit number (it counts across restarts)",
         );
-        let flushes = gauge(
+        let commits_since_start = gauge(
             &mut registry,
-            "store_flushes",
-            "fsyncs since start; commits/flushes is the group-commit factor",
+            "store_commits_since_start",
+            "Durable commits since start; commits_since_start/flushes is the group-commit factor",
         );
+        let flushes = gauge(&mut registry, "store_flushes", "fsyncs since start");
         let disk_bytes = gauge(
             &mut registry,
             "store_disk_bytes",
@@ -102,6 +104,7 @@ impl Metrics {
             registry,
             positions,
             commits,
+            commits_since_start,
             flushes,
             disk_bytes,
             healthy,
@@ -133,6 +136,8 @@ impl Metrics {
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.positions.set(as_i64(stats.positions));
         self.commits.set(as_i64(stats.commits));
+        self.commits_since_start
+            .set(as_i64(stats.commits_since_start));
         self.flushes.set(as_i64(stats.flushes));
         self.disk_bytes.set(as_i64(stats.disk_bytes));
         self.healthy.set(i64::from(store.healthy().is_ok()));

@@ -749,3 +749,29 @@ fn a_refused_body_does_not_take_notice_numbers() {
         first_nav(&second)
     );
 }
+
+#[test]
+fn a_body_that_is_not_json_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let (status, body) = mpay_tests::http_request(
+        d.api.expect("api"),
+        "PUT",
+        &positions("/NOT-JSON"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "application/json"),
+        ],
+        b"{not json",
+    )
+    .expect("request");
+    let err: Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["code"], "BAD_REQUEST", "{err}");
+    assert!(err["field"].is_null(), "{err}");
+    let text = err["error"].as_str().expect("error");
+    assert!(
+        text.starts_with("the body is not JSON") && text.contains("line 1"),
+        "{err}"
+    );
+}

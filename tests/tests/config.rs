@@ -137,3 +137,19 @@ fn run_with_a_bad_configuration_changes_nothing() {
         "a refused start must not create the data folder"
     );
 }
+
+#[test]
+fn a_missing_file_is_said_once() {
+    let out = mpayd(&["check-config", "/nonexistent/mpayd.toml"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot read /nonexistent/mpayd.toml"),
+        "{text}"
+    );
+}

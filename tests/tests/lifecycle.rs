@@ -33,6 +33,21 @@ fn demo_serves_health_and_metrics_and_stops_cleanly() {
     // A restart reuses the data: nothing is generated twice.
     let daemon = Daemon::demo(&data, 300).ready();
     assert_eq!(daemon.health()["store"]["positions"], 300);
+    // The commit number goes on across restarts; the pair for the group-commit factor starts
+    // again, like the flushes.
+    let (_, body) = http_get(daemon.admin, "/metrics").expect("metrics");
+    let text = String::from_utf8(body).expect("utf-8");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert!(value("mpay_store_commits") > 0, "{text}");
+    assert!(
+        value("mpay_store_commits_since_start") < value("mpay_store_commits"),
+        "{text}"
+    );
     assert!(daemon.stop().success());
 }
 

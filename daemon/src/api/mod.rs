@@ -463,6 +463,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            // Not JSON at all: there is no field to name, only a place in the text.
+            let inner = e.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body is not JSON: {} (line {}, column {})",
+                        json_reason(inner),
+                        inner.line(),
+                        inner.column()
+                    ),
+                    None,
+                );
+            }
             let path = e.path().to_string();
             let error = json_reason(e.inner());
             // serde's path stops at the object that lacks the field: name the field itself.

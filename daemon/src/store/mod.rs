@@ -145,7 +145,11 @@ pub struct PreparedLoad {
 #[derive(Clone, Debug, Serialize)]
 pub struct StoreStats {
     pub positions: u64,
+    /// The last commit's number: it counts across restarts.
     pub commits: u64,
+    /// Commits made since this process opened the store (the pair of `flushes`).
+    pub commits_since_start: u64,
+    /// fsyncs since this process opened the store.
     pub flushes: u64,
     pub disk_bytes: u64,
 }
@@ -163,6 +167,8 @@ pub struct Store {
     group: Arc<GroupCommit>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     commits: AtomicU64,
+    /// The last commit when the store was opened.
+    commits_at_open: u64,
     journal_seq: AtomicU64,
     /// The journal's summary records.
     journal: sled::Tree,
@@ -273,6 +279,7 @@ impl Store {
             cache: cache::PositionCache::new(options.position_cache),
             sequences: Mutex::new(Default::default()),
             commits: AtomicU64::new(writer.commit),
+            commits_at_open: writer.commit,
             db,
             data,
             writer: Mutex::new(writer),
@@ -942,6 +949,10 @@ impl Store {
         StoreStats {
             positions: self.writer().positions,
             commits: self.commits.load(Ordering::Relaxed),
+            commits_since_start: self
+                .commits
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.commits_at_open),
             flushes: self.group.flushes(),
             disk_bytes: self.db.size_on_disk().unwrap_or(0),
         }
