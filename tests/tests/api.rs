@@ -403,6 +403,17 @@ fn an_authority_may_number_its_own_notices() {
         (400, Some("options[0].instalments[0].iuv")),
         "{err}"
     );
+
+    // The authority takes the next numbers of the sequence itself: generated ones skip them.
+    let s = sequence_of(&first_nav(&create(&d, "GEN-1", &tari())));
+    for (k, iupd) in [(1, "OWN-4"), (2, "OWN-5")] {
+        let mut body = tari();
+        body["options"][0]["instalments"][0]["nav"] =
+            json!(castelverde.notice(s + k).expect("nav").to_string());
+        create(&d, iupd, &body);
+    }
+    let next = create(&d, "GEN-2", &tari());
+    assert_eq!(sequence_of(&first_nav(&next)), s + 3);
 }
 
 #[test]

@@ -366,6 +366,24 @@ pub fn reschedule(
     })
 }
 
+/// Moves the entity's sequence past numbers whose notices the authority already loaded with its
+/// own NAVs, so that the next generated ones are free (an authority that numbers some notices
+/// itself takes the next numbers of the same sequence). Each skipped number is taken for good.
+pub fn skip_taken_numbers(app: &App, entity: &EntityConfig) -> Result<(), ServiceError> {
+    let cf = &entity.fiscal_code;
+    for _ in 0..10_000 {
+        let next = app.store.peek_sequence(cf)?;
+        let Ok(nav) = entity.iuv.notice(next) else {
+            return Ok(());
+        };
+        if app.store.by_iuv(cf, &nav.iuv())?.is_none() {
+            return Ok(());
+        }
+        app.store.reserve_sequence(cf, 1)?;
+    }
+    Ok(())
+}
+
 /// Where an entity's money goes when the request names no account: its first bank account, else
 /// its first postal account.
 pub fn default_target(entity: &EntityConfig) -> Option<TransferTarget> {
@@ -435,10 +453,12 @@ impl Resolver<'_> {
             // A draft to validate the body with: numbers from the top of the sequence, which the
             // entity never reaches and which are never stored.
             (n, Numbers::Provisional) => PROVISIONAL - n..PROVISIONAL,
-            (n, Numbers::Reserve) => self
-                .app
-                .store
-                .reserve_sequence(&self.entity.fiscal_code, n)?,
+            (n, Numbers::Reserve) => {
+                skip_taken_numbers(self.app, self.entity)?;
+                self.app
+                    .store
+                    .reserve_sequence(&self.entity.fiscal_code, n)?
+            }
             (n, Numbers::From(range)) => {
                 let start = range.start;
                 let end = start
@@ -692,10 +712,11 @@ pub fn prepare_new(
     let total: u64 = drafts.iter().flatten().map(|(_, _, n)| n).sum();
     let mut range = match total {
         0 => 0..0,
-        n => match app.store.take_numbers(&entity.fiscal_code, n) {
+        n => match skip_taken_numbers(app, entity)
+            .and_then(|()| Ok(app.store.take_numbers(&entity.fiscal_code, n)?))
+        {
             Ok(range) => range,
             Err(e) => {
-                let e = ServiceError::from(e);
                 let refused = drafts.into_iter().map(|_| Err(e.clone())).collect();
                 return (refused, 0);
             }
@@ -773,6 +794,9 @@ pub fn upsert(
             let draft =
                 resolver.build(iupd.clone(), body.clone(), None, &mut Numbers::Provisional)?;
             let missing = fresh_numbers(&body, None);
+            if missing > 0 {
+                skip_taken_numbers(app, entity)?;
+            }
             let mut refused = None;
             let loaded = app
                 .store

@@ -388,6 +388,16 @@ impl Store {
         Ok(next..end)
     }
 
+    /// The entity's next sequence number, not taken.
+    pub fn peek_sequence(&self, entity: &EntityFiscalCode) -> Result<u64, StoreError> {
+        let key = keys::meta_sequence(entity);
+        let sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
+        match sequences.get(&key) {
+            Some(next) => Ok(*next),
+            None => u64_meta(&self.data, &key),
+        }
+    }
+
     /// Puts "numbers up to `end` are taken" into a batch, unless the store says so already.
     fn store_numbers(
         &self,
