@@ -5,7 +5,6 @@
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::Iuv;
 use crate::ledger::{Arrival, InstalmentState, Position};
 use crate::money::Cents;
 
@@ -197,11 +196,6 @@ pub fn classify_row(row: &FlowRow, position: Option<&Position>, duplicate: bool)
             }
         }
     }
-}
-
-/// The IUV a row names, if it is one.
-pub fn row_iuv(row: &FlowRow) -> Option<Iuv> {
-    row.iuv.parse().ok()
 }
 
 /// How long reporting and crediting may take before a transfer is an anomaly (days).

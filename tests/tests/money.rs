@@ -922,11 +922,12 @@ fn flow_xml(
     xml
 }
 
-fn upload_flow(d: &Daemon, xml: &str) -> (u16, Value) {
+/// POSTs an XML document to one of the entity's endpoints (`flows`, `treasury`).
+fn post_xml(d: &Daemon, endpoint: &str, xml: &str) -> (u16, Value) {
     let (status, body) = mpay_tests::http_request(
         d.api.expect("the API listens"),
         "POST",
-        &format!("/api/v1/entities/{ENTITY}/flows"),
+        &format!("/api/v1/entities/{ENTITY}/{endpoint}"),
         &[
             ("Authorization", &format!("Bearer {KEY}")),
             ("Content-Type", "application/xml"),
@@ -935,6 +936,10 @@ fn upload_flow(d: &Daemon, xml: &str) -> (u16, Value) {
     )
     .expect("upload");
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn upload_flow(d: &Daemon, xml: &str) -> (u16, Value) {
+    post_xml(d, "flows", xml)
 }
 
 #[test]
@@ -1230,18 +1235,7 @@ fn camt(entries: &[(&str, &str, &str)]) -> String {
 }
 
 fn upload_statement(d: &Daemon, xml: &str) -> (u16, Value) {
-    let (status, body) = mpay_tests::http_request(
-        d.api.expect("api"),
-        "POST",
-        &format!("/api/v1/entities/{ENTITY}/treasury"),
-        &[
-            ("Authorization", &format!("Bearer {KEY}")),
-            ("Content-Type", "application/xml"),
-        ],
-        xml.as_bytes(),
-    )
-    .expect("upload");
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    post_xml(d, "treasury", xml)
 }
 
 #[test]
@@ -1570,7 +1564,7 @@ fn flows_are_fetched_from_the_node_once() {
     let d = Daemon::run_config(&config, &data).ready();
 
     let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
-    let report = |d: &Daemon| {
+    let report = || {
         let out = mpay_tests::mpayd(&[
             "report",
             "--config",
@@ -1583,10 +1577,9 @@ fn flows_are_fetched_from_the_node_once() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let _ = d;
         serde_json::from_slice::<Value>(&out.stdout).expect("json")
     };
-    let first = report(&d);
+    let first = report();
     let fetched = &first["flows_fetched"][0];
     assert_eq!(
         (&fetched["listed"], &fetched["new"]),
@@ -1620,7 +1613,7 @@ fn flows_are_fetched_from_the_node_once() {
 
     // Asked again, the node lists the same flows: nothing is fetched twice.
     let before = calls.load(std::sync::atomic::Ordering::SeqCst);
-    let second = report(&d);
+    let second = report();
     assert_eq!(second["flows_fetched"][0]["new"], 0, "{second}");
     let after = calls.load(std::sync::atomic::Ordering::SeqCst);
     // One list call per entity, and no flow asked for again (the broken one is kept under the
@@ -1633,10 +1626,11 @@ fn flows_are_fetched_from_the_node_once() {
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text.replace("pwd-node-1", "pwd-wrong-2")).expect("write config");
     let d = Daemon::run_config(&config, &data).ready();
-    let third = report(&d);
+    let third = report();
     let errors = third["flows_fetched"][0]["errors"].to_string();
     assert!(errors.contains("PPT_AUTENTICAZIONE"), "{third}");
     assert_eq!(third["entities"], 3);
+    assert!(d.stop().success());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{Api, ApiError, Authorized, blocking};
+use super::{Api, ApiError, Authorized, blocking, limit_param};
 use crate::service::flows::{self, Received};
 
 type Answer = Result<Response, ApiError>;
@@ -48,14 +48,7 @@ pub async fn list(
     auth: Authorized,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer {
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::field("limit", "a number from 1 to 1000"))?,
-    };
+    let limit = limit_param(&params, 100, 1000)?;
     blocking(move || {
         let app = &api.app;
         let flows = flows::list(app, &auth.entity(app).fiscal_code, limit)?;

@@ -303,6 +303,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// The `limit` query parameter: `default` when absent, else a number from 1 to `max`.
+pub(crate) fn limit_param(
+    params: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::field("limit", format!("a number from 1 to {max}"))),
+    }
+}
+
 /// A caller whose key opens the entity named in the path.
 pub struct Authorized {
     entity: usize,

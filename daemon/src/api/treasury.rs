@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{Api, ApiError, Authorized, blocking};
+use super::{Api, ApiError, Authorized, blocking, limit_param};
 use crate::service::treasury;
 
 /// `POST …/treasury` with a camt.053 document: 201 if it brought new movements, else 200.
@@ -39,14 +39,7 @@ pub async fn list(
     auth: Authorized,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let limit = match params.get("limit") {
-        None => 1000,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| ApiError::field("limit", "a number from 1 to 10000"))?,
-    };
+    let limit = limit_param(&params, 1000, 10_000)?;
     blocking(move || {
         let app = &api.app;
         let movements = treasury::list(app, &auth.entity(app).fiscal_code, limit)?;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
-use mpay_common::ledger::{Actor, Change, Event};
+use mpay_common::ledger::{Actor, Change, Event, Position};
 use mpay_common::money::Cents;
 use mpay_common::reconcile::{self, BadRow, Flow, FlowRow, RowClass};
 use serde::Serialize;
@@ -209,20 +209,17 @@ fn reports(
         if !seen.insert((r.iuv.clone(), r.iur.clone(), r.transfer)) {
             continue;
         }
-        let Ok(iuv) = r.iuv.parse::<Iuv>() else {
+        let Some((id, p, nav)) = row_notice(app, cf, &r.iuv)? else {
             continue;
         };
-        let Some((id, p)) = app.store.by_iuv(cf, &iuv)? else {
-            continue;
-        };
-        let Some(inst) = p.instalments().find(|i| i.terms.iuv == iuv) else {
-            continue;
-        };
-        if !inst.terms.transfers.iter().any(|t| t.id == r.transfer) {
+        let names_transfer = p
+            .instalment(&nav)
+            .is_some_and(|i| i.terms.transfers.iter().any(|t| t.id == r.transfer));
+        if !names_transfer {
             continue;
         }
         let change = Change::Reported {
-            nav: inst.terms.nav.clone(),
+            nav,
             transfer: r.transfer,
             flow_id: f.id.clone(),
             revision: f.time.clone(),
@@ -237,6 +234,25 @@ fn reports(
         ));
     }
     Ok(out)
+}
+
+/// The position holding the notice whose IUV a flow row names, and that notice's number.
+pub(crate) fn row_notice(
+    app: &App,
+    cf: &EntityFiscalCode,
+    iuv: &str,
+) -> Result<Option<(PositionId, Position, Nav)>, ServiceError> {
+    let Ok(iuv) = iuv.parse::<Iuv>() else {
+        return Ok(None);
+    };
+    let Some((id, p)) = app.store.by_iuv(cf, &iuv)? else {
+        return Ok(None);
+    };
+    let nav = p
+        .instalments()
+        .find(|i| i.terms.iuv == iuv)
+        .map(|i| i.terms.nav.clone());
+    Ok(nav.map(|nav| (id, p, nav)))
 }
 
 /// A stored flow with its rows classified against the positions as they stand.
@@ -264,23 +280,14 @@ fn view(
         bad_rows = f.bad_rows.clone();
         for r in &f.rows {
             let duplicate = !seen.insert((r.iuv.clone(), r.iur.clone(), r.transfer));
-            let found = match r.iuv.parse::<Iuv>() {
-                Ok(iuv) => app.store.by_iuv(cf, &iuv)?,
-                Err(_) => None,
-            };
-            let position = found.as_ref().map(|(_, p)| p);
-            let class = reconcile::classify_row(r, position, duplicate);
+            let found = row_notice(app, cf, &r.iuv)?;
+            let class = reconcile::classify_row(r, found.as_ref().map(|(_, p, _)| p), duplicate);
             *classes.entry(class.name()).or_default() += 1;
-            let nav = position.and_then(|p| {
-                p.instalments()
-                    .find(|i| i.terms.iuv.as_str() == r.iuv)
-                    .map(|i| i.terms.nav.clone())
-            });
             rows.push(RowView {
                 row: r.clone(),
                 class,
-                iupd: position.map(|p| p.iupd.clone()),
-                nav,
+                iupd: found.as_ref().map(|(_, p, _)| p.iupd.clone()),
+                nav: found.map(|(_, _, nav)| nav),
             });
         }
     }
@@ -312,6 +319,20 @@ fn view(
 
 /// The entity's flows, every revision, each classified now (at most `limit`).
 pub fn list(app: &App, cf: &EntityFiscalCode, limit: usize) -> Result<Vec<FlowView>, ServiceError> {
+    let mut out = views(app, cf, limit)?;
+    // The list carries counts; the rows are in the flow's own answer.
+    for v in &mut out {
+        v.rows.clear();
+    }
+    Ok(out)
+}
+
+/// The entity's flows, every revision, each classified now with its rows (at most `limit`).
+pub(crate) fn views(
+    app: &App,
+    cf: &EntityFiscalCode,
+    limit: usize,
+) -> Result<Vec<FlowView>, ServiceError> {
     let records = app.store.flows(cf, limit)?;
     let mut out = Vec::with_capacity(records.len());
     for (i, record) in records.iter().enumerate() {
@@ -319,10 +340,7 @@ pub fn list(app: &App, cf: &EntityFiscalCode, limit: usize) -> Result<Vec<FlowVi
         let superseded = records
             .get(i + 1)
             .is_some_and(|next| next.flow_id == record.flow_id);
-        let mut v = view(app, cf, record.clone(), superseded)?;
-        // The list carries counts; the rows are in the flow's own answer.
-        v.rows.clear();
-        out.push(v);
+        out.push(view(app, cf, record.clone(), superseded)?);
     }
     Ok(out)
 }

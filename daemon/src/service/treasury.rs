@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use mpay_common::ids::{EntityFiscalCode, Iuv};
+use mpay_common::ids::EntityFiscalCode;
 use mpay_common::ledger::{Actor, Change, Event};
 use mpay_common::reconcile::{
     self, BadRow, Movement, MovementClass, Remittance, RowOutcome, classify_movement,
@@ -120,17 +120,11 @@ pub(crate) fn credits(
         if r.outcome == RowOutcome::Revoked {
             continue;
         }
-        let Ok(iuv) = r.iuv.parse::<Iuv>() else {
-            continue;
-        };
-        let Some((id, p)) = app.store.by_iuv(cf, &iuv)? else {
-            continue;
-        };
-        let Some(inst) = p.instalments().find(|i| i.terms.iuv == iuv) else {
+        let Some((id, _, nav)) = super::flows::row_notice(app, cf, &r.iuv)? else {
             continue;
         };
         let change = Change::Credited {
-            nav: inst.terms.nav.clone(),
+            nav,
             transfer: r.transfer,
             flow_id: Some(flow_id.to_owned()),
             reference: m.reference.clone(),

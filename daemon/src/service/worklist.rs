@@ -128,7 +128,7 @@ fn flow_items(
     entity: &EntityFiscalCode,
     items: &mut Vec<WorkItem>,
 ) -> Result<(), ServiceError> {
-    for f in super::flows::list(app, entity, 100_000)? {
+    for f in super::flows::views(app, entity, 100_000)? {
         if f.superseded {
             continue;
         }
@@ -155,31 +155,23 @@ fn flow_items(
                     "declared {} rows for {}, the rows say {} for {}",
                     f.declared_rows,
                     f.declared_total,
-                    f.classes.values().sum::<usize>(),
+                    f.rows.len(),
                     f.rows_total
                 ),
             ));
         }
-        if f.anomalies == 0 {
-            continue;
-        }
-        for revision in super::flows::get(app, entity, &f.flow_id)?
-            .into_iter()
-            .filter(|r| !r.superseded)
-        {
-            for r in revision.rows.iter().filter(|r| r.class.is_anomaly()) {
-                items.push(WorkItem {
-                    subject: "flow-row",
-                    class: r.class.name(),
-                    amount: r.row.amount.get(),
-                    iupd: r.iupd.as_ref().map(ToString::to_string),
-                    nav: r.nav.as_ref().map(ToString::to_string),
-                    transfer: Some(r.row.transfer),
-                    flow_id: Some(revision.flow_id.clone()),
-                    reference: Some(r.row.iur.clone()),
-                    detail: format!("IUV {} paid {}", r.row.iuv, r.row.date),
-                });
-            }
+        for r in f.rows.iter().filter(|r| r.class.is_anomaly()) {
+            items.push(WorkItem {
+                subject: "flow-row",
+                class: r.class.name(),
+                amount: r.row.amount.get(),
+                iupd: r.iupd.as_ref().map(ToString::to_string),
+                nav: r.nav.as_ref().map(ToString::to_string),
+                transfer: Some(r.row.transfer),
+                flow_id: Some(f.flow_id.clone()),
+                reference: Some(r.row.iur.clone()),
+                detail: format!("IUV {} paid {}", r.row.iuv, r.row.date),
+            });
         }
     }
     Ok(())

@@ -112,25 +112,12 @@ impl Store {
             }
             sink.record(DATA_TREE, &k, &v)?;
         }
-        for entry in self.data.scan_prefix([keys::RECEIPT]) {
-            let (k, v) = entry?;
-            let receipt: super::ReceiptRecord = codec::decode(&v, "a receipt")?;
-            if receipt.commit <= commit {
-                sink.record(DATA_TREE, &k, &v)?;
-            }
-        }
-        for entry in self.data.scan_prefix([keys::FLOW]) {
-            let (k, v) = entry?;
-            let flow: super::FlowRecord = codec::decode(&v, "a flow")?;
-            if flow.commit <= commit {
-                sink.record(DATA_TREE, &k, &v)?;
-            }
-        }
-        for entry in self.data.scan_prefix([keys::MOVEMENT]) {
-            let (k, v) = entry?;
-            let movement: super::MovementRecord = codec::decode(&v, "a movement")?;
-            if movement.commit <= commit {
-                sink.record(DATA_TREE, &k, &v)?;
+        for prefix in RECORDS {
+            for entry in self.data.scan_prefix([prefix]) {
+                let (k, v) = entry?;
+                if record_commit(prefix, &v)? <= commit {
+                    sink.record(DATA_TREE, &k, &v)?;
+                }
             }
         }
         for (i, name) in TREES.iter().enumerate() {
@@ -314,18 +301,8 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
                         .1
                         .push((key, value));
                 }
-                Some(&keys::RECEIPT) => {
-                    let _: super::ReceiptRecord = codec::decode(&value, "a receipt")?;
-                    batch.insert(key, value);
-                    batched += 1;
-                }
-                Some(&keys::FLOW) => {
-                    let _: super::FlowRecord = codec::decode(&value, "a flow")?;
-                    batch.insert(key, value);
-                    batched += 1;
-                }
-                Some(&keys::MOVEMENT) => {
-                    let _: super::MovementRecord = codec::decode(&value, "a movement")?;
+                Some(&prefix) if RECORDS.contains(&prefix) => {
+                    record_commit(prefix, &value)?;
                     batch.insert(key, value);
                     batched += 1;
                 }
@@ -350,6 +327,20 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
 }
 
 /// The entity of a `loaded` event: the first transfer's beneficiary is always the creditor.
+/// The records kept beside the ledgers, each carrying the commit that stored it: a backup
+/// copies those up to its cut, a restore checks that each one reads.
+const RECORDS: [u8; 3] = [keys::RECEIPT, keys::FLOW, keys::MOVEMENT];
+
+/// The commit that stored a record of one of the `RECORDS` tables.
+fn record_commit(prefix: u8, value: &[u8]) -> Result<u64, StoreError> {
+    Ok(match prefix {
+        keys::RECEIPT => codec::decode::<super::ReceiptRecord>(value, "a receipt")?.commit,
+        keys::FLOW => codec::decode::<super::FlowRecord>(value, "a flow")?.commit,
+        keys::MOVEMENT => codec::decode::<super::MovementRecord>(value, "a movement")?.commit,
+        _ => return Err(err("not a record table")),
+    })
+}
+
 fn entity_of(
     event: &mpay_common::ledger::Event,
 ) -> Result<mpay_common::ids::EntityFiscalCode, StoreError> {

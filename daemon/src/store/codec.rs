@@ -20,8 +20,6 @@ pub trait Stored: Serialize + DeserializeOwned {
     }
 }
 
-impl Stored for u64 {}
-
 pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![T::VERSION];
     postcard::to_io(value, &mut out)
