@@ -400,5 +400,23 @@ pub mod rpc {
             before: Option<u64>,
             max: u32,
         ) -> RpcResult<Vec<AuditRecord>>;
+        /// The entities served: fiscal code and name.
+        async fn entities() -> RpcResult<Vec<(EntityFiscalCode, String)>>;
+        /// One entity's worklist, classified now, with the fixes in force.
+        async fn worklist(
+            entity: EntityFiscalCode,
+            query: crate::worklist::WorklistQuery,
+        ) -> RpcResult<crate::worklist::Worklist>;
+        /// Fixes (or, with `Fix::Revert`, undoes a fix of) the worklist item `key`; operators.
+        async fn resolve(
+            entity: EntityFiscalCode,
+            key: String,
+            fix: crate::worklist::Fix,
+            reason: String,
+        ) -> RpcResult<crate::worklist::Resolution>;
+        /// Every fix of the entity, reverts included, oldest first.
+        async fn resolutions(
+            entity: EntityFiscalCode,
+        ) -> RpcResult<Vec<crate::worklist::Resolution>>;
     }
 }

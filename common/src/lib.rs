@@ -12,6 +12,7 @@ pub mod money;
 pub mod reconcile;
 pub mod requests;
 pub mod statement;
+pub mod worklist;
 
 /// The version every mpay binary reports, for `--version` and the console's handshake.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

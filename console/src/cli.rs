@@ -15,6 +15,7 @@ use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
 use mpay_common::ledger::OfflineChannel;
 use mpay_common::money::Cents;
 use mpay_common::requests::{OfflinePaymentIn, ReductionIn};
+use mpay_common::worklist::{Fix, ItemState, Resolution, WorkItem, WorklistQuery};
 use serde::Serialize;
 
 use crate::client::{self, Connection, Target, deadline};
@@ -107,6 +108,58 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// What reconciliation says needs a look, for one entity: flows, rows, credits and
+    /// transfers that do not add up, with the fixes in force.
+    Worklist {
+        #[arg(long)]
+        entity: EntityFiscalCode,
+        /// Only this class (`unknown-iuv`, `not-reported`, `amount-mismatch`, …).
+        #[arg(long)]
+        class: Option<String>,
+        /// open (the default), resolved or all.
+        #[arg(long, value_parser = parse_state, default_value = "open")]
+        state: ItemState,
+        /// Only items of at least this amount (euros).
+        #[arg(long, value_parser = parse_cents)]
+        min_amount: Option<Cents>,
+        /// Only items this many days old or older.
+        #[arg(long)]
+        older_than: Option<u32>,
+    },
+    /// Fixes a worklist item (its key, as `worklist` prints it).
+    Resolve {
+        #[arg(long)]
+        entity: EntityFiscalCode,
+        /// The item's key.
+        item: String,
+        /// link, refund-due, accept-difference, attach-to-flow, recovery-requested or dismiss.
+        #[arg(long)]
+        fix: String,
+        /// For `link`: the instalment's position and notice.
+        #[arg(long)]
+        iupd: Option<Iupd>,
+        #[arg(long)]
+        nav: Option<Nav>,
+        /// For `attach-to-flow`: the flow.
+        #[arg(long)]
+        flow: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Undoes a fix; the fix and its undoing both stay in the trail.
+    Revert {
+        #[arg(long)]
+        entity: EntityFiscalCode,
+        /// The fix's number.
+        id: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every fix of an entity's worklist, reverts included, oldest first.
+    Fixes {
+        #[arg(long)]
+        entity: EntityFiscalCode,
+    },
     /// Operators' actions, newest first.
     Audit {
         #[arg(long)]
@@ -150,6 +203,44 @@ impl KeyArgs {
 
 fn parse_cents(text: &str) -> Result<Cents, String> {
     Cents::parse_api(text).map_err(|e| e.to_string())
+}
+
+fn parse_state(text: &str) -> Result<ItemState, String> {
+    match text {
+        "open" => Ok(ItemState::Open),
+        "resolved" => Ok(ItemState::Resolved),
+        "all" => Ok(ItemState::All),
+        _ => Err("open, resolved or all".to_string()),
+    }
+}
+
+/// The fix `name` with its arguments.
+fn fix_of(
+    name: &str,
+    iupd: Option<Iupd>,
+    nav: Option<Nav>,
+    flow: Option<String>,
+) -> Result<Fix, Failure> {
+    let usage = |m: &str| Failure::Usage(m.to_string());
+    Ok(match name {
+        "link" => match (iupd, nav) {
+            (Some(iupd), Some(nav)) => Fix::Link { iupd, nav },
+            _ => return Err(usage("--fix link needs --iupd and --nav of the instalment")),
+        },
+        "attach-to-flow" => Fix::AttachToFlow {
+            flow_id: flow.ok_or_else(|| usage("--fix attach-to-flow needs --flow"))?,
+        },
+        "refund-due" => Fix::RefundDue,
+        "accept-difference" => Fix::AcceptDifference,
+        "recovery-requested" => Fix::RecoveryRequested,
+        "dismiss" => Fix::Dismiss,
+        other => {
+            return Err(Failure::Usage(format!(
+                "--fix {other}: one of link, refund-due, accept-difference, attach-to-flow, \
+                 recovery-requested, dismiss"
+            )));
+        }
+    })
 }
 
 fn parse_channel(text: &str) -> Result<OfflineChannel, String> {
@@ -407,6 +498,50 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
                     .collect()
             });
         }
+        Command::Worklist {
+            entity,
+            class,
+            state,
+            min_amount,
+            older_than,
+        } => {
+            let query = WorklistQuery {
+                class,
+                state,
+                min_amount: min_amount.map(Cents::get),
+                older_than_days: older_than,
+                after: None,
+            };
+            let list = call(c.worklist(deadline(30), entity, query).await)?;
+            print(json, &list, |list| worklist_text(&list.items));
+        }
+        Command::Resolve {
+            entity,
+            item,
+            fix,
+            iupd,
+            nav,
+            flow,
+            reason,
+        } => {
+            let fix = fix_of(&fix, iupd, nav, flow)?;
+            let r = call(c.resolve(deadline(30), entity, item, fix, reason).await)?;
+            print(json, &r, |r| format!("{}\n", resolution_line(r)));
+        }
+        Command::Revert { entity, id, reason } => {
+            let key = String::new();
+            let r = call(
+                c.resolve(deadline(30), entity, key, Fix::Revert { id }, reason)
+                    .await,
+            )?;
+            print(json, &r, |r| format!("{}\n", resolution_line(r)));
+        }
+        Command::Fixes { entity } => {
+            let all = call(c.resolutions(deadline(10), entity).await)?;
+            print(json, &all, |all| {
+                all.iter().map(|r| resolution_line(r) + "\n").collect()
+            });
+        }
         Command::Audit { operator, limit } => {
             let records = call(c.audit(deadline(10), operator, None, limit).await)?;
             print(json, &records, |records| {
@@ -440,6 +575,53 @@ async fn adjust(
     let v = call(c.adjust(deadline(30), key, adjustment).await)?;
     print(json, &v, position_text);
     Ok(())
+}
+
+/// The worklist as lines: class, amount, date, key, detail, and the fix in force.
+pub fn worklist_text(items: &[WorkItem]) -> String {
+    let mut out = String::new();
+    for i in items {
+        out.push_str(&format!(
+            "{:<22} {:>12}  {}  {}  {}{}\n",
+            i.class,
+            format::euro(Cents(i.amount)),
+            i.date
+                .map_or_else(|| "----------".to_string(), |d| d.to_string()),
+            i.key,
+            i.detail,
+            match &i.resolution {
+                Some(r) => format!(
+                    "  [fix {} {} by {}]",
+                    r.id,
+                    r.fix.name(),
+                    format::actor(&r.actor)
+                ),
+                None => String::new(),
+            }
+        ));
+    }
+    if items.is_empty() {
+        out.push_str("nothing needs a look\n");
+    }
+    out
+}
+
+pub fn resolution_line(r: &Resolution) -> String {
+    let what = match &r.fix {
+        Fix::Link { iupd, nav } => format!("link to {iupd} {nav}"),
+        Fix::AttachToFlow { flow_id } => format!("attach to flow {flow_id}"),
+        Fix::Revert { id } => format!("revert {id}"),
+        other => other.name().to_string(),
+    };
+    format!(
+        "fix {:>5}  {}  {:<18} {}  {} — {}",
+        r.id,
+        format::when(r.at),
+        format::actor(&r.actor),
+        r.key,
+        what,
+        r.reason
+    )
 }
 
 pub fn exchange_line(e: &mpay_common::console::Exchange) -> String {

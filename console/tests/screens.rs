@@ -15,6 +15,7 @@ use mpay_common::model::{
 };
 use mpay_common::money::Cents;
 use mpay_common::statement::{Money, Statement, Totals};
+use mpay_common::worklist::{Fix, ItemState, Resolution, WorkItem};
 use mpay_console::tui::app::{App, Connection, Reply, Request, Screen};
 use mpay_console::tui::view::{self, Theme};
 use ratatui::Terminal;
@@ -230,8 +231,71 @@ fn app() -> App {
         positions: Vec::new(),
         truncated: false,
     })));
+    app.apply(Reply::Entities(vec![
+        (
+            "00123456782".parse().expect("cf"),
+            "Comune di Castelverde".into(),
+        ),
+        (
+            "80001234568".parse().expect("cf"),
+            "Provincia di Valleverde".into(),
+        ),
+    ]));
+    app.apply(Reply::Worklist(work_items()));
     app.message = None;
     app
+}
+
+fn work_items() -> Vec<WorkItem> {
+    let item = |key: &str, subject: &str, class: &str, amount: i64| WorkItem {
+        key: key.into(),
+        subject: subject.into(),
+        class: class.into(),
+        amount,
+        date: Some(date(2026, 11, 26)),
+        iupd: None,
+        nav: None,
+        transfer: None,
+        flow_id: None,
+        reference: None,
+        detail: String::new(),
+        resolution: None,
+    };
+    let mut row = item(
+        "flow-row:2026-11-29BCITITMM-0077:iur-9:02999999999999999:1",
+        "flow-row",
+        "unknown-iuv",
+        2_000,
+    );
+    row.flow_id = Some("2026-11-29BCITITMM-0077".into());
+    row.detail = "IUV 02999999999999999 paid 2026-11-26".into();
+    let mut credit = item(
+        "movement:IT92R0306902117100000046111:TRN-1",
+        "movement",
+        "not-pagopa",
+        1_200,
+    );
+    credit.reference = Some("TRN-1".into());
+    credit.detail = "RIMBORSO SPESE booked 2026-11-30".into();
+    credit.resolution = Some(Resolution {
+        id: 3,
+        entity: "00123456782".parse().expect("cf"),
+        key: credit.key.clone(),
+        fix: Fix::Dismiss,
+        reason: "rimborso economato".into(),
+        actor: Actor::Operator("anna".into()),
+        at: at("2026-11-30T09:00:00Z"),
+    });
+    let mut refund = item(
+        "transfer:TARI-2026-0000087:301000000000016421:1",
+        "transfer",
+        "refund-due",
+        950,
+    );
+    refund.nav = Some("301000000000016421".into());
+    refund.iupd = Some("TARI-2026-0000087".into());
+    refund.detail = "9/0101101IM/ to 00123456782".into();
+    vec![row, credit, refund]
 }
 
 fn with_position(mut app: App) -> App {
@@ -295,6 +359,13 @@ fn every_screen_at_two_sizes() {
     let mut exchange = app_with_exchange();
     exchange.screen = Screen::Traffic;
     snapshot_both("exchange", &exchange);
+    let mut fixing = self::app();
+    fixing.screen = Screen::Worklist;
+    key(&mut fixing, KeyCode::Char('l'));
+    for c in "TARI-2026-0000087".chars() {
+        key(&mut fixing, KeyCode::Char(c));
+    }
+    snapshot_both("link_form", &fixing);
     let mut lost = self::app();
     lost.apply(Reply::Lost(
         "cannot reach mpayd at /run/mpay/console.sock".into(),
@@ -413,6 +484,121 @@ fn keys_move_between_screens_and_ask_the_daemon() {
     assert_eq!(app.screen, Screen::Dashboard);
     key(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
+}
+
+#[test]
+fn the_worklist_filters_fixes_and_undoes() {
+    let mut app = app();
+    // 7 opens the worklist of the first entity; e moves to the next.
+    let asked = key(&mut app, KeyCode::Char('7'));
+    assert_eq!(app.screen, Screen::Worklist);
+    assert!(
+        matches!(&asked[..], [Request::Worklist(cf, q)] if cf.as_str() == "00123456782" && q.class.is_none()),
+        "{asked:?}"
+    );
+    let asked = key(&mut app, KeyCode::Char('e'));
+    assert!(
+        matches!(&asked[..], [Request::Worklist(cf, _)] if cf.as_str() == "80001234568"),
+        "{asked:?}"
+    );
+    key(&mut app, KeyCode::Char('e'));
+    // The filter line: class, amount, age and state.
+    key(&mut app, KeyCode::Char('/'));
+    for c in "unknown-iuv min=10 age=3 state=all".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let asked = key(&mut app, KeyCode::Enter);
+    let [Request::Worklist(_, q)] = &asked[..] else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(
+        (q.class.as_deref(), q.min_amount, q.older_than_days, q.state),
+        (Some("unknown-iuv"), Some(1_000), Some(3), ItemState::All)
+    );
+    app.worklist.filter.clear();
+    app.apply(Reply::Worklist(work_items()));
+    // Link the row: the notice is checked before the fix can be confirmed.
+    key(&mut app, KeyCode::Char('l'));
+    for c in "TARI-2026-0000087".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    for c in "3010".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let form = app.worklist.form.as_ref().expect("form");
+    assert!(!form.confirming);
+    assert!(form.problem(1).is_some());
+    for _ in 0..4 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    for c in "301000000000016421".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    for c in "IUV sbagliato".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let asked = key(&mut app, KeyCode::Char('y'));
+    let [Request::Resolve(_, item, Fix::Link { iupd, .. }, reason)] = &asked[..] else {
+        panic!("{asked:?}")
+    };
+    assert!(item.starts_with("flow-row:"));
+    assert_eq!(
+        (iupd.as_str(), reason.as_str()),
+        ("TARI-2026-0000087", "IUV sbagliato")
+    );
+    // The answer takes the row off the open list.
+    app.apply(Reply::Resolved(Box::new(Resolution {
+        id: 4,
+        entity: "00123456782".parse().expect("cf"),
+        key: item.clone(),
+        fix: Fix::Dismiss,
+        reason: "x".into(),
+        actor: Actor::Operator("anna".into()),
+        at: at("2026-11-30T10:00:00Z"),
+    })));
+    assert!(app.worklist.form.is_none());
+    assert!(!app.worklist.items.iter().any(|i| i.key == *item));
+    // Undo is offered only on an item with a fix in force, and asks for that fix's revert.
+    app.worklist.selected = 0;
+    key(&mut app, KeyCode::Char('u'));
+    assert!(
+        app.worklist.form.is_some(),
+        "the dismissed credit has a fix"
+    );
+    for c in "era un incasso".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let asked = key(&mut app, KeyCode::Char('y'));
+    assert!(
+        matches!(
+            &asked[..],
+            [Request::Resolve(_, _, Fix::Revert { id: 3 }, _)]
+        ),
+        "{asked:?}"
+    );
+    app.worklist.form = None;
+    app.worklist.selected = 1;
+    key(&mut app, KeyCode::Char('u'));
+    assert!(
+        app.worklist.form.is_none(),
+        "nothing to undo on an open item"
+    );
+    // A viewer gets no forms.
+    let mut viewer = self::app();
+    viewer.apply(Reply::Connected(Hello {
+        protocol: 1,
+        version: "0.1.0".into(),
+        operator: "vera".into(),
+        role: Role::Viewer,
+    }));
+    key(&mut viewer, KeyCode::Char('7'));
+    key(&mut viewer, KeyCode::Char('x'));
+    assert!(viewer.worklist.form.is_none());
 }
 
 #[test]

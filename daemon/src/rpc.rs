@@ -20,6 +20,7 @@ use mpay_common::console::{
 use mpay_common::ids::EntityFiscalCode;
 use mpay_common::requests::PositionQuery;
 use mpay_common::statement::Statement;
+use mpay_common::worklist::{Fix, Resolution, Worklist, WorklistQuery};
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Json;
@@ -28,7 +29,7 @@ use tokio::net::UnixListener;
 
 use crate::App;
 use crate::service::console::{self as svc, Operator};
-use crate::service::{ServiceError, search, statements};
+use crate::service::{ServiceError, search, statements, worklist};
 
 /// Calls one connection may have in flight.
 const MAX_IN_FLIGHT: usize = 64;
@@ -235,6 +236,24 @@ impl Server {
         }
     }
 
+    /// A refused attempt is audited too, when we know who tried.
+    async fn audit_refusal(&self, action: &str, target: String, reason: &str, e: &RpcError) {
+        if let Caller::Known(op, _) = &*self.caller {
+            let record = AuditRecord {
+                seq: 0,
+                at: self.app.clock.now(),
+                actor: op.actor(),
+                origin: op.origin.clone(),
+                action: action.into(),
+                target,
+                reason: reason.into(),
+                outcome: format!("{}: {}", e.code, e.message),
+            };
+            let app = Arc::clone(&self.app);
+            let _ = tokio::task::spawn_blocking(move || app.store.append_audit(record)).await;
+        }
+    }
+
     /// Runs `work` off the async threads, for an operator with at least `needed`.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -380,21 +399,13 @@ impl Console for Server {
         adjustment: Adjustment,
     ) -> RpcResult<PositionView> {
         if let Err(e) = self.may(Role::Operator) {
-            // A refused attempt is audited too, when we know who tried.
-            if let Caller::Known(op, _) = &*self.caller {
-                let record = AuditRecord {
-                    seq: 0,
-                    at: self.app.clock.now(),
-                    actor: op.actor(),
-                    origin: op.origin.clone(),
-                    action: adjustment.action().into(),
-                    target: format!("{key:?}"),
-                    reason: adjustment.reason().into(),
-                    outcome: format!("{}: {}", e.code, e.message),
-                };
-                let app = Arc::clone(&self.app);
-                let _ = tokio::task::spawn_blocking(move || app.store.append_audit(record)).await;
-            }
+            self.audit_refusal(
+                adjustment.action(),
+                format!("{key:?}"),
+                adjustment.reason(),
+                &e,
+            )
+            .await;
             return Err(e);
         }
         self.blocking(Role::Operator, move |app, op| {
@@ -421,6 +432,49 @@ impl Console for Server {
             Ok(app
                 .store
                 .audit(operator.as_deref(), before, max.clamp(1, 5000) as usize)?)
+        })
+        .await
+    }
+
+    async fn entities(self, _: Context) -> RpcResult<Vec<(EntityFiscalCode, String)>> {
+        self.blocking(Role::Viewer, |app, _| Ok(svc::entities(app)))
+            .await
+    }
+
+    async fn worklist(
+        self,
+        _: Context,
+        entity: EntityFiscalCode,
+        query: WorklistQuery,
+    ) -> RpcResult<Worklist> {
+        self.blocking(Role::Viewer, move |app, _| {
+            worklist::worklist(app, &entity, &query)
+        })
+        .await
+    }
+
+    async fn resolve(
+        self,
+        _: Context,
+        entity: EntityFiscalCode,
+        key: String,
+        fix: Fix,
+        reason: String,
+    ) -> RpcResult<Resolution> {
+        if let Err(e) = self.may(Role::Operator) {
+            self.audit_refusal(fix.name(), format!("{entity}/{key}"), &reason, &e)
+                .await;
+            return Err(e);
+        }
+        self.blocking(Role::Operator, move |app, op| {
+            svc::resolve(app, op, &entity, &key, fix, &reason)
+        })
+        .await
+    }
+
+    async fn resolutions(self, _: Context, entity: EntityFiscalCode) -> RpcResult<Vec<Resolution>> {
+        self.blocking(Role::Viewer, move |app, _| {
+            Ok(app.store.resolutions(&entity)?)
         })
         .await
     }

@@ -427,9 +427,10 @@ fn an_operator_reduces_a_notice_in_the_terminal_ui() {
     tmux.keys(&["Enter"]);
     tmux.wait_for("Apply this change?");
     tmux.keys(&["y"]);
-    let screen = tmux.wait_for("operator:demo");
+    // The live feed may show the ledger entry before the answer comes back: wait for both.
+    let screen = tmux.wait_for("done: reduced");
+    assert!(screen.contains("operator:demo"), "{screen}");
     assert!(screen.contains("→ 0.50 (act DET-77)"), "{screen}");
-    assert!(screen.contains("done: reduced"), "{screen}");
     assert_eq!(verify_amount(&d, &nav), "0.50");
     // The dashboard counts that verify; q twice quits.
     tmux.keys(&["1"]);

@@ -1431,6 +1431,341 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
     }
 }
 
+/// `mpay --json ARGS` on the daemon's console socket: its exit code and its JSON answer.
+fn console(d: &Daemon, args: &[&str]) -> (i32, Value) {
+    let socket = d.console.as_deref().expect("console socket");
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = mpay_tests::mpay(socket, &all);
+    let code = out.status.code().unwrap_or(-1);
+    let text = if code == 0 { &out.stdout } else { &out.stderr };
+    (
+        code,
+        serde_json::from_slice(text)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(text).into())),
+    )
+}
+
+fn work_keys(list: &Value) -> Vec<(String, String)> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["class"].as_str().unwrap_or("").to_owned(),
+                i["key"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn worklist_fixes_are_attributed_audited_kept_and_reverted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    // A refund due (paid 60.00 on 52.50), a row for an IUV nobody issued, a credit naming an
+    // unknown flow and one that is no pagoPA remittance.
+    let p = ok(&d, "PUT", "/WL-A", single(50_00, 2_50));
+    let a = navs(&p, 0)[0].clone();
+    assert_eq!(offline(&d, "WL-A", &a, 60_00, "CASSA-WL").0, 200);
+    let p = ok(&d, "PUT", "/WL-B", single(19_00, 1_00));
+    let b = navs(&p, 0)[0].clone();
+    let flow_id = "2026-11-29BCITITMM-0077";
+    let xml = flow_xml(
+        flow_id,
+        "2026-11-29T10:00:00",
+        &[("02999999999999999", "iur-typo", 1, 20_00, 0)],
+        None,
+    );
+    assert_eq!(upload_flow(&d, &xml).0, 201);
+    let statement = camt(&[
+        (
+            "30.00",
+            "CRDT",
+            "/PUR/LGPE-RIVERSAMENTO/URI/2026-11-29NOBODY-1",
+        ),
+        ("12.00", "CRDT", "RIMBORSO SPESE"),
+    ]);
+    assert_eq!(upload_statement(&d, &statement).0, 201);
+
+    let e = ENTITY;
+    let (code, list) = console(&d, &["worklist", "--entity", e]);
+    assert_eq!(code, 0, "{list}");
+    let keys = work_keys(&list);
+    let key_of = |class: &str| {
+        keys.iter()
+            .find(|(c, _)| c == class)
+            .map(|(_, k)| k.clone())
+            .unwrap_or_else(|| panic!("no {class} in {list}"))
+    };
+    let (row, unknown_flow, not_pagopa) = (
+        key_of("unknown-iuv"),
+        key_of("unknown-flow"),
+        key_of("not-pagopa"),
+    );
+    assert!(
+        keys.iter()
+            .any(|(c, k)| c == "refund-due" && k.contains("WL-A"))
+    );
+    // Filters: class, amount, age.
+    let (_, big) = console(&d, &["worklist", "--entity", e, "--min-amount", "25"]);
+    assert!(
+        work_keys(&big).iter().all(|(_, k)| *k == unknown_flow),
+        "{big}"
+    );
+    let (_, old) = console(&d, &["worklist", "--entity", e, "--older-than", "3"]);
+    let old = work_keys(&old);
+    assert!(old.iter().any(|(_, k)| *k == row), "{old:?}");
+    assert!(
+        !old.iter()
+            .any(|(_, k)| *k == unknown_flow || *k == not_pagopa),
+        "credits booked today are not 3 days old: {old:?}"
+    );
+
+    // Dismiss the refund of expenses: out of the open list, in the resolved one, audited.
+    let (code, fix) = console(
+        &d,
+        &[
+            "resolve",
+            "--entity",
+            e,
+            &not_pagopa,
+            "--fix",
+            "dismiss",
+            "--reason",
+            "rimborso spese economato",
+        ],
+    );
+    assert_eq!(code, 0, "{fix}");
+    let dismissed = fix["id"].as_u64().expect("id");
+    assert_eq!(fix["fix"], "dismiss");
+    assert!(fix["actor"]["Operator"].as_str().is_some(), "{fix}");
+    let (code, open) = console(&d, &["worklist", "--entity", e]);
+    assert_eq!(code, 0, "{open}");
+    assert!(
+        !work_keys(&open).iter().any(|(_, k)| *k == not_pagopa),
+        "{open}"
+    );
+    let (_, resolved) = console(&d, &["worklist", "--entity", e, "--state", "resolved"]);
+    assert_eq!(resolved["items"][0]["key"], json!(not_pagopa), "{resolved}");
+    assert_eq!(resolved["items"][0]["resolution"]["id"], json!(dismissed));
+
+    // Link the mistyped row to WL-B's notice: the row and WL-B's own items are resolved.
+    let (code, link) = console(
+        &d,
+        &[
+            "resolve",
+            "--entity",
+            e,
+            &row,
+            "--fix",
+            "link",
+            "--iupd",
+            "WL-B",
+            "--nav",
+            &b,
+            "--reason",
+            "IUV digitato male dal PSP",
+        ],
+    );
+    assert_eq!(code, 0, "{link}");
+    // Refusals say why and change nothing: a fix twice, an unknown flow, a foreign fix, no
+    // reason, an item that is not there.
+    for (args, exit, code_or_field) in [
+        (
+            vec![
+                "resolve", "--entity", e, &row, "--fix", "dismiss", "--reason", "ancora",
+            ],
+            3,
+            "ALREADY_RESOLVED",
+        ),
+        (
+            vec![
+                "resolve",
+                "--entity",
+                e,
+                &unknown_flow,
+                "--fix",
+                "attach-to-flow",
+                "--flow",
+                "NO-SUCH-FLOW",
+                "--reason",
+                "x",
+            ],
+            3,
+            "fix.flow_id",
+        ),
+        (
+            vec![
+                "resolve",
+                "--entity",
+                e,
+                &unknown_flow,
+                "--fix",
+                "recovery-requested",
+                "--reason",
+                "x",
+            ],
+            3,
+            "FIX_NOT_APPLICABLE",
+        ),
+        (
+            vec![
+                "resolve",
+                "--entity",
+                e,
+                &unknown_flow,
+                "--fix",
+                "dismiss",
+                "--reason",
+                " ",
+            ],
+            3,
+            "reason",
+        ),
+        (
+            vec![
+                "resolve",
+                "--entity",
+                e,
+                "movement:nowhere:1",
+                "--fix",
+                "dismiss",
+                "--reason",
+                "x",
+            ],
+            3,
+            "NOT_ON_WORKLIST",
+        ),
+        (
+            vec![
+                "resolve",
+                "--entity",
+                e,
+                &unknown_flow,
+                "--fix",
+                "link",
+                "--reason",
+                "x",
+            ],
+            2,
+            "--iupd",
+        ),
+    ] {
+        let (code, err) = console(&d, &args);
+        assert_eq!(code, exit, "{args:?}: {err}");
+        assert!(err.to_string().contains(code_or_field), "{args:?}: {err}");
+    }
+    let (code, attach) = console(
+        &d,
+        &[
+            "resolve",
+            "--entity",
+            e,
+            &unknown_flow,
+            "--fix",
+            "attach-to-flow",
+            "--flow",
+            flow_id,
+            "--reason",
+            "causale persa dalla banca",
+        ],
+    );
+    assert_eq!(code, 0, "{attach}");
+
+    // Revert the dismissal: the movement is back, the trail keeps both; a second revert is
+    // refused.
+    let id = dismissed.to_string();
+    let (code, revert) = console(
+        &d,
+        &["revert", "--entity", e, &id, "--reason", "era un pagamento"],
+    );
+    assert_eq!(code, 0, "{revert}");
+    assert_eq!(revert["key"], json!(not_pagopa));
+    let (code, err) = console(&d, &["revert", "--entity", e, &id, "--reason", "di nuovo"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.to_string().contains("NOT_IN_FORCE"), "{err}");
+    let (_, open) = console(&d, &["worklist", "--entity", e]);
+    assert!(
+        work_keys(&open).iter().any(|(_, k)| *k == not_pagopa),
+        "{open}"
+    );
+    let (_, audit) = console(&d, &["audit", "--limit", "20"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|r| r["action"].as_str().unwrap_or(""))
+        .collect();
+    for action in ["dismiss", "link", "attach-to-flow", "revert"] {
+        assert!(actions.contains(&action), "{action}: {audit}");
+    }
+
+    // The authority reads the same through the API; the fixes survive a kill -9.
+    let d = {
+        let data = d.data_dir.clone();
+        d.kill9();
+        Daemon::run_config(&data.join("mpayd.toml"), &data).ready()
+    };
+    let (status, resolved) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/worklist?state=resolved"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{resolved}");
+    let fixed: Vec<(String, String)> = work_keys(&resolved);
+    assert!(fixed.iter().any(|(_, k)| *k == row), "{resolved}");
+    assert!(fixed.iter().any(|(_, k)| *k == unknown_flow), "{resolved}");
+    assert!(!fixed.iter().any(|(_, k)| *k == not_pagopa), "{resolved}");
+    let (_, fixes) = console(&d, &["fixes", "--entity", e]);
+    assert_eq!(fixes.as_array().map(Vec::len), Some(4), "{fixes}");
+
+    // A viewer reads the worklist but may not fix it; the attempt is audited.
+    let d = {
+        let data = d.data_dir.clone();
+        assert!(d.stop().success());
+        let config = data.join("mpayd.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(
+            &config,
+            text.replace("role = \"admin\"", "role = \"viewer\""),
+        )
+        .expect("config");
+        Daemon::run_config(&config, &data).ready()
+    };
+    assert_eq!(console(&d, &["worklist", "--entity", e]).0, 0);
+    let (code, err) = console(
+        &d,
+        &[
+            "resolve",
+            "--entity",
+            e,
+            &not_pagopa,
+            "--fix",
+            "dismiss",
+            "--reason",
+            "prova",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    let (_, audit) = console(&d, &["audit", "--limit", "1"]);
+    assert!(
+        audit[0]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("FORBIDDEN")),
+        "{audit}"
+    );
+    assert_eq!(
+        console(&d, &["fixes", "--entity", e])
+            .1
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flows fetched from the node
 

@@ -6,15 +6,18 @@ use std::collections::VecDeque;
 
 use mpay_common::console::{
     Adjustment, AuditRecord, Exchange, ExchangeDetail, Hello, JobRow, LiveEvent, PositionKey,
-    PositionRow, PositionView, RpcError, Search, Status, TrafficFilter,
+    PositionRow, PositionView, Role, RpcError, Search, Status, TrafficFilter,
 };
-use mpay_common::ids::Nav;
+use mpay_common::ids::{EntityFiscalCode, Nav};
 use mpay_common::ledger::OfflineChannel;
 use mpay_common::model::Debtor;
 use mpay_common::money::Cents;
 use mpay_common::requests::{InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn};
 use mpay_common::statement::Statement;
+use mpay_common::worklist::{Fix, Resolution, WorkItem, WorklistQuery};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+pub use super::worklist::{FixForm, FixKind, WorklistScreen};
 
 /// Exchanges the traffic screen keeps.
 const TRAFFIC_KEPT: usize = 2000;
@@ -27,16 +30,18 @@ pub enum Screen {
     Statement,
     Jobs,
     Audit,
+    Worklist,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 6] = [
+    pub const ALL: [Screen; 7] = [
         Screen::Dashboard,
         Screen::Traffic,
         Screen::Positions,
         Screen::Statement,
         Screen::Jobs,
         Screen::Audit,
+        Screen::Worklist,
     ];
 
     pub fn title(self) -> &'static str {
@@ -47,6 +52,20 @@ impl Screen {
             Screen::Statement => "Statement",
             Screen::Jobs => "Jobs",
             Screen::Audit => "Audit",
+            Screen::Worklist => "Worklist",
+        }
+    }
+
+    /// The title where the tabs are short of room.
+    pub fn short(self) -> &'static str {
+        match self {
+            Screen::Dashboard => "Home",
+            Screen::Traffic => "Traffic",
+            Screen::Positions => "Pos",
+            Screen::Statement => "Stmt",
+            Screen::Jobs => "Jobs",
+            Screen::Audit => "Audit",
+            Screen::Worklist => "Work",
         }
     }
 }
@@ -63,6 +82,10 @@ pub enum Request {
     Audit(Option<String>),
     Exchange(u64),
     Traffic(TrafficFilter),
+    Entities,
+    Worklist(EntityFiscalCode, WorklistQuery),
+    /// A fix for a worklist item: entity, item key, the fix, the reason.
+    Resolve(EntityFiscalCode, String, Fix, String),
 }
 
 /// What comes back.
@@ -80,6 +103,9 @@ pub enum Reply {
     Jobs(Vec<JobRow>),
     Audit(Vec<AuditRecord>),
     Exchange(Box<ExchangeDetail>),
+    Entities(Vec<(EntityFiscalCode, String)>),
+    Worklist(Vec<WorkItem>),
+    Resolved(Box<Resolution>),
     /// A call refused: what it was, and the daemon's reason.
     Refused(String, RpcError),
 }
@@ -405,6 +431,7 @@ pub struct App {
     pub audit: Vec<AuditRecord>,
     /// The operator the audit screen shows (empty: all).
     pub audit_operator: String,
+    pub worklist: WorklistScreen,
     pub quit: bool,
     /// Today in Rome, for new forms' dates (set by the loop; fixed in tests).
     pub today: jiff::civil::Date,
@@ -436,6 +463,7 @@ impl App {
             jobs: Vec::new(),
             audit: Vec::new(),
             audit_operator: String::new(),
+            worklist: WorklistScreen::default(),
             quit: false,
             today,
         }
@@ -466,7 +494,8 @@ impl App {
         self.traffic.iter().filter(|e| f.matches(e)).collect()
     }
 
-    pub fn apply(&mut self, reply: Reply) {
+    /// Applies an answer; returns what to ask next (the worklist, once the entities are known).
+    pub fn apply(&mut self, reply: Reply) -> Vec<Request> {
         match reply {
             Reply::Connected(hello) => {
                 self.connection = Connection::Connected(hello);
@@ -531,14 +560,39 @@ impl App {
                 self.exchange = Some(*d);
                 self.exchange_scroll = 0;
             }
+            Reply::Entities(list) => {
+                self.worklist.set_entities(list);
+                if self.screen == Screen::Worklist && !self.worklist.loaded {
+                    return self.worklist.request();
+                }
+            }
+            Reply::Worklist(items) => self.worklist.set_items(items),
+            Reply::Resolved(r) => {
+                self.message = Some(format!(
+                    "done: fix {} ({}) on {}",
+                    r.id,
+                    r.fix.name(),
+                    r.key
+                ));
+                self.worklist.resolved(*r);
+            }
             Reply::Refused(what, e) => {
                 let field = e.field.map(|f| format!(" [{f}]")).unwrap_or_default();
                 self.message = Some(format!("{what}: {} ({}){field}", e.message, e.code));
                 if let Some(form) = &mut self.form {
                     form.confirming = false;
                 }
+                if let Some(form) = &mut self.worklist.form {
+                    form.confirming = false;
+                }
             }
         }
+        Vec::new()
+    }
+
+    /// The operator may fix things (the daemon checks again).
+    pub fn is_operator(&self) -> bool {
+        matches!(&self.connection, Connection::Connected(h) if h.role >= Role::Operator)
     }
 
     /// The notices of the open position, in option order: (NAV, what it asks now).
@@ -648,6 +702,9 @@ impl App {
         if self.form.is_some() {
             return self.form_key(key);
         }
+        if self.screen == Screen::Worklist && self.worklist.form.is_some() {
+            return self.worklist.form_key(key);
+        }
         if self.focus == Focus::Input {
             return self.input_key(key);
         }
@@ -656,14 +713,18 @@ impl App {
             KeyCode::Char('q') | KeyCode::Esc => self.back(),
             KeyCode::Tab => self.switch(1),
             KeyCode::BackTab => self.switch(Screen::ALL.len() - 1),
-            KeyCode::Char(c @ '1'..='6') => {
+            KeyCode::Char(c @ '1'..='7') => {
                 let i = (c as usize) - ('1' as usize);
                 return self.go(Screen::ALL[i]);
             }
             KeyCode::Char('/') => {
                 if matches!(
                     self.screen,
-                    Screen::Positions | Screen::Statement | Screen::Traffic | Screen::Audit
+                    Screen::Positions
+                        | Screen::Statement
+                        | Screen::Traffic
+                        | Screen::Audit
+                        | Screen::Worklist
                 ) {
                     if self.screen == Screen::Positions {
                         self.position = None;
@@ -698,6 +759,8 @@ impl App {
         match screen {
             Screen::Jobs => vec![Request::Jobs],
             Screen::Audit => vec![self.audit_request()],
+            Screen::Worklist if self.worklist.entities.is_empty() => vec![Request::Entities],
+            Screen::Worklist => self.worklist.request(),
             _ => Vec::new(),
         }
     }
@@ -718,6 +781,7 @@ impl App {
             Screen::Statement => &mut self.statement_input,
             Screen::Traffic => &mut self.traffic_filter,
             Screen::Audit => &mut self.audit_operator,
+            Screen::Worklist => &mut self.worklist.filter,
             _ => &mut self.search,
         };
         match key.code {
@@ -738,6 +802,7 @@ impl App {
                         return vec![Request::Traffic(self.filter())];
                     }
                     Screen::Audit => return vec![self.audit_request()],
+                    Screen::Worklist => return self.worklist.request(),
                     Screen::Positions if !text.is_empty() => {
                         return vec![Request::Search(Search {
                             entity: None,
@@ -820,6 +885,10 @@ impl App {
             }
             Screen::Jobs if key.code == KeyCode::Char('g') => return vec![Request::Jobs],
             Screen::Audit if key.code == KeyCode::Char('g') => return vec![self.audit_request()],
+            Screen::Worklist => {
+                let operator = self.is_operator();
+                return self.worklist.key(key, operator);
+            }
             _ => {}
         }
         Vec::new()

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod view;
 mod worker;
+pub mod worklist;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -61,7 +62,9 @@ pub fn run(runtime: tokio::runtime::Handle, target: crate::client::Target) -> an
     let mut drawn = Instant::now();
     let result = loop {
         while let Ok(reply) = replies.try_recv() {
-            app.apply(reply);
+            for request in app.apply(reply) {
+                let _ = request_tx.send(request);
+            }
             dirty = true;
         }
         if dirty || drawn.elapsed() >= Duration::from_secs(1) {

@@ -3,6 +3,7 @@
 //! backgrounds); with `NO_COLOR` set there are none, and the selection is reverse video.
 
 use mpay_common::console::Role;
+use mpay_common::money::Cents;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -75,10 +76,14 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
         Screen::Statement => statement(frame, body, app, theme),
         Screen::Jobs => jobs(frame, body, app, theme),
         Screen::Audit => audit(frame, body, app, theme),
+        Screen::Worklist => worklist(frame, body, app, theme),
     }
     footer(frame, bottom, app, theme);
     if app.form.is_some() {
         form(frame, body, app, theme);
+    }
+    if app.screen == Screen::Worklist && app.worklist.form.is_some() {
+        fix_form(frame, body, app, theme);
     }
     if app.help {
         help(frame, body, app);
@@ -96,10 +101,11 @@ fn header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Constraint::Length(text.chars().count() as u16 + 1),
     ])
     .areas(area);
+    let narrow = tabs.width < 80;
     let titles: Vec<String> = Screen::ALL
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("{} {}", i + 1, s.title()))
+        .map(|(i, s)| format!("{} {}", i + 1, if narrow { s.short() } else { s.title() }))
         .collect();
     let selected = Screen::ALL.iter().position(|s| *s == app.screen);
     frame.render_widget(
@@ -137,7 +143,7 @@ fn footer(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 }
 
 fn keys_line(app: &App) -> &'static str {
-    if app.form.is_some() {
+    if app.form.is_some() || (app.screen == Screen::Worklist && app.worklist.form.is_some()) {
         return "Tab next field · Enter review · y apply · Esc cancel";
     }
     if app.focus == Focus::Input {
@@ -147,13 +153,17 @@ fn keys_line(app: &App) -> &'static str {
         Screen::Positions if app.position.is_some() => {
             "↑↓ notice · r reduce · o paid offline · p plan · d debtor · c cancel · R restore"
         }
-        Screen::Positions => "/ search · ↑↓ · Enter open · 1-6 screens · ? keys · q back",
+        Screen::Positions => "/ search · ↑↓ · Enter open · 1-7 screens · ? keys · q back",
         Screen::Traffic if app.exchange.is_some() => "↑↓ PgUp PgDn scroll · q back",
         Screen::Traffic => "/ filter · ↑↓ · Enter messages · ? keys · q back",
         Screen::Statement => "/ fiscal code · ? keys · q back",
         Screen::Jobs => "g refresh · ? keys · q back",
         Screen::Audit => "/ operator · g refresh · ? keys · q back",
-        Screen::Dashboard => "1-6 or Tab screens · / search · ? keys · q quit",
+        Screen::Worklist if app.is_operator() => {
+            "/ filter · e entity · ↑↓ · l link · f refund · a accept · t flow · v recovery · x dismiss · u undo"
+        }
+        Screen::Worklist => "/ filter · e entity · ↑↓ · g refresh · ? keys · q back",
+        Screen::Dashboard => "1-7 or Tab screens · / search · ? keys · q quit",
     }
 }
 
@@ -785,28 +795,8 @@ fn form(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         lines.push(Line::from(""));
         lines.push(Line::styled("y apply · any other key back", theme.title()));
     } else {
-        for (i, field) in f.fields.iter().enumerate() {
-            let focused = i == f.focus;
-            let label = format!("{:>11}: ", field.label);
-            let mut spans = vec![
-                Span::styled(
-                    label,
-                    if focused {
-                        theme.title()
-                    } else {
-                        Style::default()
-                    },
-                ),
-                Span::raw(field.value.clone()),
-            ];
-            if focused {
-                spans.push(Span::raw("█"));
-            }
-            lines.push(Line::from(spans));
-            if let Some(p) = f.problem(i).filter(|_| !field.value.is_empty() || focused) {
-                lines.push(Line::styled(format!("             {p}"), theme.bad()));
-            }
-        }
+        let fields = f.fields.iter().map(|x| (x.label, x.value.as_str()));
+        field_lines(&mut lines, fields, f.focus, |i| f.problem(i), theme);
     }
     let area = centered(area, 76, (lines.len() as u16) + 2);
     frame.render_widget(Clear, area);
@@ -818,9 +808,155 @@ fn form(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     );
 }
 
+/// A form's fields, the focused one with the cursor, each followed by its problem once typed in.
+fn field_lines<'a>(
+    lines: &mut Vec<Line<'a>>,
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+    focus: usize,
+    problem: impl Fn(usize) -> Option<String>,
+    theme: Theme,
+) {
+    for (i, (label, value)) in fields.enumerate() {
+        let focused = i == focus;
+        let style = if focused {
+            theme.title()
+        } else {
+            Style::default()
+        };
+        let mut spans = vec![
+            Span::styled(format!("{label:>11}: "), style),
+            Span::raw(value),
+        ];
+        if focused {
+            spans.push(Span::raw("█"));
+        }
+        lines.push(Line::from(spans));
+        if let Some(p) = problem(i).filter(|_| !value.is_empty() || focused) {
+            lines.push(Line::styled(format!("             {p}"), theme.bad()));
+        }
+    }
+}
+
+fn worklist(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let w = &app.worklist;
+    let [input, area] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(
+        input_line(
+            "filter (class=… min=€ age=days state=open|resolved|all): ",
+            &w.filter,
+            app.focus == Focus::Input,
+            theme,
+        ),
+        input,
+    );
+    let rows = w.items.iter().enumerate().map(|(i, item)| {
+        let fix = match &item.resolution {
+            Some(r) => Span::styled(
+                format!("{} {} ({})", r.id, r.fix.name(), format::actor(&r.actor)),
+                theme.good(),
+            ),
+            None => Span::styled("open", theme.bad()),
+        };
+        let row = Row::new(vec![
+            Span::raw(item.class.clone()),
+            Span::raw(format!("{:>12}", format::euro(Cents(item.amount)))),
+            Span::raw(item.date.map(|d| d.to_string()).unwrap_or_default()),
+            Span::raw(item.subject.clone()),
+            Span::raw(
+                item.nav
+                    .clone()
+                    .or_else(|| item.flow_id.clone())
+                    .or_else(|| item.reference.clone())
+                    .unwrap_or_default(),
+            ),
+            fix,
+            Span::raw(item.detail.clone()),
+        ]);
+        if i == w.selected {
+            row.style(theme.selected())
+        } else {
+            row
+        }
+    });
+    let title = match w.entities.get(w.entity) {
+        Some((cf, name)) => format!("Worklist — {name} ({cf}) — {} item(s)", w.items.len()),
+        None => "Worklist — no entity known yet".to_string(),
+    };
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(20),
+                Constraint::Length(12),
+                Constraint::Length(10),
+                Constraint::Length(9),
+                Constraint::Length(24),
+                Constraint::Length(22),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec![
+                "class",
+                "amount",
+                "date",
+                "subject",
+                "notice/flow/ref",
+                "fix",
+                "detail",
+            ])
+            .style(theme.title()),
+        )
+        .block(block(&title)),
+        area,
+    );
+}
+
+fn fix_form(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Some(f) = &app.worklist.form else { return };
+    let mut lines = vec![
+        Line::from(format!(
+            "{} {} — {}",
+            f.item.class,
+            format::euro(Cents(f.item.amount)),
+            f.item.detail
+        )),
+        Line::styled(f.item.key.clone(), theme.dim()),
+    ];
+    if let Some(r) = &f.item.resolution {
+        lines.push(Line::from(format!(
+            "fix {} in force: {} by {} — {}",
+            r.id,
+            r.fix.name(),
+            format::actor(&r.actor),
+            r.reason
+        )));
+    }
+    lines.push(Line::from(""));
+    if f.confirming {
+        lines.push(Line::styled(format!("{}?", f.kind.title()), theme.title()));
+        for (label, value) in &f.fields {
+            lines.push(Line::from(format!("  {label}: {}", value.trim())));
+        }
+        lines.push(Line::from(""));
+        lines.push(Line::styled("y apply · any other key back", theme.title()));
+    } else {
+        let fields = f.fields.iter().map(|(l, v)| (*l, v.as_str()));
+        field_lines(&mut lines, fields, f.focus, |i| f.problem(i), theme);
+    }
+    let area = centered(area, 86, (lines.len() as u16) + 2);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block(f.kind.title()))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
 fn help(frame: &mut Frame, area: Rect, app: &App) {
     let mut lines: Vec<Line> = vec![
-        Line::from("1-6, Tab   screens"),
+        Line::from("1-7, Tab   screens"),
         Line::from("/          search (positions, statement, traffic filter)"),
         Line::from("q, Esc     back; quit from the dashboard"),
         Line::from("?          these keys"),
@@ -858,6 +994,22 @@ fn help(frame: &mut Frame, area: Rect, app: &App) {
             ));
         }
         Screen::Jobs | Screen::Audit => lines.push(Line::from("g          refresh")),
+        Screen::Worklist => {
+            lines.push(Line::from(
+                "/          filter: class=unknown-iuv min=10 age=3 state=all",
+            ));
+            lines.push(Line::from("e          next entity · g refresh"));
+            if role >= Some(Role::Operator) {
+                lines.push(Line::from("l          link the item to an instalment"));
+                lines.push(Line::from("f / a      refund due / accept the difference"));
+                lines.push(Line::from("t          attach a credit to a flow"));
+                lines.push(Line::from("v          receipt recovery asked for"));
+                lines.push(Line::from("x          dismiss with a note"));
+                lines.push(Line::from("u          undo the fix in force"));
+            } else {
+                lines.push(Line::from("(fixes need the operator role)"));
+            }
+        }
         _ => {}
     }
     let area = centered(area, 66, lines.len() as u16 + 2);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mpay_common::console::rpc::ConsoleClient;
 use mpay_common::console::{Cursor, TrafficFilter};
+use mpay_common::worklist::Worklist;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::app::{Reply, Request};
@@ -37,6 +38,7 @@ pub async fn run(target: Target, mut requests: UnboundedReceiver<Request>, repli
             &replies,
             Request::Traffic(TrafficFilter::default()),
         );
+        spawn_call(&client, &replies, Request::Entities);
         let (lost_tx, mut lost) = tokio::sync::mpsc::channel::<String>(1);
         let follower = tokio::spawn(follow(
             client.clone(),
@@ -163,6 +165,9 @@ async fn call(c: &ConsoleClient, request: Request) -> Reply {
         Request::Audit(_) => "audit",
         Request::Exchange(_) => "exchange",
         Request::Traffic(_) => "traffic",
+        Request::Entities => "entities",
+        Request::Worklist(..) => "worklist",
+        Request::Resolve(_, _, f, _) => f.name(),
     };
     let refused = |e: mpay_common::console::RpcError| Reply::Refused(what.into(), e);
     let failed = |e: tarpc::client::RpcError| {
@@ -199,5 +204,14 @@ async fn call(c: &ConsoleClient, request: Request) -> Reply {
             Box::new(d)
         )),
         Request::Traffic(f) => answer!(c.traffic(deadline(10), f, None, 500), Reply::Traffic),
+        Request::Entities => answer!(c.entities(deadline(10)), Reply::Entities),
+        Request::Worklist(cf, q) => answer!(c.worklist(deadline(30), cf, q), |w: Worklist| {
+            Reply::Worklist(w.items)
+        }),
+        Request::Resolve(cf, key, fix, reason) => {
+            answer!(c.resolve(deadline(30), cf, key, fix, reason), |r| {
+                Reply::Resolved(Box::new(r))
+            })
+        }
     }
 }

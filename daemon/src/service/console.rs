@@ -1,14 +1,15 @@
 //! What the operators' console asks beyond the position rules: positions by any key, a search
 //! by one typed text, the daemon's status, the live feed, the traffic journal, jobs and the
-//! audit trail; and manual adjustments, which go through `positions` like the REST API's and
-//! are recorded in the audit trail with their outcome.
+//! audit trail; and manual adjustments and worklist fixes, which go through `positions` and
+//! `worklist` like the REST API's and are recorded in the audit trail with their outcome.
 
 use mpay_common::console::{
     Adjustment, AuditRecord, Cursor, EventPage, Exchange, ExchangeDetail, JobRow, LedgerChange,
     LedgerEntry, LiveEvent, PositionKey, PositionRow, PositionView, Search, Status, TrafficFilter,
 };
-use mpay_common::ids::{DebtorCode, Iupd, Iuv, Nav};
+use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv, Nav};
 use mpay_common::ledger::{Actor, Position};
+use mpay_common::worklist::{Fix, Resolution};
 
 use super::{ErrorKind, ServiceError, positions};
 use crate::App;
@@ -176,22 +177,68 @@ pub fn adjust(
         let (id, _) = find(app, key)?;
         view(app, id, after)
     })();
-    let outcome = match &result {
+    audit(app, operator, action, target, &reason, &result)?;
+    result
+}
+
+/// Makes a worklist fix for an operator (`worklist::resolve`), recorded in the audit trail with
+/// its outcome (a refusal too) before answering.
+pub fn resolve(
+    app: &App,
+    operator: &Operator,
+    entity: &EntityFiscalCode,
+    key: &str,
+    fix: Fix,
+    reason: &str,
+) -> Result<Resolution, ServiceError> {
+    let action = fix.name();
+    let result = match app.config.entity(entity) {
+        None => Err(ServiceError::not_found(format!(
+            "entity {entity} not served"
+        ))),
+        Some(_) => super::worklist::resolve(app, entity, &operator.actor(), key, fix, reason),
+    };
+    let target = match &result {
+        Ok(r) => format!("{entity}/{} (fix {})", r.key, r.id),
+        Err(_) => format!("{entity}/{key}"),
+    };
+    audit(app, operator, action, target, reason, &result)?;
+    result
+}
+
+/// Appends the audit record of an operator's action and its outcome.
+fn audit<T>(
+    app: &App,
+    operator: &Operator,
+    action: &str,
+    target: String,
+    reason: &str,
+    result: &Result<T, ServiceError>,
+) -> Result<(), ServiceError> {
+    let outcome = match result {
         Ok(_) => "ok".to_string(),
         Err(e) => format!("{}: {}", e.code, e.message),
     };
-    let record = AuditRecord {
+    app.store.append_audit(AuditRecord {
         seq: 0,
         at: app.clock.now(),
         actor: operator.actor(),
         origin: operator.origin.clone(),
         action: action.into(),
         target,
-        reason,
+        reason: reason.into(),
         outcome,
-    };
-    app.store.append_audit(record)?;
-    result
+    })?;
+    Ok(())
+}
+
+/// The entities served, with their names.
+pub fn entities(app: &App) -> Vec<(EntityFiscalCode, String)> {
+    app.config
+        .entities
+        .iter()
+        .map(|e| (e.fiscal_code.clone(), e.name.clone()))
+        .collect()
 }
 
 pub fn status(app: &App) -> Status {

@@ -293,6 +293,95 @@ fn bulk_job_journal_entry_and_audit_record() {
     golden("audit record", &audit, AUDIT);
 }
 
+#[test]
+fn flow_movement_and_resolutions() {
+    use mpay_common::reconcile::{BadRow, Flow, FlowRow, Movement, RowOutcome};
+    use mpay_common::worklist::{Fix, Resolution};
+    let flow = Flow {
+        id: "2026-01-02BCITITMM-1".into(),
+        time: "2026-01-02T10:00:00".into(),
+        settlement: "SCT-1".into(),
+        settlement_date: date(2026, 1, 2),
+        sender_kind: "B".into(),
+        sender: "BCITITMM".into(),
+        sender_name: Some("Banca".into()),
+        bic: None,
+        receiver: "00123456782".into(),
+        receiver_name: None,
+        declared_rows: 2,
+        declared_total: Cents(15_000),
+        rows: vec![FlowRow {
+            iuv: nav(1).iuv().to_string(),
+            iur: "rcpt-1".into(),
+            transfer: 1,
+            amount: Cents(15_000),
+            outcome: RowOutcome::NoReceipt,
+            date: date(2026, 1, 1),
+        }],
+        bad_rows: vec![BadRow {
+            row: 2,
+            field: "singoloImportoPagato".into(),
+            reason: "not an amount".into(),
+        }],
+    };
+    let record = super::FlowRecord {
+        entity: entity(),
+        flow_id: flow.id.clone(),
+        time: flow.time.clone(),
+        received_at: at(),
+        source: "node".into(),
+        flow: Some(flow),
+        error: None,
+        reported: 1,
+        commit: 9,
+        raw: "<FlussoRiversamento/>".into(),
+    };
+    golden("flow record", &record, FLOW);
+    let movement = super::MovementRecord {
+        entity: entity(),
+        statement: "STMT-1".into(),
+        movement: Movement {
+            account: "IT92R0306902117100000046111".into(),
+            booked: date(2026, 1, 3),
+            value_date: Some(date(2026, 1, 3)),
+            amount: 15_000,
+            reference: "TRN-1".into(),
+            remittance: "/PUR/LGPE-RIVERSAMENTO/URI/2026-01-02BCITITMM-1".into(),
+        },
+        received_at: at(),
+        source: "inbox:stmt.xml".into(),
+        credited: 1,
+        commit: 10,
+    };
+    golden("movement record", &movement, MOVEMENT);
+    let fixes = [
+        Fix::Link {
+            iupd: "TARI-1".parse().expect("iupd"),
+            nav: nav(1),
+        },
+        Fix::RefundDue,
+        Fix::AcceptDifference,
+        Fix::AttachToFlow {
+            flow_id: "2026-01-02BCITITMM-1".into(),
+        },
+        Fix::RecoveryRequested,
+        Fix::Dismiss,
+        Fix::Revert { id: 1 },
+    ];
+    for (i, fix) in fixes.into_iter().enumerate() {
+        let r = Resolution {
+            id: i as u64 + 1,
+            entity: entity(),
+            key: "movement:IT92R0306902117100000046111:TRN-1".into(),
+            fix,
+            reason: "why".into(),
+            actor: Actor::Operator("anna".into()),
+            at: at(),
+        };
+        golden(&format!("resolution {i}"), &r, RESOLUTIONS[i]);
+    }
+}
+
 const EVENTS_0: &str = concat!(
     "020714323032362d30312d30315430303a30303a30305a0104616e6e6101037768790006544152492d310454",
     "415249105253534d5241383041303148353031550b4d6172696f20526f73736900000104526f6d610000000d",
@@ -386,3 +475,56 @@ const AUDIT: &str = concat!(
     "010214323032362d30312d30315430303a30303a30305a0104616e6e610f7569642031303030207069642034",
     "32067265647563651230303132333435363738322f544152492d31077367726176696f026f6b",
 );
+const FLOW: &str = concat!(
+    "010b303031323334353637383214323032362d30312d30324243495449544d4d2d3113323032362d",
+    "30312d30325431303a30303a303014323032362d30312d30315430303a30303a30305a046e6f6465",
+    "0114323032362d30312d30324243495449544d4d2d3113323032362d30312d30325431303a30303a",
+    "3030055343542d310a323032362d30312d30320142084243495449544d4d010542616e6361000b30",
+    "303132333435363738320002b0ea010111303130303030303030303030303031343406726370742d",
+    "3101b0ea01040a323032362d30312d303101021473696e676f6c6f496d706f72746f50616761746f",
+    "0d6e6f7420616e20616d6f756e74000109153c466c7573736f526976657273616d656e746f2f3e",
+);
+const MOVEMENT: &str = concat!(
+    "010b30303132333435363738320653544d542d311b49543932523033303639303231313731303030",
+    "30303034363131310a323032362d30312d3033010a323032362d30312d3033b0ea010554524e2d31",
+    "2f2f5055522f4c4750452d524956455253414d454e544f2f5552492f323032362d30312d30324243",
+    "495449544d4d2d3114323032362d30312d30315430303a30303a30305a0e696e626f783a73746d74",
+    "2e786d6c010a",
+);
+const RESOLUTIONS: [&str; 7] = [
+    concat!(
+        "01010b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d310006544152492d31123330313030303030303030303030",
+        "30313434037768790104616e6e6114323032362d30312d30315430303a30303a30305a",
+    ),
+    concat!(
+        "01020b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d3101037768790104616e6e6114323032362d30312d303154",
+        "30303a30303a30305a",
+    ),
+    concat!(
+        "01030b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d3102037768790104616e6e6114323032362d30312d303154",
+        "30303a30303a30305a",
+    ),
+    concat!(
+        "01040b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d310314323032362d30312d30324243495449544d4d2d3103",
+        "7768790104616e6e6114323032362d30312d30315430303a30303a30305a",
+    ),
+    concat!(
+        "01050b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d3104037768790104616e6e6114323032362d30312d303154",
+        "30303a30303a30305a",
+    ),
+    concat!(
+        "01060b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d3105037768790104616e6e6114323032362d30312d303154",
+        "30303a30303a30305a",
+    ),
+    concat!(
+        "01070b30303132333435363738322a6d6f76656d656e743a49543932523033303639303231313731",
+        "30303030303034363131313a54524e2d310601037768790104616e6e6114323032362d30312d3031",
+        "5430303a30303a30305a",
+    ),
+];

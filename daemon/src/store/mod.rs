@@ -23,6 +23,7 @@ pub mod keys;
 mod legacy;
 mod movements;
 mod receipts;
+mod resolutions;
 #[cfg(test)]
 mod tests;
 
@@ -177,6 +178,9 @@ pub struct Store {
     /// The operators' audit trail (`audit.rs`), and its next number once known.
     audit: sled::Tree,
     audit_seq: Mutex<Option<u64>>,
+    /// The worklist's fixes (`resolutions.rs`), and the next id once known.
+    reconciliation: sled::Tree,
+    resolution_id: Mutex<Option<u64>>,
     /// The journal's body files, and the lock their writer and pruner share.
     bodies_dir: std::path::PathBuf,
     journal_files: Mutex<()>,
@@ -264,6 +268,7 @@ impl Store {
         let journal = db.open_tree("journal")?;
         let jobs = db.open_tree("jobs")?;
         let audit = db.open_tree("audit")?;
+        let reconciliation = db.open_tree("reconciliation")?;
         let bodies_dir = journal::bodies_dir(dir);
         fsync::create_dir_all(&bodies_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
@@ -274,6 +279,8 @@ impl Store {
             jobs,
             audit,
             audit_seq: Mutex::new(None),
+            reconciliation,
+            resolution_id: Mutex::new(None),
             bodies_dir,
             journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),
