@@ -105,6 +105,9 @@ pub struct Status {
     #[serde(default)]
     pub double_payments_since_start: u64,
     pub jobs_running: u64,
+    /// The latest daily run.
+    #[serde(default)]
+    pub last_run: Option<RunRecord>,
     /// Where the live feed stands now: a console starts following from here.
     pub cursor: Cursor,
 }
@@ -315,6 +318,29 @@ pub struct AuditRecord {
     pub outcome: String,
 }
 
+/// One daily run (rendicontazione): a day's flows fetched, reconciled and reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub seq: u64,
+    /// The day reported (Europe/Rome).
+    pub day: jiff::civil::Date,
+    /// `schedule`, `catch-up`, `admin` (`mpayd reconcile`) or `operator:NAME`.
+    pub trigger: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    /// Flows the node listed, and those new to the store.
+    pub flows_listed: u64,
+    pub flows_new: u64,
+    /// The node's faults and transport errors, one line each; they never stop the run.
+    pub node_errors: Vec<String>,
+    pub entities: u64,
+    /// Rows of the day's reports, and how many of them stand in each class.
+    pub rows: u64,
+    pub classes: std::collections::BTreeMap<String, u64>,
+    /// Why the reports could not be written, if they could not.
+    pub error: Option<String>,
+}
+
 /// A bulk load, as the console lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRow {
@@ -400,6 +426,10 @@ pub mod rpc {
             before: Option<u64>,
             max: u32,
         ) -> RpcResult<Vec<AuditRecord>>;
+        /// The newest daily runs, newest first.
+        async fn runs(max: u32) -> RpcResult<Vec<RunRecord>>;
+        /// Runs the day's reconciliation now (fetch flows, reconcile, write reports); admins.
+        async fn run_day(day: jiff::civil::Date) -> RpcResult<RunRecord>;
         /// The entities served: fiscal code and name.
         async fn entities() -> RpcResult<Vec<(EntityFiscalCode, String)>>;
         /// One entity's worklist, classified now, with the fixes in force.

@@ -8,8 +8,8 @@
 use clap::{Args, Subcommand};
 use jiff::civil::Date;
 use mpay_common::console::{
-    Adjustment, Cursor, LiveEvent, PositionKey, PositionRow, PositionView, RpcError, Search,
-    TrafficFilter,
+    Adjustment, Cursor, LiveEvent, PositionKey, PositionRow, PositionView, RpcError, RunRecord,
+    Search, TrafficFilter,
 };
 use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
 use mpay_common::ledger::OfflineChannel;
@@ -159,6 +159,17 @@ pub enum Command {
     Fixes {
         #[arg(long)]
         entity: EntityFiscalCode,
+    },
+    /// The daily runs (flows fetched, reconciled, reports written), newest first.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Runs a day's reconciliation now and writes its reports (admins).
+    RunDay {
+        /// The day, YYYY-MM-DD (Europe/Rome).
+        #[arg(long)]
+        date: Date,
     },
     /// Operators' actions, newest first.
     Audit {
@@ -542,6 +553,17 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
                 all.iter().map(|r| resolution_line(r) + "\n").collect()
             });
         }
+        Command::Runs { limit } => {
+            let runs = call(c.runs(deadline(10), limit).await)?;
+            print(json, &runs, |runs| {
+                runs.iter().map(|r| run_line(r) + "\n").collect()
+            });
+        }
+        Command::RunDay { date } => {
+            // Fetching from the node may take its retries: a longer deadline than other calls.
+            let r = call(c.run_day(deadline(300), date).await)?;
+            print(json, &r, |r| run_line(r) + "\n");
+        }
         Command::Audit { operator, limit } => {
             let records = call(c.audit(deadline(10), operator, None, limit).await)?;
             print(json, &records, |records| {
@@ -604,6 +626,33 @@ pub fn worklist_text(items: &[WorkItem]) -> String {
         out.push_str("nothing needs a look\n");
     }
     out
+}
+
+/// A daily run on one line: the day, when, who, what the node gave, rows and anomalies.
+pub fn run_line(r: &RunRecord) -> String {
+    let classes: Vec<String> = r.classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let mut line = format!(
+        "run {:>4}  {}  {}  {:<14} flows {} new of {} listed, {} rows: {}",
+        r.seq,
+        r.day,
+        format::when(r.started),
+        r.trigger,
+        r.flows_new,
+        r.flows_listed,
+        r.rows,
+        if classes.is_empty() {
+            "-".to_string()
+        } else {
+            classes.join(", ")
+        }
+    );
+    if !r.node_errors.is_empty() {
+        line.push_str(&format!("  node: {}", r.node_errors.join("; ")));
+    }
+    if let Some(e) = &r.error {
+        line.push_str(&format!("  FAILED: {e}"));
+    }
+    line
 }
 
 pub fn resolution_line(r: &Resolution) -> String {

@@ -172,6 +172,25 @@ fn app() -> App {
         receipts_since_start: 18_204,
         double_payments_since_start: 3,
         jobs_running: 1,
+        last_run: Some(mpay_common::console::RunRecord {
+            seq: 4,
+            day: date(2026, 11, 29),
+            trigger: "schedule".into(),
+            started: at("2026-11-30T05:00:00Z"),
+            finished: at("2026-11-30T05:00:04Z"),
+            flows_listed: 12,
+            flows_new: 3,
+            node_errors: vec!["PPT_AUTENTICAZIONE: password".into()],
+            entities: 3,
+            rows: 1_240,
+            classes: [
+                ("reconciled".to_string(), 1_200),
+                ("not-reported".to_string(), 40),
+            ]
+            .into_iter()
+            .collect(),
+            error: None,
+        }),
         cursor: Default::default(),
     })));
     app.apply(Reply::Traffic(vec![

@@ -11,6 +11,7 @@ use std::time::Instant;
 use mpay_common::ledger::Actor;
 use mpayd::daemon::{Create, Daemon};
 use mpayd::service::flows;
+use mpayd::simulator::settlement::{Row, flow_document};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,38 +28,27 @@ fn rss_mib() -> f64 {
 }
 
 fn flow(entity: &str, rows: usize) -> String {
-    let mut xml = String::with_capacity(rows * 420 + 1024);
-    xml.push_str(&format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <FlussoRiversamento xmlns=\"http://www.digitpa.gov.it/schemas/2011/Pagamenti/\">\
-         <versioneOggetto>1.0</versioneOggetto>\
-         <identificativoFlusso>2026-11-29BCITITMM-BENCH</identificativoFlusso>\
-         <dataOraFlusso>2026-11-29T10:00:00</dataOraFlusso>\
-         <identificativoUnivocoRegolamento>SCT-BENCH</identificativoUnivocoRegolamento>\
-         <dataRegolamento>2026-11-29</dataRegolamento><istitutoMittente>\
-         <identificativoUnivocoMittente><tipoIdentificativoUnivoco>B</tipoIdentificativoUnivoco>\
-         <codiceIdentificativoUnivoco>BCITITMM</codiceIdentificativoUnivoco>\
-         </identificativoUnivocoMittente></istitutoMittente><istitutoRicevente>\
-         <identificativoUnivocoRicevente><tipoIdentificativoUnivoco>G</tipoIdentificativoUnivoco>\
-         <codiceIdentificativoUnivoco>{entity}</codiceIdentificativoUnivoco>\
-         </identificativoUnivocoRicevente></istitutoRicevente>\
-         <numeroTotalePagamenti>{rows}</numeroTotalePagamenti>\
-         <importoTotalePagamenti>{}.00</importoTotalePagamenti>",
-        rows * 10
-    ));
-    for i in 0..rows {
-        xml.push_str(&format!(
-            "<datiSingoliPagamenti><identificativoUnivocoVersamento>0199{i:013}\
-             </identificativoUnivocoVersamento><identificativoUnivocoRiscossione>r{i:031}\
-             </identificativoUnivocoRiscossione><indiceDatiSingoloPagamento>1\
-             </indiceDatiSingoloPagamento><singoloImportoPagato>10.00</singoloImportoPagato>\
-             <codiceEsitoSingoloPagamento>0</codiceEsitoSingoloPagamento>\
-             <dataEsitoSingoloPagamento>2026-11-28</dataEsitoSingoloPagamento>\
-             </datiSingoliPagamenti>"
-        ));
-    }
-    xml.push_str("</FlussoRiversamento>");
-    xml
+    let day = jiff::civil::date(2026, 11, 28);
+    let rows: Vec<Row> = (0..rows)
+        .map(|i| Row {
+            iuv: format!("0199{i:013}"),
+            iur: format!("r{i:031}"),
+            transfer: 1,
+            cents: 10_00,
+            code: 0,
+            date: day,
+        })
+        .collect();
+    let time = "2026-11-29T10:00:00";
+    flow_document(
+        "2026-11-29BCITITMM-BENCH",
+        time,
+        day,
+        "BCITITMM",
+        entity,
+        &rows,
+        None,
+    )
 }
 
 fn main() -> anyhow::Result<()> {

@@ -39,8 +39,8 @@ pub fn router(app: Arc<App>) -> Router {
     router.with_state(app)
 }
 
-/// Fetches the new flows from the node, then writes every entity's daily report of `date` into
-/// the outboxes now (`mpayd report`).
+/// The daily run of `date`, now: fetches the new flows from the node, then writes every
+/// entity's report into the outboxes (`mpayd reconcile`); answers the run's record.
 async fn reports(
     State(app): State<Arc<App>>,
     axum::extract::Path(date): axum::extract::Path<String>,
@@ -52,18 +52,11 @@ async fn reports(
         )
             .into_response();
     };
-    let fetched = crate::node::fetch_all(&app).await;
-    let done = tokio::task::spawn_blocking(move || {
-        crate::service::report::run_day(&app, day).map(|rows| (rows, app.config.entities.len()))
-    })
-    .await;
-    match done {
-        Ok(Ok((rows, entities))) => axum::Json(serde_json::json!({
-            "date": day, "rows": rows, "entities": entities, "flows_fetched": fetched
-        }))
-        .into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    let records = crate::service::runs::run(&app, vec![day], "admin").await;
+    match records.into_iter().next() {
+        Some(r) if r.error.is_none() => axum::Json(r).into_response(),
+        Some(r) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(r)).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the run was not recorded").into_response(),
     }
 }
 

@@ -134,7 +134,7 @@ impl Daemon {
         // The background tasks, started here and stopped by the same signal as the listeners.
         let (api_router, api_state) = crate::api::router(Arc::clone(&self.app));
         let inbox_watcher = crate::api::bulk::watch(api_state, stop.clone());
-        let daily_run = crate::service::report::schedule(Arc::clone(&self.app), stop.clone());
+        let daily_run = crate::service::runs::schedule(Arc::clone(&self.app), stop.clone());
         let console_task = tokio::spawn(crate::rpc::serve(
             Arc::clone(&self.app),
             console,

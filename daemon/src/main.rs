@@ -70,6 +70,10 @@ enum Command {
         /// Background payments per second played by the built-in node simulator (0: none).
         #[arg(long, default_value_t = 1.0)]
         traffic: f64,
+        /// Every this many seconds, the demo's PSPs report the new receipts in flows and the
+        /// treasury credits them, anomalies included (0: never; only with --traffic).
+        #[arg(long, default_value_t = 30)]
+        settle_every: u64,
         /// Once serving, write the listeners' addresses there as JSON (for scripts; lets the
         /// daemon pick free ports with port 0).
         #[arg(long)]
@@ -97,9 +101,11 @@ enum Command {
     },
     /// Verify a backup file without restoring it.
     VerifyBackup { backup: PathBuf },
-    /// Write every entity's daily report of a day now, through the running daemon (its admin
-    /// listener), into DATA_DIR/outbox/<entity>/<date>.csv and .json.
-    Report {
+    /// Run a day's reconciliation now, through the running daemon (its admin listener): fetch
+    /// the new flows from the node, reconcile, and write every entity's daily report into
+    /// DATA_DIR/outbox/<entity>/<date>.csv and .json. Prints the run's record.
+    #[command(alias = "report")]
+    Reconcile {
         #[arg(long, short)]
         config: PathBuf,
         /// The day, YYYY-MM-DD (Europe/Rome).
@@ -186,6 +192,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             station,
             api,
             traffic,
+            settle_every,
             ready_file,
             console,
         } => demo_run(
@@ -193,7 +200,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             positions,
             seed,
             [admin, station, api],
-            traffic,
+            (traffic, settle_every),
             ready_file.as_deref(),
             console,
         ),
@@ -240,7 +247,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::BareStation { listen } => {
             runtime()?.block_on(mpayd::simulator::bare_station(listen))
         }
-        Command::Report { config, date } => {
+        Command::Reconcile { config, date } => {
             let config = Config::load(&config)?;
             let mut connection =
                 mpayd::http_client::Connection::new(&format!("http://{}", config.admin.listen))?;
@@ -316,7 +323,8 @@ fn demo_run(
     positions: u64,
     seed: u64,
     [admin, station, api]: [SocketAddr; 3],
-    traffic: f64,
+    // Payments per second, and seconds between settlement rounds.
+    (traffic, settle_every): (f64, u64),
     ready_file: Option<&Path>,
     console: bool,
 ) -> anyhow::Result<()> {
@@ -355,6 +363,7 @@ fn demo_run(
         );
     }
     let store_positions = daemon.app.store.stats().positions;
+    let app = std::sync::Arc::clone(&daemon.app);
     // With the console: the demo ends when the operator closes it.
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -424,6 +433,15 @@ fn demo_run(
                 ready.clone(),
                 config.station.path.clone(),
                 traffic,
+            ));
+        }
+        if settle_every > 0 && traffic > 0.0 {
+            println!(
+                "  settlement     flows and treasury credits every {settle_every} s, with anomalies"
+            );
+            tokio::spawn(mpayd::simulator::settlement::run(
+                std::sync::Arc::clone(&app),
+                std::time::Duration::from_secs(settle_every),
             ));
         }
         if console {

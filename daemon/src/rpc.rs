@@ -14,7 +14,7 @@ use futures::StreamExt;
 use mpay_common::console::rpc::{Console, MAX_WAIT_MS};
 use mpay_common::console::{
     Adjustment, AuditRecord, Cursor, EventPage, Exchange, ExchangeDetail, Hello, JobRow, PROTOCOL,
-    PositionKey, PositionRow, PositionView, Role, RpcError, RpcResult, Search, Status,
+    PositionKey, PositionRow, PositionView, Role, RpcError, RpcResult, RunRecord, Search, Status,
     TrafficFilter,
 };
 use mpay_common::ids::EntityFiscalCode;
@@ -477,5 +477,21 @@ impl Console for Server {
             Ok(app.store.resolutions(&entity)?)
         })
         .await
+    }
+
+    async fn runs(self, _: Context, max: u32) -> RpcResult<Vec<RunRecord>> {
+        self.blocking(Role::Viewer, move |app, _| {
+            Ok(app.store.runs(max.clamp(1, 1000) as usize)?)
+        })
+        .await
+    }
+
+    async fn run_day(self, _: Context, day: jiff::civil::Date) -> RpcResult<RunRecord> {
+        let operator = self.may(Role::Admin)?;
+        let trigger = format!("operator:{}", operator.name);
+        let mut records = crate::service::runs::run(&self.app, vec![day], &trigger).await;
+        records
+            .pop()
+            .ok_or_else(|| RpcError::new("INTERNAL", "the run was not recorded"))
     }
 }

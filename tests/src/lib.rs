@@ -168,33 +168,33 @@ impl Daemon {
     /// `mpayd demo` run by `wrapper` (a program and its arguments, e.g. strace), which is given
     /// the mpayd command line to run.
     pub fn demo_under(wrapper: &[&str], data_dir: &Path, positions: u64) -> Daemon {
+        Daemon::demo_with(wrapper, data_dir, positions, &["--traffic", "0"])
+    }
+
+    /// `mpayd demo` with more arguments (`--traffic 0` is not implied).
+    pub fn demo_with(wrapper: &[&str], data_dir: &Path, positions: u64, more: &[&str]) -> Daemon {
         let ready_file = data_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready_file);
         let ready_path = ready_file.to_str().expect("utf-8 path").to_string();
         let any = "127.0.0.1:0";
-        Daemon::spawn(
-            &[
-                "demo",
-                "--data-dir",
-                data_dir.to_str().expect("utf-8 path"),
-                "--positions",
-                &positions.to_string(),
-                "--admin",
-                any,
-                "--station",
-                any,
-                "--api",
-                any,
-                "--traffic",
-                "0",
-                "--ready-file",
-                &ready_path,
-            ],
-            None,
-            Some(ready_file),
-            data_dir,
-            wrapper,
-        )
+        let positions = positions.to_string();
+        let mut args = vec![
+            "demo",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--positions",
+            &positions,
+            "--admin",
+            any,
+            "--station",
+            any,
+            "--api",
+            any,
+            "--ready-file",
+            &ready_path,
+        ];
+        args.extend_from_slice(more);
+        Daemon::spawn(&args, None, Some(ready_file), data_dir, wrapper)
     }
 
     /// `mpayd run --config FILE`, learning where it listens from its ready file (for

@@ -8,6 +8,7 @@
 
 use mpay_tests::Daemon;
 use mpayd::simulator::requests::{self, Answer, Caller, ReceiptSpec, ReceiptTransfer, read_answer};
+use mpayd::simulator::settlement::{Row, flow_document};
 use serde_json::{Value, json};
 
 const ENTITY: &str = "00123456782";
@@ -886,40 +887,19 @@ fn flow_xml(
     rows: &[(&str, &str, u8, i64, u8)],
     total: Option<i64>,
 ) -> String {
-    let sum: i64 = rows.iter().map(|r| r.3).sum();
-    let mut xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <FlussoRiversamento xmlns=\"http://www.digitpa.gov.it/schemas/2011/Pagamenti/\">\
-         <versioneOggetto>1.0</versioneOggetto><identificativoFlusso>{id}</identificativoFlusso>\
-         <dataOraFlusso>{time}</dataOraFlusso>\
-         <identificativoUnivocoRegolamento>SCT-{id}</identificativoUnivocoRegolamento>\
-         <dataRegolamento>2026-11-27</dataRegolamento>\
-         <istitutoMittente><identificativoUnivocoMittente><tipoIdentificativoUnivoco>B\
-         </tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>BCITITMM\
-         </codiceIdentificativoUnivoco></identificativoUnivocoMittente>\
-         <denominazioneMittente>Banca di prova</denominazioneMittente></istitutoMittente>\
-         <istitutoRicevente><identificativoUnivocoRicevente><tipoIdentificativoUnivoco>G\
-         </tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>{ENTITY}\
-         </codiceIdentificativoUnivoco></identificativoUnivocoRicevente></istitutoRicevente>\
-         <numeroTotalePagamenti>{}</numeroTotalePagamenti>\
-         <importoTotalePagamenti>{}</importoTotalePagamenti>",
-        rows.len(),
-        euros(total.unwrap_or(sum))
-    );
-    for (iuv, iur, transfer, cents, code) in rows {
-        xml.push_str(&format!(
-            "<datiSingoliPagamenti><identificativoUnivocoVersamento>{iuv}\
-             </identificativoUnivocoVersamento><identificativoUnivocoRiscossione>{iur}\
-             </identificativoUnivocoRiscossione><indiceDatiSingoloPagamento>{transfer}\
-             </indiceDatiSingoloPagamento><singoloImportoPagato>{}</singoloImportoPagato>\
-             <codiceEsitoSingoloPagamento>{code}</codiceEsitoSingoloPagamento>\
-             <dataEsitoSingoloPagamento>2026-11-26</dataEsitoSingoloPagamento>\
-             </datiSingoliPagamenti>",
-            euros(*cents)
-        ));
-    }
-    xml.push_str("</FlussoRiversamento>");
-    xml
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|(iuv, iur, transfer, cents, code)| Row {
+            iuv: (*iuv).into(),
+            iur: (*iur).into(),
+            transfer: *transfer,
+            cents: *cents,
+            code: *code,
+            date: jiff::civil::date(2026, 11, 26),
+        })
+        .collect();
+    let settled = jiff::civil::date(2026, 11, 27);
+    flow_document(id, time, settled, "BCITITMM", ENTITY, &rows, total)
 }
 
 /// POSTs an XML document to one of the entity's endpoints (`flows`, `treasury`).
@@ -1183,7 +1163,7 @@ fn the_daily_report_lists_the_day_with_totals_that_add_up() {
     // Written to the outbox on demand, through the running daemon.
     let config = d.data_dir.join("mpayd.toml");
     let out = mpay_tests::mpayd(&[
-        "report",
+        "reconcile",
         "--config",
         config.to_str().expect("path"),
         "--date",
@@ -1210,6 +1190,34 @@ fn the_daily_report_lists_the_day_with_totals_that_add_up() {
             .join(format!("{today}.csv"))
             .exists()
     );
+    // The run is recorded, for the dashboard and `mpay runs`; an admin at the console runs a
+    // day again and changes nothing.
+    let run: Value = serde_json::from_slice(&out.stdout).expect("the run's record");
+    assert_eq!(
+        (&run["trigger"], &run["day"]),
+        (&json!("admin"), &json!(today)),
+        "{run}"
+    );
+    assert!(
+        run["rows"].as_u64().is_some_and(|n| n >= rows.len() as u64),
+        "every entity's rows, this one's among them: {run}"
+    );
+    assert_eq!(run["entities"], 3, "{run}");
+    let (code, again) = console(&d, &["run-day", "--date", &today]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["trigger"], "operator:demo", "{again}");
+    assert_eq!(
+        std::fs::read_to_string(outbox.join(format!("{today}.csv"))).expect("csv"),
+        written
+    );
+    let (_, runs) = console(&d, &["runs"]);
+    assert_eq!(
+        runs[0]["seq"].as_u64(),
+        Some(run["seq"].as_u64().unwrap_or(0) + 1),
+        "{runs}"
+    );
+    let (_, status) = console(&d, &["status"]);
+    assert_eq!(status["last_run"]["trigger"], "operator:demo", "{status}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1766,6 +1774,87 @@ fn worklist_fixes_are_attributed_audited_kept_and_reverted() {
     );
 }
 
+#[test]
+fn the_demo_settles_its_payments_with_anomalies_for_the_worklist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo_with(
+        &[],
+        &dir.path().join("demo"),
+        300,
+        &["--traffic", "20", "--settle-every", "2"],
+    )
+    .ready();
+    let keys = [
+        (ENTITY, KEY),
+        (PROVINCE, PROVINCE_KEY),
+        ("00987654324", "demo-montalto-key"),
+    ];
+    let classes = || {
+        let mut seen = std::collections::BTreeSet::new();
+        for (cf, key) in keys {
+            let (_, list) = d.api_call(
+                "GET",
+                &format!("/api/v1/entities/{cf}/worklist?state=all"),
+                Some(key),
+                None,
+            );
+            for i in list["items"].as_array().into_iter().flatten() {
+                seen.insert(format!(
+                    "{}/{}",
+                    i["subject"].as_str().unwrap_or(""),
+                    i["class"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        seen
+    };
+    let wanted = [
+        "flow-row/unknown-iuv",
+        "flow-row/paid-without-receipt",
+        "flow/totals-disagree",
+        "movement/unknown-flow",
+        "movement/not-pagopa",
+    ];
+    let started = std::time::Instant::now();
+    let mut seen = classes();
+    while !wanted.iter().all(|w| seen.contains(*w)) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "after a minute the worklist shows {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        seen = classes();
+    }
+    // The flows and credits reconcile the payments they report: some transfers are credited.
+    let mut revised = false;
+    let mut credited = 0;
+    for (cf, key) in keys {
+        let (_, flows) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{cf}/flows"),
+            Some(key),
+            None,
+        );
+        for f in flows["flows"].as_array().into_iter().flatten() {
+            revised |= f["superseded"] == true;
+        }
+        let (_, movements) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{cf}/treasury"),
+            Some(key),
+            None,
+        );
+        credited += movements["movements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["credited"].as_u64().is_some_and(|n| n > 0))
+            .count();
+    }
+    assert!(revised, "the flow that missed a row was revised");
+    assert!(credited > 0, "credits settled their flows");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flows fetched from the node
 
@@ -1901,7 +1990,7 @@ fn flows_are_fetched_from_the_node_once() {
     let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
     let report = || {
         let out = mpay_tests::mpayd(&[
-            "report",
+            "reconcile",
             "--config",
             config.to_str().expect("path"),
             "--date",
@@ -1915,14 +2004,13 @@ fn flows_are_fetched_from_the_node_once() {
         serde_json::from_slice::<Value>(&out.stdout).expect("json")
     };
     let first = report();
-    let fetched = &first["flows_fetched"][0];
     assert_eq!(
-        (&fetched["listed"], &fetched["new"]),
+        (&first["flows_listed"], &first["flows_new"]),
         (&json!(2), &json!(1)),
         "{first}"
     );
     assert_eq!(
-        fetched["errors"].as_array().map(Vec::len),
+        first["node_errors"].as_array().map(Vec::len),
         Some(1),
         "the broken flow: {first}"
     );
@@ -1949,7 +2037,7 @@ fn flows_are_fetched_from_the_node_once() {
     // Asked again, the node lists the same flows: nothing is fetched twice.
     let before = calls.load(std::sync::atomic::Ordering::SeqCst);
     let second = report();
-    assert_eq!(second["flows_fetched"][0]["new"], 0, "{second}");
+    assert_eq!(second["flows_new"], 0, "{second}");
     let after = calls.load(std::sync::atomic::Ordering::SeqCst);
     // One list call per entity, and no flow asked for again (the broken one is kept under the
     // id and time the node listed).
@@ -1962,7 +2050,7 @@ fn flows_are_fetched_from_the_node_once() {
     std::fs::write(&config, text.replace("pwd-node-1", "pwd-wrong-2")).expect("write config");
     let d = Daemon::run_config(&config, &data).ready();
     let third = report();
-    let errors = third["flows_fetched"][0]["errors"].to_string();
+    let errors = third["node_errors"].to_string();
     assert!(errors.contains("PPT_AUTENTICAZIONE"), "{third}");
     assert_eq!(third["entities"], 3);
     assert!(d.stop().success());

@@ -2,7 +2,7 @@
 //! outcomes and the selection, in the terminal's own palette (readable on light and dark
 //! backgrounds); with `NO_COLOR` set there are none, and the selection is reverse video.
 
-use mpay_common::console::Role;
+use mpay_common::console::{Role, RunRecord};
 use mpay_common::money::Cents;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -167,6 +167,46 @@ fn keys_line(app: &App) -> &'static str {
     }
 }
 
+/// The latest daily run: its day, when and why it ran, the anomalies it counted, trouble.
+fn run_line(run: Option<&RunRecord>, theme: Theme) -> Line<'static> {
+    let Some(r) = run else {
+        return Line::styled("daily run: none yet", theme.dim());
+    };
+    let settled = ["reconciled", "waiting-for-report", "waiting-for-credit"];
+    let anomalies: u64 = r
+        .classes
+        .iter()
+        .filter(|(c, _)| !settled.contains(&c.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let mut spans = vec![
+        Span::raw(format!(
+            "run {} · {} {} · ",
+            r.day,
+            r.trigger,
+            format::clock(r.started)
+        )),
+        Span::styled(
+            format!("{anomalies} anomalies"),
+            if anomalies > 0 {
+                theme.bad()
+            } else {
+                theme.good()
+            },
+        ),
+        Span::raw(format!(" / {} rows · {} new flows", r.rows, r.flows_new)),
+    ];
+    if let Some(e) = &r.error {
+        spans.push(Span::styled(format!(" · FAILED: {e}"), theme.bad()));
+    } else if !r.node_errors.is_empty() {
+        spans.push(Span::styled(
+            format!(" · node: {} error(s)", r.node_errors.len()),
+            theme.bad(),
+        ));
+    }
+    Line::from(spans)
+}
+
 fn block(title: &str) -> Block<'_> {
     Block::default().borders(Borders::ALL).title(title)
 }
@@ -180,7 +220,7 @@ fn dashboard(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     };
     let [head, spark, table] = Layout::vertical([
-        Constraint::Length(7),
+        Constraint::Length(8),
         Constraint::Length(5),
         Constraint::Min(3),
     ])
@@ -244,6 +284,7 @@ fn dashboard(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             ),
             Span::raw(format!(" · bulk jobs running {}", s.jobs_running)),
         ]),
+        run_line(s.last_run.as_ref(), theme),
     ];
     frame.render_widget(Paragraph::new(lines).block(block("Dashboard")), head);
     let per_second: Vec<u64> = s

@@ -258,6 +258,7 @@ pub fn status(app: &App) -> Status {
         receipts_since_start: app.live.receipts(),
         double_payments_since_start: app.live.double_payments(),
         jobs_running: app.store.running_jobs().map_or(0, |j| j.len() as u64),
+        last_run: app.store.runs(1).ok().and_then(|r| r.into_iter().next()),
         cursor: Cursor {
             exchange: app.store.next_journal_seq(),
             commit: app.store.last_commit(),

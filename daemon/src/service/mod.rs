@@ -20,6 +20,7 @@ pub mod console;
 pub mod flows;
 pub mod positions;
 pub mod report;
+pub mod runs;
 pub mod search;
 pub mod statements;
 #[cfg(test)]

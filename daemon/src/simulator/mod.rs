@@ -5,6 +5,7 @@
 //! generator: it prints throughput and latency percentiles per operation.
 
 pub mod requests;
+pub mod settlement;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

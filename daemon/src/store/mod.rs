@@ -24,6 +24,7 @@ mod legacy;
 mod movements;
 mod receipts;
 mod resolutions;
+mod runs;
 #[cfg(test)]
 mod tests;
 
@@ -52,13 +53,14 @@ pub const STORE_FORMAT: u32 = 2;
 
 /// Trees kept apart from `data` because they never need to commit atomically with a position.
 /// A backup numbers them by position in this list: add new trees at the end.
-pub const TREES: [&str; 6] = [
+pub const TREES: [&str; 7] = [
     "journal",
     "flows",
     "treasury",
     "reconciliation",
     "audit",
     "jobs",
+    "runs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +183,9 @@ pub struct Store {
     /// The worklist's fixes (`resolutions.rs`), and the next id once known.
     reconciliation: sled::Tree,
     resolution_id: Mutex<Option<u64>>,
+    /// The daily runs' records (`runs.rs`), appended one at a time.
+    runs: sled::Tree,
+    runs_lock: Mutex<()>,
     /// The journal's body files, and the lock their writer and pruner share.
     bodies_dir: std::path::PathBuf,
     journal_files: Mutex<()>,
@@ -269,6 +274,7 @@ impl Store {
         let jobs = db.open_tree("jobs")?;
         let audit = db.open_tree("audit")?;
         let reconciliation = db.open_tree("reconciliation")?;
+        let runs = db.open_tree("runs")?;
         let bodies_dir = journal::bodies_dir(dir);
         fsync::create_dir_all(&bodies_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
@@ -281,6 +287,8 @@ impl Store {
             audit_seq: Mutex::new(None),
             reconciliation,
             resolution_id: Mutex::new(None),
+            runs,
+            runs_lock: Mutex::new(()),
             bodies_dir,
             journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),
