@@ -385,6 +385,45 @@ pub struct EntityConfig {
     /// Keys the entity's systems use on the REST API.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// How to read the treasurer's giornale di cassa as CSV (camt.053 needs no setting).
+    #[serde(default)]
+    pub treasury_csv: Option<TreasuryCsv>,
+}
+
+/// The columns of a giornale di cassa CSV: each a header's name or a number from 1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreasuryCsv {
+    #[serde(default = "semicolon")]
+    pub delimiter: String,
+    /// The first row names the columns.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// The booking date.
+    pub date: String,
+    pub amount: String,
+    /// D/C, DARE/AVERE or +/-; without it, the amount carries its sign.
+    #[serde(default)]
+    pub sign: Option<String>,
+    /// The remittance text (causale).
+    pub remittance: String,
+    /// The bank's reference of the movement; without it, one is made from the row.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// The account (IBAN); without it, the entity's first bank account.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// A strftime format for the dates (default: YYYY-MM-DD or DD/MM/YYYY).
+    #[serde(default)]
+    pub date_format: Option<String>,
+}
+
+fn semicolon() -> String {
+    ";".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One API key of an entity. Only its SHA-256 is configured (`mpayd hash-key` computes it);
@@ -740,6 +779,27 @@ impl Config {
                     format!("{key}.bank_accounts"),
                     "an entity needs at least one bank or postal account",
                 ));
+            }
+            if let Some(t) = &e.treasury_csv {
+                let key = format!("{key}.treasury_csv");
+                if t.delimiter.len() != 1 || t.delimiter == "\"" {
+                    return Err(invalid(
+                        format!("{key}.delimiter"),
+                        format!("{:?}: one ASCII character", t.delimiter),
+                    ));
+                }
+                for (field, value) in [
+                    ("date", &t.date),
+                    ("amount", &t.amount),
+                    ("remittance", &t.remittance),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(invalid(
+                            format!("{key}.{field}"),
+                            "a column: its header's name or its number from 1",
+                        ));
+                    }
+                }
             }
             for (j, service) in e.services.iter().enumerate() {
                 let key = format!("{key}.services[{j}]");

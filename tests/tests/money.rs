@@ -2188,4 +2188,68 @@ fn flows_and_statements_dropped_in_the_inbox_are_taken() {
     );
     let pa = get(&d, "INBOX-A");
     assert_eq!(pa["progress"], "Credited", "{pa}");
+
+    // The treasurer's giornale di cassa, as CSV through the entity's column mapping: in the
+    // inbox as NAME.cassa.csv, or uploaded. A bad row is set aside with its line and column; the
+    // same file again loads nothing.
+    let p = ok(&d, "PUT", "/INBOX-B", single(40_00, 2_00));
+    let b = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-inbox-b", &b);
+    let ib = iuv_of(&b);
+    let flow_b = "2026-11-29BCITITMM-0201";
+    let xml = flow_xml(
+        flow_b,
+        "2026-11-29T11:00:00",
+        &[
+            (ib.as_str(), "rcpt-inbox-b", 1, 38_00, 0),
+            (ib.as_str(), "rcpt-inbox-b", 2, 2_00, 0),
+        ],
+        None,
+    );
+    assert_eq!(upload_flow(&d, &xml).0, 201);
+    let giornale = format!(
+        "Data contabile;Importo;Segno;Causale;Riferimento\n\
+         30/11/2026;40,00;A;/PUR/LGPE-RIVERSAMENTO/URI/{flow_b};SOP-77\n\
+         30/11/2026;1.250,00;A;TRASFERIMENTO DALLA REGIONE;SOP-78\n\
+         31/11/2026;3,00;D;SPESE;SOP-79\n"
+    );
+    let aside = inbox.join(".giornale.cassa.csv");
+    std::fs::write(&aside, &giornale).expect("write");
+    std::fs::rename(&aside, inbox.join("giornale.cassa.csv")).expect("rename");
+    let done = inbox.join("done").join("giornale.cassa.csv.result.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the giornale was not taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let taken = result("giornale.cassa.csv");
+    assert_eq!(taken["new"], 2, "{taken}");
+    assert_eq!(taken["bad_entries"][0]["row"], 4, "{taken}");
+    assert_eq!(
+        taken["bad_entries"][0]["field"], "Data contabile",
+        "{taken}"
+    );
+    assert_eq!(taken["classes"]["flow-credit"], 1, "{taken}");
+    assert_eq!(taken["classes"]["not-pagopa"], 1, "{taken}");
+    assert_eq!(get(&d, "INBOX-B")["progress"], "Credited");
+    let (status, again) = mpay_tests::http_request(
+        d.api.expect("the API listens"),
+        "POST",
+        &format!("/api/v1/entities/{ENTITY}/treasury"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "text/csv"),
+        ],
+        giornale.as_bytes(),
+    )
+    .expect("upload");
+    let again: Value = serde_json::from_slice(&again).expect("json");
+    assert_eq!(
+        (status, &again["new"], &again["held"]),
+        (200, &json!(0), &json!(2)),
+        "{again}"
+    );
 }

@@ -15,7 +15,7 @@ use super::ServiceError;
 use crate::App;
 use crate::config::EntityConfig;
 use crate::store::{MovementRecord, PositionId};
-use crate::treasury::camt;
+use crate::treasury::{camt, csv};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MovementView {
@@ -61,7 +61,25 @@ pub fn receive(
     let cf = &entity.fiscal_code;
     let text = std::str::from_utf8(raw)
         .map_err(|e| ServiceError::field("document", format!("not UTF-8 text: {e}")))?;
-    let statement = camt::parse(text).map_err(|e| {
+    // XML is a camt.053; anything else is the giornale di cassa, if the entity says how to
+    // read it.
+    let xml = text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('<');
+    let parsed = match (&entity.treasury_csv, xml) {
+        (_, true) => camt::parse(text),
+        (Some(layout), false) => {
+            let account = entity.bank_accounts.first().map(ToString::to_string);
+            csv::parse(text, layout, account.as_deref().unwrap_or(""))
+        }
+        (None, false) => Err(
+            "document: not XML, and entities.treasury_csv does not say how \
+                              to read a CSV giornale di cassa for this entity"
+                .into(),
+        ),
+    };
+    let statement = parsed.map_err(|e| {
         let (field, reason) = e.split_once(": ").unwrap_or(("document", e.as_str()));
         ServiceError::field(field.to_owned(), reason.to_owned()).with_code("STATEMENT_INVALID")
     })?;

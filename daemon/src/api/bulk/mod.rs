@@ -248,10 +248,14 @@ fn is_inbox_file(path: &Path, name: &str, extension: &str) -> bool {
         && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
 }
 
-/// Takes an XML file from an entity's inbox: a reporting flow or a camt.053 statement, through
-/// the same services as the API. The file then moves to `done/` with `NAME.result.json`, which
-/// says what it did (or why it was refused).
-fn take_xml(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io::Result<()> {
+/// The giornale di cassa's name in an inbox, beside the positions' CSV files.
+const TREASURY_CSV: &str = ".cassa.csv";
+
+/// Takes a reconciliation document from an entity's inbox: a reporting flow or a camt.053
+/// statement (XML), or a giornale di cassa (`*.cassa.csv`), through the same services as the
+/// API. The file then moves to `done/` with `NAME.result.json`, which says what it did (or why
+/// it was refused).
+fn take_document(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io::Result<()> {
     let app = &api.app;
     let limit = app.config.api.max_bulk_bytes as u64;
     let size = std::fs::symlink_metadata(path)?.len();
@@ -271,14 +275,20 @@ fn take_xml(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io::Resu
                 }
                 Err(e) => serde_json::json!({ "error": e.message, "field": e.field }),
             }
-        } else if head.contains("camt.053") {
+        } else if head.contains("camt.053")
+            || path
+                .to_string_lossy()
+                .to_ascii_lowercase()
+                .ends_with(TREASURY_CSV)
+        {
             match crate::service::treasury::receive(app, entity, &Actor::System, &raw) {
                 Ok(v) => serde_json::to_value(&v).unwrap_or_default(),
                 Err(e) => serde_json::json!({ "error": e.message, "field": e.field }),
             }
         } else {
             serde_json::json!({ "error": "neither a reporting flow (FlussoRiversamento) nor a \
-                                          camt.053 statement" })
+                                          camt.053 statement nor a giornale di cassa \
+                                          (NAME.cassa.csv)" })
         }
     };
     let Some(dir) = path.parent() else {
@@ -489,12 +499,14 @@ pub fn watch(
                 for entry in entries.filter_map(Result::ok) {
                     let path = entry.path();
                     let name = entry.file_name().to_string_lossy().into_owned();
-                    // Reporting flows and treasury statements dropped as XML.
-                    if is_inbox_file(&path, &name, ".xml") && claim(&api, &path) {
+                    // Reporting flows and treasury statements.
+                    let document = is_inbox_file(&path, &name, ".xml")
+                        || is_inbox_file(&path, &name, TREASURY_CSV);
+                    if document && claim(&api, &path) {
                         let (api, entity) = (Arc::clone(&api), entity.clone());
                         tokio::task::spawn_blocking(move || {
-                            if let Err(e) = take_xml(&api, &entity, &path) {
-                                tracing::warn!(file = %path.display(), "inbox XML: {e}");
+                            if let Err(e) = take_document(&api, &entity, &path) {
+                                tracing::warn!(file = %path.display(), "inbox document: {e}");
                             }
                             release(&api, &path);
                         });
