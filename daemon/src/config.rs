@@ -418,6 +418,23 @@ pub struct TreasuryCsv {
     pub date_format: Option<String>,
 }
 
+impl TreasuryCsv {
+    /// A common treasurer's export: `Data contabile;Importo;Segno;Causale;Riferimento`.
+    pub fn usual() -> TreasuryCsv {
+        TreasuryCsv {
+            delimiter: semicolon(),
+            header: true,
+            date: "Data contabile".into(),
+            amount: "Importo".into(),
+            sign: Some("Segno".into()),
+            remittance: "Causale".into(),
+            reference: Some("Riferimento".into()),
+            account: None,
+            date_format: None,
+        }
+    }
+}
+
 fn semicolon() -> String {
     ";".into()
 }

@@ -81,18 +81,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
                 due_days: 30,
             }],
             api_keys: demo_keys(cf),
-            // The treasurer's export: Data contabile;Importo;Segno;Causale;Riferimento.
-            treasury_csv: Some(crate::config::TreasuryCsv {
-                delimiter: ";".into(),
-                header: true,
-                date: "Data contabile".into(),
-                amount: "Importo".into(),
-                sign: Some("Segno".into()),
-                remittance: "Causale".into(),
-                reference: Some("Riferimento".into()),
-                account: None,
-                date_format: None,
-            }),
+            treasury_csv: Some(crate::config::TreasuryCsv::usual()),
         };
     Config {
         data_dir: data_dir.to_path_buf(),

@@ -222,17 +222,7 @@ mod tests {
     use super::*;
 
     fn layout() -> TreasuryCsv {
-        TreasuryCsv {
-            delimiter: ";".into(),
-            header: true,
-            date: "Data contabile".into(),
-            amount: "Importo".into(),
-            sign: Some("Segno".into()),
-            remittance: "Causale".into(),
-            reference: Some("Riferimento".into()),
-            account: None,
-            date_format: None,
-        }
+        TreasuryCsv::usual()
     }
 
     #[test]
