@@ -255,12 +255,18 @@ impl Default for JournalConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// The nodeForPa SOAP endpoint.
+    /// Which of the node's interfaces gives the flows: `soap` (nodeForPa) or `fdr` (the FdR
+    /// REST service for organisations).
+    #[serde(default)]
+    pub interface: NodeInterface,
+    /// The nodeForPa SOAP endpoint, or the FdR service's base URL
+    /// (`…/fdr-org/service/v1`).
     pub url: String,
     /// The station whose credentials the requests carry (default: the first `[[stations]]`).
     #[serde(default)]
     pub station: Option<String>,
-    /// The station's password on the node (8 to 15 characters).
+    /// The station's password on the node (8 to 15 characters; SOAP only).
+    #[serde(default)]
     pub password: String,
     /// The `Ocp-Apim-Subscription-Key` header.
     #[serde(default)]
@@ -268,6 +274,15 @@ pub struct NodeConfig {
     /// Each call's timeout.
     #[serde(default = "default_node_timeout")]
     pub timeout_secs: u64,
+}
+
+/// The node's interface for the reporting flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeInterface {
+    #[default]
+    Soap,
+    Fdr,
 }
 
 fn default_node_timeout() -> u64 {
@@ -632,7 +647,9 @@ impl Config {
                     format!("{:?}: an http(s) URL", node.url),
                 ));
             }
-            if !(8..=15).contains(&node.password.chars().count()) {
+            if node.interface == NodeInterface::Soap
+                && !(8..=15).contains(&node.password.chars().count())
+            {
                 return Err(invalid("node.password", "8 to 15 characters"));
             }
             if let Some(s) = &node.station

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fdr;
 pub mod http_client;
 pub mod journal;
 pub mod live;

@@ -3,7 +3,8 @@
 //! revision of each, for about 30 days), `nodoChiediFlussoRendicontazione` gives one, base64.
 //! Every call has a timeout and is retried with backoff and jitter; a `PPT_*` fault or an HTTP
 //! error is reported to the caller, never a crash. New flows go through `service::flows`, like
-//! those brought by hand.
+//! those brought by hand. `[node] interface = "fdr"` takes them from the FdR REST service
+//! instead (`fdr.rs`), through the same client and retries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +34,8 @@ pub enum NodeError {
 
 /// A client for the node, built from `[node]`.
 pub struct Node {
-    client: reqwest::Client,
-    config: NodeConfig,
+    pub(crate) client: reqwest::Client,
+    pub(crate) config: NodeConfig,
     broker: String,
     station: String,
 }
@@ -86,21 +87,19 @@ impl Node {
         )
     }
 
-    /// One SOAP call, retried on transport errors and 5xx with backoff and jitter; gives the
-    /// answer's document once it is known to hold no fault.
-    async fn call(&self, operation: &str, body: String) -> Result<Elem, NodeError> {
+    /// Sends the request `build` makes, retried on transport errors and 5xx with backoff and
+    /// jitter: the status and text of the first answer that is not a server error.
+    pub(crate) async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), NodeError> {
         let mut last = NodeError::Transport("not called".into());
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 let jitter = fastrand::u64(0..250);
                 tokio::time::sleep(Duration::from_millis(500 * (1 << attempt) + jitter)).await;
             }
-            let mut request = self
-                .client
-                .post(&self.config.url)
-                .header("Content-Type", "text/xml; charset=utf-8")
-                .header("SOAPAction", operation)
-                .body(body.clone());
+            let mut request = build();
             if let Some(key) = &self.config.subscription_key {
                 request = request.header("Ocp-Apim-Subscription-Key", key);
             }
@@ -112,37 +111,46 @@ impl Node {
                 }
             };
             let status = response.status();
-            let text = match response.text().await {
-                Ok(t) => t,
-                Err(e) => {
-                    last = NodeError::Transport(e.to_string());
-                    continue;
+            match response.text().await {
+                Ok(text) if status.is_server_error() => {
+                    last = NodeError::Transport(format!("HTTP {status}: {}", clip(&text)));
                 }
-            };
-            if status.is_server_error() {
-                last = NodeError::Transport(format!("HTTP {status}"));
-                continue;
+                Ok(text) => return Ok((status, text)),
+                Err(e) => last = NodeError::Transport(e.to_string()),
             }
-            if !status.is_success() {
-                return Err(NodeError::Transport(format!(
-                    "HTTP {status}: {}",
-                    clip(&text)
-                )));
-            }
-            let root = read_tree(&text).map_err(NodeError::Answer)?;
-            let answer = find(&root, &format!("{operation}Risposta"))
-                .ok_or_else(|| NodeError::Answer(format!("no {operation}Risposta")))?;
-            if let Some(fault) = find(answer, "fault") {
-                return Err(NodeError::Fault {
-                    code: leaf(fault, "faultCode").unwrap_or_default(),
-                    description: leaf(fault, "description")
-                        .or_else(|| leaf(fault, "faultString"))
-                        .unwrap_or_default(),
-                });
-            }
-            return Ok(root);
         }
         Err(last)
+    }
+
+    /// One SOAP call; gives the answer's document once it is known to hold no fault.
+    async fn call(&self, operation: &str, body: String) -> Result<Elem, NodeError> {
+        let (status, text) = self
+            .send(|| {
+                self.client
+                    .post(&self.config.url)
+                    .header("Content-Type", "text/xml; charset=utf-8")
+                    .header("SOAPAction", operation)
+                    .body(body.clone())
+            })
+            .await?;
+        if !status.is_success() {
+            return Err(NodeError::Transport(format!(
+                "HTTP {status}: {}",
+                clip(&text)
+            )));
+        }
+        let root = read_tree(&text).map_err(NodeError::Answer)?;
+        let answer = find(&root, &format!("{operation}Risposta"))
+            .ok_or_else(|| NodeError::Answer(format!("no {operation}Risposta")))?;
+        if let Some(fault) = find(answer, "fault") {
+            return Err(NodeError::Fault {
+                code: leaf(fault, "faultCode").unwrap_or_default(),
+                description: leaf(fault, "description")
+                    .or_else(|| leaf(fault, "faultString"))
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(root)
     }
 
     /// The entity's flows the node holds: (id, dataOraFlusso), each in its latest revision.
@@ -248,7 +256,12 @@ pub async fn fetch_all(app: &Arc<App>) -> Vec<Fetched> {
     };
     let mut all = Vec::new();
     for e in &app.config.entities {
-        let fetched = fetch(app, &node, &e.fiscal_code).await;
+        let fetched = match node.config.interface {
+            crate::config::NodeInterface::Soap => fetch(app, &node, &e.fiscal_code).await,
+            crate::config::NodeInterface::Fdr => {
+                crate::fdr::fetch(app, &node, &e.fiscal_code).await
+            }
+        };
         for err in &fetched.errors {
             tracing::warn!("reporting flows: {err}");
         }
@@ -280,6 +293,6 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(200).collect()
 }

@@ -1858,15 +1858,22 @@ fn the_demo_settles_its_payments_with_anomalies_for_the_worklist() {
 // ---------------------------------------------------------------------------------------------
 // Flows fetched from the node
 
-/// A mock of the node's nodeForPa: lists `flows` and serves them (base64), checking the
-/// station's password and the subscription key; counts the calls it answered.
-fn mock_node(
-    flows: Vec<(String, String, String)>,
+/// A request as the mocks see it.
+struct Asked {
+    target: String,
+    soap_action: String,
+    key: String,
+    body: String,
+}
+
+/// A one-thread HTTP/1.1 server answering each request with `answer` (status, content type,
+/// body); counts the requests it answered.
+fn serve(
+    answer: impl Fn(&Asked) -> (u16, &'static str, String) + Send + 'static,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use base64::Engine;
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -1876,29 +1883,63 @@ fn mock_node(
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let mut reader = BufReader::new(stream);
-            let (mut length, mut action, mut key) = (0usize, String::new(), String::new());
+            let mut asked = Asked {
+                target: String::new(),
+                soap_action: String::new(),
+                key: String::new(),
+                body: String::new(),
+            };
+            let mut length = 0usize;
             let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() {
+                asked.target = line.split(' ').nth(1).unwrap_or("").to_owned();
+            }
+            line.clear();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
                 let lower = line.to_ascii_lowercase();
                 if let Some(v) = lower.strip_prefix("content-length:") {
                     length = v.trim().parse().unwrap_or(0);
                 }
                 if lower.starts_with("soapaction:") {
-                    action = line[11..].trim().trim_matches('"').to_owned();
+                    asked.soap_action = line[11..].trim().trim_matches('"').to_owned();
                 }
                 if lower.starts_with("ocp-apim-subscription-key:") {
-                    key = line[26..].trim().to_owned();
+                    asked.key = line[26..].trim().to_owned();
                 }
                 line.clear();
             }
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
-            let body = String::from_utf8_lossy(&body).into_owned();
+            asked.body = String::from_utf8_lossy(&body).into_owned();
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let inner = if key != "sub-key-123" || !body.contains("<password>pwd-node-1</password>")
-            {
+            let (status, kind, text) = answer(&asked);
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (addr, calls)
+}
+
+/// A mock of the node's nodeForPa: lists `flows` and serves them (base64), checking the
+/// station's password and the subscription key; counts the calls it answered.
+fn mock_node(
+    flows: Vec<(String, String, String)>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use base64::Engine;
+    serve(move |asked| {
+        let (action, body) = (&asked.soap_action, &asked.body);
+        let inner =
+            if asked.key != "sub-key-123" || !body.contains("<password>pwd-node-1</password>") {
                 "<fault><faultCode>PPT_AUTENTICAZIONE</faultCode><faultString>auth</faultString>\
-                 <id>NodoDeiPagamentiSPC</id></fault>"
+             <id>NodoDeiPagamentiSPC</id></fault>"
                     .to_owned()
             } else if action == "nodoChiediElencoFlussiRendicontazione" {
                 // The node lists one entity's flows at a time.
@@ -1909,13 +1950,13 @@ fn mock_node(
                     .map(|(id, time, _)| {
                         format!(
                             "<idRendicontazione><identificativoFlusso>{id}</identificativoFlusso>\
-                                 <dataOraFlusso>{time}</dataOraFlusso></idRendicontazione>"
+                             <dataOraFlusso>{time}</dataOraFlusso></idRendicontazione>"
                         )
                     })
                     .collect();
                 format!(
                     "<elencoFlussiRendicontazione><totRestituiti>{}</totRestituiti>{ids}\
-                         </elencoFlussiRendicontazione>",
+                     </elencoFlussiRendicontazione>",
                     flows.len()
                 )
             } else {
@@ -1926,24 +1967,268 @@ fn mock_node(
                 match doc {
                     Some(b64) => format!("<xmlRendicontazione>{b64}</xmlRendicontazione>"),
                     None => "<fault><faultCode>PPT_ID_FLUSSO_SCONOSCIUTO</faultCode>\
-                             <faultString>?</faultString><id>NodoDeiPagamentiSPC</id></fault>"
+                         <faultString>?</faultString><id>NodoDeiPagamentiSPC</id></fault>"
                         .to_owned(),
                 }
             };
-            let answer = format!(
-                "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
-                 xmlns:ppt=\"http://ws.pagamenti.telematici.gov/\"><soapenv:Body>\
-                 <ppt:{action}Risposta>{inner}</ppt:{action}Risposta></soapenv:Body></soapenv:Envelope>"
+        let answer = format!(
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+             xmlns:ppt=\"http://ws.pagamenti.telematici.gov/\"><soapenv:Body>\
+             <ppt:{action}Risposta>{inner}</ppt:{action}Risposta></soapenv:Body></soapenv:Envelope>"
+        );
+        (200, "text/xml", answer)
+    })
+}
+
+/// One revision of a flow on the mock FdR service: (fdr, revision, published, rows of (IUV,
+/// IUR, transfer, cents, payStatus)).
+type FdrFlow = (
+    String,
+    u64,
+    String,
+    Vec<(String, String, u8, i64, &'static str)>,
+);
+
+/// A mock of the FdR REST service for organisations: lists the flows (one per page, to page),
+/// serves each revision and its payments (two per page), checks the subscription key.
+fn mock_fdr(
+    flows: std::sync::Arc<std::sync::Mutex<Vec<FdrFlow>>>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    serve(move |asked| {
+        let error = |status: u16, code: &str| {
+            let body = format!(
+                "{{\"errorId\":\"e\",\"httpStatusCode\":{status},\"appErrorCode\":\"{code}\",\
+                 \"errors\":[]}}"
             );
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
+            (status, "application/json", body)
+        };
+        if asked.key != "sub-key-123" {
+            return error(401, "FDR-0401");
         }
-    });
-    (addr, calls)
+        let (path, query) = asked.target.split_once('?').unwrap_or((&asked.target, ""));
+        let page: usize = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("page="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1);
+        let all = flows.lock().expect("flows").clone();
+        let parts: Vec<&str> = path.trim_start_matches("/fdr/").split('/').collect();
+        let paged = |items: Vec<String>, per: usize| {
+            let pages = items.len().div_ceil(per).max(1);
+            let data: Vec<String> = items.into_iter().skip((page - 1) * per).take(per).collect();
+            format!(
+                "{{\"metadata\":{{\"pageSize\":{per},\"pageNumber\":{page},\"totPage\":{pages}}},\
+                 \"count\":{},\"data\":[{}]}}",
+                data.len(),
+                data.join(",")
+            )
+        };
+        let ours = parts.get(1) == Some(&ENTITY);
+        match parts.as_slice() {
+            ["organizations", _, "fdrs"] => {
+                let items = all
+                    .iter()
+                    .filter(|_| ours)
+                    .map(|(fdr, rev, published, _)| {
+                        format!(
+                            "{{\"fdr\":\"{fdr}\",\"pspId\":\"BCITITMM\",\"revision\":{rev},\
+                             \"published\":\"{published}\",\"flowDate\":\"{published}\"}}"
+                        )
+                    })
+                    .collect();
+                (200, "application/json", paged(items, 1))
+            }
+            [
+                "organizations",
+                _,
+                "fdrs",
+                fdr,
+                "revisions",
+                rev,
+                "psps",
+                _,
+                rest @ ..,
+            ] => {
+                let Some((_, _, published, rows)) = all
+                    .iter()
+                    .find(|(f, r, _, _)| f == fdr && r.to_string() == *rev)
+                else {
+                    return error(404, "FDR-0702");
+                };
+                if rest == ["payments"] {
+                    let items = rows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (iuv, iur, transfer, cents, status))| {
+                            format!(
+                                "{{\"index\":{},\"iuv\":\"{iuv}\",\"iur\":\"{iur}\",\
+                                 \"idTransfer\":{transfer},\"pay\":{},\"payStatus\":\"{status}\",\
+                                 \"payDate\":\"2026-11-26T10:00:00Z\"}}",
+                                i + 1,
+                                euros(*cents)
+                            )
+                        })
+                        .collect();
+                    return (200, "application/json", paged(items, 2));
+                }
+                let sum: i64 = rows.iter().map(|r| r.3).sum();
+                let body = format!(
+                    "{{\"status\":\"PUBLISHED\",\"revision\":{rev},\"published\":\"{published}\",\
+                     \"fdr\":\"{fdr}\",\"fdrDate\":\"{published}\",\"regulation\":\"SCT-{fdr}\",\
+                     \"regulationDate\":\"2026-11-27\",\"bicCodePouringBank\":\"BCITITMM\",\
+                     \"sender\":{{\"type\":\"BIC_CODE\",\"id\":\"BCITITMM\",\"pspId\":\"BCITITMM\",\
+                     \"pspName\":\"Banca di prova\"}},\"receiver\":{{\"id\":\"{ENTITY}\",\
+                     \"organizationId\":\"{ENTITY}\",\"organizationName\":\"Castelverde\"}},\
+                     \"totPayments\":{},\"sumPayments\":{}}}",
+                    rows.len(),
+                    euros(sum)
+                );
+                (200, "application/json", body)
+            }
+            _ => error(404, "FDR-0000"),
+        }
+    })
+}
+
+#[test]
+fn flows_are_fetched_from_the_fdr_service_by_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = ok(&d, "PUT", "/FDR-A", single(100_00, 5_00));
+    let a = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-fdr-a", &a);
+    let iuv = iuv_of(&a);
+    let row = |transfer: u8, cents: i64, status: &'static str| {
+        (
+            iuv.clone(),
+            "rcpt-fdr-a".to_owned(),
+            transfer,
+            cents,
+            status,
+        )
+    };
+    let flow_id = "2026-11-29BCITITMM-0300".to_owned();
+    // The first revision reports the second transfer for the wrong amount, and two rows for
+    // IUVs nobody issued (so the payments come on two pages).
+    let first = vec![
+        row(1, 95_00, "EXECUTED"),
+        row(2, 4_00, "EXECUTED"),
+        ("02000000000000099".into(), "x-1".into(), 1, 10_00, "NO_RPT"),
+    ];
+    let flows = std::sync::Arc::new(std::sync::Mutex::new(vec![(
+        flow_id.clone(),
+        1,
+        "2026-11-29T10:00:00Z".to_owned(),
+        first,
+    )]));
+    let (fdr, calls) = mock_fdr(std::sync::Arc::clone(&flows));
+    let data = d.data_dir.clone();
+    assert!(d.stop().success());
+    let config = data.join("mpayd.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[node]\ninterface = \"fdr\"\nurl = \"http://{fdr}/fdr\"\n\
+             subscription_key = \"sub-key-123\"\n"
+        ),
+    )
+    .expect("config");
+    let d = Daemon::run_config(&config, &data).ready();
+    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
+    let reconcile = || {
+        let out = mpay_tests::mpayd(&[
+            "reconcile",
+            "--config",
+            config.to_str().expect("path"),
+            "--date",
+            &today,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")
+    };
+    let run = reconcile();
+    assert_eq!(
+        (&run["flows_listed"], &run["flows_new"]),
+        (&json!(1), &json!(1)),
+        "{run}"
+    );
+    assert_eq!(run["node_errors"], json!([]), "{run}");
+    let (_, revisions) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows/{flow_id}"),
+        Some(KEY),
+        None,
+    );
+    let latest = &revisions["revisions"][0];
+    assert_eq!(latest["source"], "node", "{revisions}");
+    assert_eq!(
+        latest["rows"].as_array().map(Vec::len),
+        Some(3),
+        "every page read: {revisions}"
+    );
+    let classes = &latest["classes"];
+    assert_eq!(
+        (&classes["amount-mismatch"], &classes["unknown-iuv"]),
+        (&json!(1), &json!(1)),
+        "{revisions}"
+    );
+    assert_eq!(
+        instalment(&get(&d, "FDR-A"), &a)["reported"],
+        json!([95_00, 4_00])
+    );
+
+    // Nothing new: nothing fetched again.
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reconcile()["flows_new"], 0);
+    let after = calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        after - before,
+        3,
+        "one list call per entity: {before} → {after}"
+    );
+
+    // The PSP publishes a second revision that corrects the row: it supersedes the first,
+    // which stays.
+    flows.lock().expect("flows")[0] = (
+        flow_id.clone(),
+        2,
+        "2026-11-29T15:00:00Z".to_owned(),
+        vec![row(1, 95_00, "EXECUTED"), row(2, 5_00, "EXECUTED")],
+    );
+    assert_eq!(reconcile()["flows_new"], 1);
+    let (_, revisions) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows/{flow_id}"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(
+        revisions["revisions"].as_array().map(Vec::len),
+        Some(2),
+        "{revisions}"
+    );
+    assert_eq!(get(&d, "FDR-A")["progress"], "Reported");
+    assert_eq!(
+        instalment(&get(&d, "FDR-A"), &a)["reported"],
+        json!([95_00, 5_00])
+    );
+
+    // A wrong key: the service's code is reported, the run goes on.
+    assert!(d.stop().success());
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("sub-key-123", "sub-key-000")).expect("config");
+    let d = Daemon::run_config(&config, &data).ready();
+    let run = reconcile();
+    assert!(run["node_errors"].to_string().contains("FDR-0401"), "{run}");
+    assert!(d.stop().success());
 }
 
 #[test]

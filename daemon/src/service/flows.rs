@@ -83,7 +83,6 @@ pub fn receive(
     raw: &[u8],
     listed: Option<(&str, &str)>,
 ) -> Result<Received, ServiceError> {
-    let cf = &entity.fiscal_code;
     let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8 text: {e}"));
     let parsed = text
         .as_ref()
@@ -92,6 +91,20 @@ pub fn receive(
             reason: e.clone(),
         })
         .and_then(|t| flow::parse(t));
+    receive_parsed(app, entity, actor, parsed, raw, listed)
+}
+
+/// Receives a flow already read (the FdR REST service gives it as JSON, not XML): `raw` is
+/// what came, kept as it came.
+pub fn receive_parsed(
+    app: &App,
+    entity: &EntityConfig,
+    actor: &Actor,
+    parsed: Result<Flow, flow::FlowError>,
+    raw: &[u8],
+    listed: Option<(&str, &str)>,
+) -> Result<Received, ServiceError> {
+    let cf = &entity.fiscal_code;
     let now = app.clock.now();
     let mut record = FlowRecord {
         entity: cf.clone(),
