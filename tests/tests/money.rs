@@ -1858,6 +1858,24 @@ fn the_demo_settles_its_payments_with_anomalies_for_the_worklist() {
 // ---------------------------------------------------------------------------------------------
 // Flows fetched from the node
 
+/// `mpayd reconcile` of today through the running daemon: the run's record.
+fn reconcile_today(config: &std::path::Path) -> Value {
+    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
+    let out = mpay_tests::mpayd(&[
+        "reconcile",
+        "--config",
+        config.to_str().expect("path"),
+        "--date",
+        &today,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 /// A request as the mocks see it.
 struct Asked {
     target: String,
@@ -2138,22 +2156,7 @@ fn flows_are_fetched_from_the_fdr_service_by_revision() {
     )
     .expect("config");
     let d = Daemon::run_config(&config, &data).ready();
-    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
-    let reconcile = || {
-        let out = mpay_tests::mpayd(&[
-            "reconcile",
-            "--config",
-            config.to_str().expect("path"),
-            "--date",
-            &today,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).expect("json")
-    };
+    let reconcile = || reconcile_today(&config);
     let run = reconcile();
     assert_eq!(
         (&run["flows_listed"], &run["flows_new"]),
@@ -2272,22 +2275,7 @@ fn flows_are_fetched_from_the_node_once() {
     std::fs::write(&config, text).expect("write config");
     let d = Daemon::run_config(&config, &data).ready();
 
-    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
-    let report = || {
-        let out = mpay_tests::mpayd(&[
-            "reconcile",
-            "--config",
-            config.to_str().expect("path"),
-            "--date",
-            &today,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).expect("json")
-    };
+    let report = || reconcile_today(&config);
     let first = report();
     assert_eq!(
         (&first["flows_listed"], &first["flows_new"]),
