@@ -444,6 +444,17 @@ pub mod rpc {
             fix: crate::worklist::Fix,
             reason: String,
         ) -> RpcResult<crate::worklist::Resolution>;
+        /// The entity's reporting flows, every revision, classified now (without their rows).
+        async fn flows(entity: EntityFiscalCode) -> RpcResult<Vec<crate::reconcile::FlowView>>;
+        /// One flow's revisions, newest last, each with its rows classified.
+        async fn flow(
+            entity: EntityFiscalCode,
+            flow_id: String,
+        ) -> RpcResult<Vec<crate::reconcile::FlowView>>;
+        /// The entity's treasury movements, classified now.
+        async fn movements(
+            entity: EntityFiscalCode,
+        ) -> RpcResult<Vec<crate::reconcile::MovementView>>;
         /// Every fix of the entity, reverts included, oldest first.
         async fn resolutions(
             entity: EntityFiscalCode,

@@ -2,9 +2,11 @@
 //! stands against the positions and their receipts. No IO: the daemon finds the positions and
 //! stores the flows; the same inputs always give the same classes, whatever order they came in.
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{Iupd, Nav};
 use crate::ledger::{Arrival, InstalmentState, Position};
 use crate::money::Cents;
 
@@ -496,4 +498,56 @@ pub fn classify_movement(m: &Movement, flow: Option<&Flow>) -> MovementClass {
         Remittance::Single { iuv } => MovementClass::SinglePayment { iuv },
         Remittance::Unknown => MovementClass::NotPagoPa,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// As the interfaces show them (REST, console)
+
+/// One row, with where it stands and the position it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowView {
+    #[serde(flatten)]
+    pub row: FlowRow,
+    pub class: RowClass,
+    pub iupd: Option<Iupd>,
+    pub nav: Option<Nav>,
+}
+
+/// A flow as stored, classified now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowView {
+    pub flow_id: String,
+    pub time: String,
+    pub received_at: Timestamp,
+    pub source: String,
+    /// Why the document could not be read (then there are no rows).
+    pub error: Option<String>,
+    /// A later revision of the same flow replaces this one for reconciliation.
+    pub superseded: bool,
+    pub psp: Option<String>,
+    pub settlement: Option<String>,
+    pub settlement_date: Option<jiff::civil::Date>,
+    pub declared_rows: u64,
+    pub declared_total: Cents,
+    pub rows_total: Cents,
+    /// The declared count and total agree with the rows (and every row could be read).
+    pub totals_agree: bool,
+    /// Ledger facts the flow added when it arrived.
+    pub reported: u32,
+    /// How many rows of each class.
+    pub classes: std::collections::BTreeMap<String, usize>,
+    pub anomalies: usize,
+    pub rows: Vec<RowView>,
+    pub bad_rows: Vec<BadRow>,
+}
+
+/// A treasury movement as stored, classified now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MovementView {
+    #[serde(flatten)]
+    pub movement: Movement,
+    pub statement: String,
+    pub received_at: Timestamp,
+    pub credited: u32,
+    pub class: MovementClass,
 }

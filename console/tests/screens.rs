@@ -14,6 +14,9 @@ use mpay_common::model::{
     Debtor, Instalment, OptionKind, PaymentOption, PositionData, Transfer, TransferTarget,
 };
 use mpay_common::money::Cents;
+use mpay_common::reconcile::{
+    FlowRow, FlowView, Movement, MovementClass, MovementView, RowClass, RowOutcome, RowView,
+};
 use mpay_common::statement::{Money, Statement, Totals};
 use mpay_common::worklist::{Fix, ItemState, Resolution, WorkItem};
 use mpay_console::tui::app::{App, Connection, Reply, Request, Screen};
@@ -261,8 +264,83 @@ fn app() -> App {
         ),
     ]));
     app.apply(Reply::Worklist(work_items()));
+    app.apply(Reply::Flows(vec![flow_view(false), flow_view(true)]));
+    app.apply(Reply::Movements(vec![
+        movement(
+            "/PUR/LGPE-RIVERSAMENTO/URI/2026-11-29BCITITMM-0077",
+            MovementClass::FlowCreditDiffers {
+                flow_id: "2026-11-29BCITITMM-0077".into(),
+                flow_total: Cents(2_000),
+            },
+        ),
+        movement("RIMBORSO SPESE", MovementClass::NotPagoPa),
+    ]));
     app.message = None;
     app
+}
+
+fn flow_view(anomalous: bool) -> FlowView {
+    let row = |iuv: &str, class: RowClass| RowView {
+        row: FlowRow {
+            iuv: iuv.into(),
+            iur: "iur-9".into(),
+            transfer: 1,
+            amount: Cents(2_000),
+            outcome: RowOutcome::Executed,
+            date: date(2026, 11, 26),
+        },
+        class,
+        iupd: None,
+        nav: None,
+    };
+    let rows = if anomalous {
+        vec![
+            row("01000000000016421", RowClass::Reconciled),
+            row("02999999999999999", RowClass::UnknownIuv),
+        ]
+    } else {
+        vec![row("01000000000016421", RowClass::Reconciled)]
+    };
+    FlowView {
+        flow_id: format!("2026-11-29BCITITMM-00{}", if anomalous { 77 } else { 76 }),
+        time: "2026-11-29T10:00:00".into(),
+        received_at: at("2026-11-30T06:00:00Z"),
+        source: "node".into(),
+        error: None,
+        superseded: false,
+        psp: Some("BCITITMM".into()),
+        settlement: Some("SCT-1".into()),
+        settlement_date: Some(date(2026, 11, 27)),
+        declared_rows: rows.len() as u64,
+        declared_total: Cents(2_000 * rows.len() as i64),
+        rows_total: Cents(2_000 * rows.len() as i64),
+        totals_agree: true,
+        reported: 1,
+        classes: rows
+            .iter()
+            .map(|r| (r.class.name().to_string(), 1))
+            .collect(),
+        anomalies: usize::from(anomalous),
+        rows,
+        bad_rows: Vec::new(),
+    }
+}
+
+fn movement(remittance: &str, class: MovementClass) -> MovementView {
+    MovementView {
+        movement: Movement {
+            account: "IT92R0306902117100000046111".into(),
+            booked: date(2026, 11, 30),
+            value_date: None,
+            amount: 2_050,
+            reference: "SOP-77".into(),
+            remittance: remittance.into(),
+        },
+        statement: "STMT-1".into(),
+        received_at: at("2026-11-30T07:00:00Z"),
+        credited: 0,
+        class,
+    }
 }
 
 fn work_items() -> Vec<WorkItem> {
@@ -385,6 +463,10 @@ fn every_screen_at_two_sizes() {
         key(&mut fixing, KeyCode::Char(c));
     }
     snapshot_both("link_form", &fixing);
+    let mut open = self::app();
+    open.screen = Screen::Flows;
+    open.apply(Reply::Flow(vec![flow_view(true)]));
+    snapshot_both("flow_rows", &open);
     let mut lost = self::app();
     lost.apply(Reply::Lost(
         "cannot reach mpayd at /run/mpay/console.sock".into(),
@@ -606,6 +688,29 @@ fn the_worklist_filters_fixes_and_undoes() {
     assert!(
         app.worklist.form.is_none(),
         "nothing to undo on an open item"
+    );
+    // The flows screen of the same entity: Enter asks for the flow's rows, q closes it.
+    let asked = key(&mut app, KeyCode::Char('8'));
+    assert!(
+        matches!(&asked[..], [Request::Flows(cf)] if cf.as_str() == "00123456782"),
+        "{asked:?}"
+    );
+    key(&mut app, KeyCode::Down);
+    let asked = key(&mut app, KeyCode::Enter);
+    assert!(
+        matches!(&asked[..], [Request::Flow(_, id)] if id == "2026-11-29BCITITMM-0077"),
+        "{asked:?}"
+    );
+    app.apply(Reply::Flow(vec![flow_view(true)]));
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.records.open.is_none());
+    assert_eq!(app.screen, Screen::Flows);
+    let asked = key(&mut app, KeyCode::Char('9'));
+    assert!(matches!(&asked[..], [Request::Movements(_)]), "{asked:?}");
+    let asked = key(&mut app, KeyCode::Char('e'));
+    assert!(
+        matches!(&asked[..], [Request::Movements(cf)] if cf.as_str() == "80001234568"),
+        "{asked:?}"
     );
     // A viewer gets no forms.
     let mut viewer = self::app();

@@ -18,6 +18,7 @@ use mpay_common::console::{
     TrafficFilter,
 };
 use mpay_common::ids::EntityFiscalCode;
+use mpay_common::reconcile::{FlowView, MovementView};
 use mpay_common::requests::PositionQuery;
 use mpay_common::statement::Statement;
 use mpay_common::worklist::{Fix, Resolution, Worklist, WorklistQuery};
@@ -493,5 +494,31 @@ impl Console for Server {
         records
             .pop()
             .ok_or_else(|| RpcError::new("INTERNAL", "the run was not recorded"))
+    }
+
+    async fn flows(self, _: Context, entity: EntityFiscalCode) -> RpcResult<Vec<FlowView>> {
+        self.blocking(Role::Viewer, move |app, _| {
+            crate::service::flows::list(app, &entity, 10_000)
+        })
+        .await
+    }
+
+    async fn flow(
+        self,
+        _: Context,
+        entity: EntityFiscalCode,
+        flow_id: String,
+    ) -> RpcResult<Vec<FlowView>> {
+        self.blocking(Role::Viewer, move |app, _| {
+            crate::service::flows::get(app, &entity, &flow_id)
+        })
+        .await
+    }
+
+    async fn movements(self, _: Context, entity: EntityFiscalCode) -> RpcResult<Vec<MovementView>> {
+        self.blocking(Role::Viewer, move |app, _| {
+            crate::service::treasury::list(app, &entity, 10_000)
+        })
+        .await
     }
 }

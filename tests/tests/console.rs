@@ -439,6 +439,58 @@ fn an_operator_reduces_a_notice_in_the_terminal_ui() {
 }
 
 #[test]
+fn an_operator_works_the_worklist_in_the_terminal_ui() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The demo's payments and their settlement, with its anomalies, every two seconds.
+    let d = Daemon::demo_with(
+        &[],
+        &dir.path().join("demo"),
+        200,
+        &["--traffic", "20", "--settle-every", "2"],
+    )
+    .ready();
+    let command = format!(
+        "{} --socket {}",
+        mpay_tests::mpay_bin().display(),
+        socket(&d).display()
+    );
+    let tmux = Tmux::start(160, 40, &command);
+    tmux.wait_for("demo (admin)");
+    // The unmatched credit of the first settlement, in the first entity's worklist.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    tmux.keys(&["7", "/"]);
+    tmux.text("not-pagopa");
+    tmux.keys(&["Enter"]);
+    while !tmux.screen().contains("RIMBORSO SPESE DI NOTIFICA") {
+        assert!(Instant::now() < deadline, "{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(500));
+        tmux.keys(&["g"]);
+    }
+    tmux.keys(&["x"]);
+    tmux.wait_for("Dismiss with a note");
+    tmux.text("rimborso spese dell'economato");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Dismiss with a note?");
+    tmux.keys(&["y"]);
+    tmux.wait_for("done: fix");
+    // The fix is the daemon's: the command line sees it, attributed.
+    let fixes = json(&mpay(
+        socket(&d),
+        &["--json", "fixes", "--entity", "00123456782"],
+    ));
+    assert_eq!(fixes[0]["fix"], "dismiss", "{fixes}");
+    assert_eq!(fixes[0]["actor"]["Operator"], "demo", "{fixes}");
+    // The flows screen lists the settlement's flows; Enter shows a flow's rows.
+    tmux.keys(&["8"]);
+    tmux.wait_for("DEMOPSP1");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Rows (");
+    tmux.keys(&["q", "9"]);
+    tmux.wait_for("Treasury movements");
+    tmux.keys(&["q"]);
+}
+
+#[test]
 fn a_remote_console_is_known_by_its_client_certificate() {
     use mpay_tests::pki::{ca, leaf};
     use sha2::Digest;

@@ -12,11 +12,13 @@ use mpay_common::ids::{EntityFiscalCode, Nav};
 use mpay_common::ledger::OfflineChannel;
 use mpay_common::model::Debtor;
 use mpay_common::money::Cents;
+use mpay_common::reconcile::{FlowView, MovementView};
 use mpay_common::requests::{InstalmentIn, OfflinePaymentIn, ReductionIn, RescheduleIn};
 use mpay_common::statement::Statement;
 use mpay_common::worklist::{Fix, Resolution, WorkItem, WorklistQuery};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+pub use super::records::RecordsScreen;
 pub use super::worklist::{FixForm, FixKind, WorklistScreen};
 
 /// Exchanges the traffic screen keeps.
@@ -31,10 +33,12 @@ pub enum Screen {
     Jobs,
     Audit,
     Worklist,
+    Flows,
+    Treasury,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 7] = [
+    pub const ALL: [Screen; 9] = [
         Screen::Dashboard,
         Screen::Traffic,
         Screen::Positions,
@@ -42,6 +46,8 @@ impl Screen {
         Screen::Jobs,
         Screen::Audit,
         Screen::Worklist,
+        Screen::Flows,
+        Screen::Treasury,
     ];
 
     pub fn title(self) -> &'static str {
@@ -53,6 +59,8 @@ impl Screen {
             Screen::Jobs => "Jobs",
             Screen::Audit => "Audit",
             Screen::Worklist => "Worklist",
+            Screen::Flows => "Flows",
+            Screen::Treasury => "Treasury",
         }
     }
 
@@ -66,6 +74,8 @@ impl Screen {
             Screen::Jobs => "Jobs",
             Screen::Audit => "Audit",
             Screen::Worklist => "Work",
+            Screen::Flows => "Flows",
+            Screen::Treasury => "Bank",
         }
     }
 }
@@ -86,6 +96,9 @@ pub enum Request {
     Worklist(EntityFiscalCode, WorklistQuery),
     /// A fix for a worklist item: entity, item key, the fix, the reason.
     Resolve(EntityFiscalCode, String, Fix, String),
+    Flows(EntityFiscalCode),
+    Flow(EntityFiscalCode, String),
+    Movements(EntityFiscalCode),
 }
 
 /// What comes back.
@@ -106,6 +119,9 @@ pub enum Reply {
     Entities(Vec<(EntityFiscalCode, String)>),
     Worklist(Vec<WorkItem>),
     Resolved(Box<Resolution>),
+    Flows(Vec<FlowView>),
+    Flow(Vec<FlowView>),
+    Movements(Vec<MovementView>),
     /// A call refused: what it was, and the daemon's reason.
     Refused(String, RpcError),
 }
@@ -432,6 +448,7 @@ pub struct App {
     /// The operator the audit screen shows (empty: all).
     pub audit_operator: String,
     pub worklist: WorklistScreen,
+    pub records: RecordsScreen,
     pub quit: bool,
     /// Today in Rome, for new forms' dates (set by the loop; fixed in tests).
     pub today: jiff::civil::Date,
@@ -464,6 +481,7 @@ impl App {
             audit: Vec::new(),
             audit_operator: String::new(),
             worklist: WorklistScreen::default(),
+            records: RecordsScreen::default(),
             quit: false,
             today,
         }
@@ -562,10 +580,13 @@ impl App {
             }
             Reply::Entities(list) => {
                 self.worklist.set_entities(list);
-                if self.screen == Screen::Worklist && !self.worklist.loaded {
-                    return self.worklist.request();
+                if self.screen != Screen::Worklist || !self.worklist.loaded {
+                    return self.entity_request();
                 }
             }
+            Reply::Flows(flows) => self.records.set_flows(flows),
+            Reply::Flow(revisions) => self.records.set_open(revisions),
+            Reply::Movements(movements) => self.records.set_movements(movements),
             Reply::Worklist(items) => self.worklist.set_items(items),
             Reply::Resolved(r) => {
                 self.message = Some(format!(
@@ -588,6 +609,25 @@ impl App {
             }
         }
         Vec::new()
+    }
+
+    /// What the worklist, flows or treasury screen shows, for the chosen entity, asked again.
+    fn entity_request(&mut self) -> Vec<Request> {
+        let Some(cf) = self.worklist.entity().cloned() else {
+            return match self.screen {
+                Screen::Worklist | Screen::Flows | Screen::Treasury => vec![Request::Entities],
+                _ => Vec::new(),
+            };
+        };
+        match self.screen {
+            Screen::Worklist => self.worklist.request(),
+            Screen::Flows => {
+                self.records.open = None;
+                vec![Request::Flows(cf)]
+            }
+            Screen::Treasury => vec![Request::Movements(cf)],
+            _ => Vec::new(),
+        }
     }
 
     /// The operator may fix things (the daemon checks again).
@@ -713,7 +753,7 @@ impl App {
             KeyCode::Char('q') | KeyCode::Esc => self.back(),
             KeyCode::Tab => self.switch(1),
             KeyCode::BackTab => self.switch(Screen::ALL.len() - 1),
-            KeyCode::Char(c @ '1'..='7') => {
+            KeyCode::Char(c @ '1'..='9') => {
                 let i = (c as usize) - ('1' as usize);
                 return self.go(Screen::ALL[i]);
             }
@@ -759,14 +799,16 @@ impl App {
         match screen {
             Screen::Jobs => vec![Request::Jobs],
             Screen::Audit => vec![self.audit_request()],
-            Screen::Worklist if self.worklist.entities.is_empty() => vec![Request::Entities],
-            Screen::Worklist => self.worklist.request(),
+            Screen::Worklist | Screen::Flows | Screen::Treasury => self.entity_request(),
             _ => Vec::new(),
         }
     }
 
     fn back(&mut self) {
         if self.exchange.take().is_some() || self.position.take().is_some() {
+            return;
+        }
+        if self.screen == Screen::Flows && self.records.open.take().is_some() {
             return;
         }
         if self.screen == Screen::Dashboard {
@@ -889,6 +931,18 @@ impl App {
                 let operator = self.is_operator();
                 return self.worklist.key(key, operator);
             }
+            Screen::Flows | Screen::Treasury if key.code == KeyCode::Char('g') => {
+                return self.entity_request();
+            }
+            Screen::Flows | Screen::Treasury if key.code == KeyCode::Char('e') => {
+                self.worklist.next_entity();
+                return self.entity_request();
+            }
+            Screen::Flows => {
+                let cf = self.worklist.entity().cloned();
+                return self.records.flows_key(key, cf.as_ref());
+            }
+            Screen::Treasury => self.records.movements_key(key),
             _ => {}
         }
         Vec::new()

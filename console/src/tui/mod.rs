@@ -4,6 +4,7 @@
 //! for the clock), so an idle console costs nearly nothing.
 
 pub mod app;
+pub mod records;
 pub mod view;
 mod worker;
 pub mod worklist;

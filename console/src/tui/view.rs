@@ -77,6 +77,9 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
         Screen::Jobs => jobs(frame, body, app, theme),
         Screen::Audit => audit(frame, body, app, theme),
         Screen::Worklist => worklist(frame, body, app, theme),
+        Screen::Flows if app.records.open.is_some() => flow(frame, body, app, theme),
+        Screen::Flows => flows(frame, body, app, theme),
+        Screen::Treasury => treasury(frame, body, app, theme),
     }
     footer(frame, bottom, app, theme);
     if app.form.is_some() {
@@ -93,6 +96,8 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
 fn header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let (text, style) = match &app.connection {
         Connection::Connecting => ("connecting…".to_string(), theme.dim()),
+        // On a narrow terminal the tabs need the room the role would take.
+        Connection::Connected(h) if area.width < 100 => (format!("● {}", h.operator), theme.good()),
         Connection::Connected(h) => (format!("● {} ({})", h.operator, h.role), theme.good()),
         Connection::Lost(_) => ("○ reconnecting…".to_string(), theme.bad()),
     };
@@ -101,7 +106,7 @@ fn header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Constraint::Length(text.chars().count() as u16 + 1),
     ])
     .areas(area);
-    let narrow = tabs.width < 80;
+    let narrow = tabs.width < 100;
     let titles: Vec<String> = Screen::ALL
         .iter()
         .enumerate()
@@ -153,7 +158,7 @@ fn keys_line(app: &App) -> &'static str {
         Screen::Positions if app.position.is_some() => {
             "↑↓ notice · r reduce · o paid offline · p plan · d debtor · c cancel · R restore"
         }
-        Screen::Positions => "/ search · ↑↓ · Enter open · 1-7 screens · ? keys · q back",
+        Screen::Positions => "/ search · ↑↓ · Enter open · 1-9 screens · ? keys · q back",
         Screen::Traffic if app.exchange.is_some() => "↑↓ PgUp PgDn scroll · q back",
         Screen::Traffic => "/ filter · ↑↓ · Enter messages · ? keys · q back",
         Screen::Statement => "/ fiscal code · ? keys · q back",
@@ -163,7 +168,10 @@ fn keys_line(app: &App) -> &'static str {
             "/ filter · e entity · ↑↓ · l link · f refund · a accept · t flow · v recovery · x dismiss · u undo"
         }
         Screen::Worklist => "/ filter · e entity · ↑↓ · g refresh · ? keys · q back",
-        Screen::Dashboard => "1-7 or Tab screens · / search · ? keys · q quit",
+        Screen::Flows if app.records.open.is_some() => "↑↓ PgUp PgDn rows · q back",
+        Screen::Flows => "e entity · ↑↓ · Enter rows · g refresh · ? keys · q back",
+        Screen::Treasury => "e entity · ↑↓ · g refresh · ? keys · q back",
+        Screen::Dashboard => "1-9 or Tab screens · / search · ? keys · q quit",
     }
 }
 
@@ -919,10 +927,7 @@ fn worklist(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             row
         }
     });
-    let title = match w.entities.get(w.entity) {
-        Some((cf, name)) => format!("Worklist — {name} ({cf}) — {} item(s)", w.items.len()),
-        None => "Worklist — no entity known yet".to_string(),
-    };
+    let title = entity_title(app, "Worklist", w.items.len());
     frame.render_widget(
         Table::new(
             rows,
@@ -949,6 +954,230 @@ fn worklist(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             .style(theme.title()),
         )
         .block(block(&title)),
+        area,
+    );
+}
+
+/// The entity the worklist, flows and treasury screens show, for their titles.
+fn entity_title(app: &App, what: &str, count: usize) -> String {
+    let w = &app.worklist;
+    match w.entities.get(w.entity) {
+        Some((cf, name)) => format!("{what} — {name} ({cf}) — {count}"),
+        None => format!("{what} — no entity known yet"),
+    }
+}
+
+/// A table's rows with `selected` highlighted and kept in view.
+fn selectable<'a>(
+    rows: Vec<Row<'a>>,
+    selected: usize,
+    height: u16,
+    theme: Theme,
+) -> impl Iterator<Item = Row<'a>> {
+    let shown = usize::from(height.saturating_sub(3)).max(1);
+    let skip = (selected + 1).saturating_sub(shown);
+    rows.into_iter().enumerate().skip(skip).map(move |(i, r)| {
+        if i == selected {
+            r.style(theme.selected())
+        } else {
+            r
+        }
+    })
+}
+
+fn flows(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let r = &app.records;
+    // Narrow: the flow, its rows, its total and its state.
+    let wide = area.width >= 120;
+    let rows = r
+        .flows
+        .iter()
+        .map(|f| {
+            let state = if let Some(e) = &f.error {
+                Span::styled(format!("unreadable: {e}"), theme.bad())
+            } else if !f.totals_agree {
+                Span::styled("totals disagree", theme.bad())
+            } else if f.anomalies > 0 {
+                Span::styled(format!("{} anomalies", f.anomalies), theme.bad())
+            } else {
+                Span::styled("reconciled", theme.good())
+            };
+            let rows: usize = f.classes.values().sum();
+            let mut cells = vec![
+                Span::raw(f.flow_id.clone()),
+                Span::raw(format!("{rows}/{}", f.declared_rows)),
+                Span::raw(format!("{:>12}", format::euro(f.declared_total))),
+            ];
+            if wide {
+                cells.extend([
+                    Span::raw(f.time.clone()),
+                    Span::raw(f.psp.clone().unwrap_or_default()),
+                    Span::raw(if f.superseded { "revised" } else { "" }),
+                    Span::raw(f.source.clone()),
+                ]);
+            }
+            cells.push(state);
+            Row::new(cells)
+        })
+        .collect();
+    let (widths, header) = if wide {
+        (
+            vec![26, 9, 12, 20, 10, 7, 14, 0],
+            vec![
+                "flow", "rows", "total", "time", "psp", "", "source", "state",
+            ],
+        )
+    } else {
+        (vec![26, 9, 12, 0], vec!["flow", "rows", "total", "state"])
+    };
+    let widths = widths.into_iter().map(|w| match w {
+        0 => Constraint::Min(10),
+        w => Constraint::Length(w),
+    });
+    frame.render_widget(
+        Table::new(
+            selectable(rows, r.flow_selected, area.height, theme),
+            widths,
+        )
+        .header(Row::new(header).style(theme.title()))
+        .block(block(&entity_title(app, "Reporting flows", r.flows.len()))),
+        area,
+    );
+}
+
+fn flow(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let r = &app.records;
+    let Some(f) = r.open_flow() else { return };
+    let revisions = r.open.as_ref().map_or(0, Vec::len);
+    let [head, table] = Layout::vertical([Constraint::Length(5), Constraint::Min(3)]).areas(area);
+    let classes: Vec<String> = f.classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let lines = vec![
+        Line::from(format!(
+            "{}  {}  revision {revisions} of {revisions}  from {}  PSP {}",
+            f.flow_id,
+            f.time,
+            f.source,
+            f.psp.clone().unwrap_or_default()
+        )),
+        Line::from(vec![
+            Span::raw(format!(
+                "declared {} rows for {} · the rows say {} · ",
+                f.declared_rows,
+                format::euro(f.declared_total),
+                format::euro(f.rows_total)
+            )),
+            if f.totals_agree {
+                Span::styled("totals agree", theme.good())
+            } else {
+                Span::styled("totals disagree", theme.bad())
+            },
+        ]),
+        Line::from(format!(
+            "{}{}",
+            classes.join(" · "),
+            if f.bad_rows.is_empty() {
+                String::new()
+            } else {
+                format!(" · {} rows unreadable", f.bad_rows.len())
+            }
+        )),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(block("Flow")), head);
+    let rows = f
+        .rows
+        .iter()
+        .map(|row| {
+            let style = if row.class.is_anomaly() {
+                theme.bad()
+            } else {
+                theme.good()
+            };
+            Row::new(vec![
+                Span::raw(row.row.iuv.clone()),
+                Span::raw(row.row.iur.clone()),
+                Span::raw(row.row.transfer.to_string()),
+                Span::raw(format!("{:>12}", format::euro(row.row.amount))),
+                Span::raw(format!("{:?}", row.row.outcome)),
+                Span::styled(row.class.name(), style),
+                Span::raw(
+                    row.iupd
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+            ])
+        })
+        .collect();
+    frame.render_widget(
+        Table::new(
+            selectable(rows, r.row_selected, table.height, theme),
+            [
+                Constraint::Length(17),
+                Constraint::Length(20),
+                Constraint::Length(2),
+                Constraint::Length(12),
+                Constraint::Length(16),
+                Constraint::Length(24),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec![
+                "IUV",
+                "receipt (IUR)",
+                "t",
+                "amount",
+                "outcome",
+                "class",
+                "position",
+            ])
+            .style(theme.title()),
+        )
+        .block(block(&format!("Rows ({})", f.rows.len()))),
+        table,
+    );
+}
+
+fn treasury(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let r = &app.records;
+    let rows = r
+        .movements
+        .iter()
+        .map(|m| {
+            let style = if m.class.is_anomaly() {
+                theme.bad()
+            } else {
+                theme.good()
+            };
+            Row::new(vec![
+                Span::raw(m.movement.booked.to_string()),
+                Span::raw(format!("{:>12}", format::euro(Cents(m.movement.amount)))),
+                Span::styled(m.class.name(), style),
+                Span::raw(m.movement.reference.clone()),
+                Span::raw(m.movement.remittance.clone()),
+            ])
+        })
+        .collect();
+    frame.render_widget(
+        Table::new(
+            selectable(rows, r.movement_selected, area.height, theme),
+            [
+                Constraint::Length(10),
+                Constraint::Length(12),
+                Constraint::Length(19),
+                Constraint::Length(22),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["booked", "amount", "class", "reference", "remittance"])
+                .style(theme.title()),
+        )
+        .block(block(&entity_title(
+            app,
+            "Treasury movements",
+            r.movements.len(),
+        ))),
         area,
     );
 }
@@ -997,7 +1226,7 @@ fn fix_form(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 
 fn help(frame: &mut Frame, area: Rect, app: &App) {
     let mut lines: Vec<Line> = vec![
-        Line::from("1-7, Tab   screens"),
+        Line::from("1-9, Tab   screens"),
         Line::from("/          search (positions, statement, traffic filter)"),
         Line::from("q, Esc     back; quit from the dashboard"),
         Line::from("?          these keys"),
@@ -1035,6 +1264,12 @@ fn help(frame: &mut Frame, area: Rect, app: &App) {
             ));
         }
         Screen::Jobs | Screen::Audit => lines.push(Line::from("g          refresh")),
+        Screen::Flows | Screen::Treasury => {
+            lines.push(Line::from("e          next entity · g refresh"));
+            lines.push(Line::from(
+                "↑↓ Enter   choose a flow, read its rows and their classes",
+            ));
+        }
         Screen::Worklist => {
             lines.push(Line::from(
                 "/          filter: class=unknown-iuv min=10 age=3 state=all",

@@ -168,6 +168,8 @@ async fn call(c: &ConsoleClient, request: Request) -> Reply {
         Request::Entities => "entities",
         Request::Worklist(..) => "worklist",
         Request::Resolve(_, _, f, _) => f.name(),
+        Request::Flows(_) | Request::Flow(..) => "flows",
+        Request::Movements(_) => "treasury",
     };
     let refused = |e: mpay_common::console::RpcError| Reply::Refused(what.into(), e);
     let failed = |e: tarpc::client::RpcError| {
@@ -208,6 +210,9 @@ async fn call(c: &ConsoleClient, request: Request) -> Reply {
         Request::Worklist(cf, q) => answer!(c.worklist(deadline(30), cf, q), |w: Worklist| {
             Reply::Worklist(w.items)
         }),
+        Request::Flows(cf) => answer!(c.flows(deadline(30), cf), Reply::Flows),
+        Request::Flow(cf, id) => answer!(c.flow(deadline(30), cf, id), Reply::Flow),
+        Request::Movements(cf) => answer!(c.movements(deadline(30), cf), Reply::Movements),
         Request::Resolve(cf, key, fix, reason) => {
             answer!(c.resolve(deadline(30), cf, key, fix, reason), |r| {
                 Reply::Resolved(Box::new(r))

@@ -165,6 +165,15 @@ impl WorklistScreen {
         Vec::new()
     }
 
+    /// The next entity served (the worklist, flows and treasury screens share it).
+    pub fn next_entity(&mut self) {
+        if !self.entities.is_empty() {
+            self.entity = (self.entity + 1) % self.entities.len();
+            self.selected = 0;
+            self.loaded = false;
+        }
+    }
+
     pub fn set_items(&mut self, items: Vec<WorkItem>) {
         self.items = items;
         self.selected = self.selected.min(self.items.len().saturating_sub(1));
@@ -198,8 +207,7 @@ impl WorklistScreen {
             }
             KeyCode::Char('g') => return self.request(),
             KeyCode::Char('e') if !self.entities.is_empty() => {
-                self.entity = (self.entity + 1) % self.entities.len();
-                self.selected = 0;
+                self.next_entity();
                 return self.request();
             }
             KeyCode::Char(c) if operator => {

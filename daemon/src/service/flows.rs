@@ -5,55 +5,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use mpay_common::ids::{EntityFiscalCode, Iupd, Iuv, Nav};
+use mpay_common::ids::{EntityFiscalCode, Iuv, Nav};
 use mpay_common::ledger::{Actor, Change, Event, Position};
 use mpay_common::money::Cents;
-use mpay_common::reconcile::{self, BadRow, Flow, FlowRow, RowClass};
-use serde::Serialize;
+use mpay_common::reconcile::{self, Flow, FlowRow, FlowView, RowView};
 
 use super::ServiceError;
 use crate::App;
 use crate::config::EntityConfig;
 use crate::pagopa::flow;
 use crate::store::{FlowRecord, FlowRecorded, PositionId};
-
-/// One row, with where it stands and the position it names.
-#[derive(Clone, Debug, Serialize)]
-pub struct RowView {
-    #[serde(flatten)]
-    pub row: FlowRow,
-    pub class: RowClass,
-    pub iupd: Option<Iupd>,
-    pub nav: Option<Nav>,
-}
-
-/// A flow as stored, classified now.
-#[derive(Clone, Debug, Serialize)]
-pub struct FlowView {
-    pub flow_id: String,
-    pub time: String,
-    pub received_at: jiff::Timestamp,
-    pub source: String,
-    /// Why the document could not be read (then there are no rows).
-    pub error: Option<String>,
-    /// A later revision of the same flow replaces this one for reconciliation.
-    pub superseded: bool,
-    pub psp: Option<String>,
-    pub settlement: Option<String>,
-    pub settlement_date: Option<jiff::civil::Date>,
-    pub declared_rows: u64,
-    pub declared_total: Cents,
-    pub rows_total: Cents,
-    /// The declared count and total agree with the rows (and every row could be read).
-    pub totals_agree: bool,
-    /// Ledger facts the flow added when it arrived.
-    pub reported: u32,
-    /// How many rows of each class.
-    pub classes: BTreeMap<&'static str, usize>,
-    pub anomalies: usize,
-    pub rows: Vec<RowView>,
-    pub bad_rows: Vec<BadRow>,
-}
 
 /// What `receive` did.
 #[derive(Debug)]
@@ -276,7 +237,7 @@ fn view(
     superseded: bool,
 ) -> Result<FlowView, ServiceError> {
     let mut rows = Vec::new();
-    let mut classes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen = HashSet::new();
     let (mut declared_rows, mut declared_total, mut totals_agree) = (0, Cents::ZERO, false);
     let (mut psp, mut settlement, mut settlement_date, mut rows_total) =
@@ -295,7 +256,7 @@ fn view(
             let duplicate = !seen.insert((r.iuv.clone(), r.iur.clone(), r.transfer));
             let found = row_notice(app, cf, &r.iuv)?;
             let class = reconcile::classify_row(r, found.as_ref().map(|(_, p, _)| p), duplicate);
-            *classes.entry(class.name()).or_default() += 1;
+            *classes.entry(class.name().to_owned()).or_default() += 1;
             rows.push(RowView {
                 row: r.clone(),
                 class,

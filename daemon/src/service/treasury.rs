@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use mpay_common::ids::EntityFiscalCode;
 use mpay_common::ledger::{Actor, Change, Event};
 use mpay_common::reconcile::{
-    self, BadRow, Movement, MovementClass, Remittance, RowOutcome, classify_movement,
+    self, BadRow, Movement, MovementClass, MovementView, Remittance, RowOutcome, classify_movement,
 };
 use serde::Serialize;
 
@@ -16,16 +16,6 @@ use crate::App;
 use crate::config::EntityConfig;
 use crate::store::{MovementRecord, PositionId};
 use crate::treasury::{camt, csv};
-
-#[derive(Clone, Debug, Serialize)]
-pub struct MovementView {
-    #[serde(flatten)]
-    pub movement: Movement,
-    pub statement: String,
-    pub received_at: jiff::Timestamp,
-    pub credited: u32,
-    pub class: MovementClass,
-}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatementView {
