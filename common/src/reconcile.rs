@@ -333,6 +333,14 @@ pub enum Remittance {
     Unknown,
 }
 
+/// The flow a credit names, if it is a credit and names one.
+pub fn credited_flow(m: &Movement) -> Option<String> {
+    match parse_remittance(&m.remittance) {
+        Remittance::Flow { id, .. } if m.amount > 0 => Some(id),
+        _ => None,
+    }
+}
+
 /// Reads a remittance text tolerantly: the markers are searched, not anchored, in any case,
 /// and any one character may stand for a separator, as banks mangle them.
 pub fn parse_remittance(text: &str) -> Remittance {
@@ -480,14 +488,18 @@ impl MovementClass {
 }
 
 /// The class of `m`, given the latest revision of the flow its remittance names (if held).
-pub fn classify_movement(m: &Movement, flow: Option<&Flow>) -> MovementClass {
+///
+/// A flow may be settled by more than one credit (`/TXT/1/`…`/TXT/9/`: integrative SCTs after a
+/// technical anomaly), so a flow's credit is judged by `settled`, the sum of every credit naming
+/// that flow (this one included): the flow's total is a credit, anything else differs.
+pub fn classify_movement(m: &Movement, flow: Option<&Flow>, settled: i64) -> MovementClass {
     if m.amount < 0 {
         return MovementClass::Debit;
     }
     match parse_remittance(&m.remittance) {
         Remittance::Flow { id, .. } => match flow {
             None => MovementClass::UnknownFlow { flow_id: id },
-            Some(f) if f.declared_total.get() == m.amount => {
+            Some(f) if f.declared_total.get() == settled => {
                 MovementClass::FlowCredit { flow_id: id }
             }
             Some(f) => MovementClass::FlowCreditDiffers {

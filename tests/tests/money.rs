@@ -1439,6 +1439,62 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
     }
 }
 
+#[test]
+fn a_flow_settled_by_integrative_credits_is_credited_when_they_add_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = ok(&d, "PUT", "/TXT-A", single(100_00, 5_00));
+    let a = navs(&p, 0)[0].clone();
+    pay_pagopa(&d, "rcpt-txt-a", &a);
+    let iuv = iuv_of(&a);
+    let flow_id = "2026-11-29BCITITMM-0500";
+    let xml = flow_xml(
+        flow_id,
+        "2026-11-29T10:00:00",
+        &[
+            (iuv.as_str(), "rcpt-txt-a", 1, 95_00, 0),
+            (iuv.as_str(), "rcpt-txt-a", 2, 5_00, 0),
+        ],
+        None,
+    );
+    assert_eq!(upload_flow(&d, &xml).0, 201);
+    // The ordinary SCT (TXT/0) fell short; an integrative one (TXT/1) brings the rest.
+    let first = camt(&[(
+        "60.00",
+        "CRDT",
+        &format!("/PUR/LGPE-RIVERSAMENTO/TXT/0/URI/{flow_id}"),
+    )]);
+    let (_, view) = upload_statement(&d, &first);
+    assert_eq!(view["classes"]["flow-credit-differs"], 1, "{view}");
+    assert_eq!(get(&d, "TXT-A")["progress"], "Reported");
+    let second = camt(&[(
+        "40.00",
+        "CRDT",
+        &format!("/PUR/LGPE-RIVERSAMENTO/TXT/1/URI/{flow_id}"),
+    )])
+    .replace("TRN-0", "TRN-INTEGRATIVE");
+    let (_, view) = upload_statement(&d, &second);
+    assert_eq!(view["classes"]["flow-credit"], 1, "{view}");
+    let pa = get(&d, "TXT-A");
+    assert_eq!(pa["progress"], "Credited", "{pa}");
+    assert_eq!(instalment(&pa, &a)["credited"], json!([95_00, 5_00]));
+    // Read back, both credits are the flow's.
+    let (_, list) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/treasury"),
+        Some(KEY),
+        None,
+    );
+    let movements = list["movements"].as_array().expect("movements");
+    assert_eq!(movements.len(), 2);
+    assert!(
+        movements
+            .iter()
+            .all(|m| m["class"]["FlowCredit"]["flow_id"] == flow_id),
+        "{list}"
+    );
+}
+
 /// `mpay --json ARGS` on the daemon's console socket: its exit code and its JSON answer.
 fn console(d: &Daemon, args: &[&str]) -> (i32, Value) {
     let socket = d.console.as_deref().expect("console socket");

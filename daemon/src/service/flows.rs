@@ -90,22 +90,28 @@ pub fn receive_parsed(
             record.flow_id = f.id.clone();
             record.time = f.time.clone();
             let mut reports = reports(app, cf, actor, &f)?;
-            // Credits that came before their flow: timing, not an error.
+            // Credits that came before their flow: timing, not an error. When they add up to
+            // the flow's total, the last of them carries the flow's `Credited` facts.
             let mut settled = Vec::new();
-            for mut m in app.store.movements(cf, usize::MAX)? {
-                let names_it = matches!(
-                    reconcile::parse_remittance(&m.movement.remittance),
-                    reconcile::Remittance::Flow { ref id, .. } if *id == f.id
-                );
+            let naming: Vec<_> = app
+                .store
+                .movements(cf, usize::MAX)?
+                .into_iter()
+                .filter(|m| reconcile::credited_flow(&m.movement).as_deref() == Some(&f.id))
+                .collect();
+            let sum: i64 = naming.iter().map(|m| m.movement.amount).sum();
+            let done = naming.iter().any(|m| m.credited > 0);
+            if let Some(mut last) = naming.into_iter().last() {
                 let credit = matches!(
-                    reconcile::classify_movement(&m.movement, Some(&f)),
+                    reconcile::classify_movement(&last.movement, Some(&f), sum),
                     reconcile::MovementClass::FlowCredit { .. }
                 );
-                if m.credited == 0 && names_it && credit {
-                    let facts = super::treasury::credits(app, cf, actor, &f.id, &f, &m.movement)?;
-                    m.credited = u32::try_from(facts.len()).unwrap_or(u32::MAX);
+                if credit && !done {
+                    let facts =
+                        super::treasury::credits(app, cf, actor, &f.id, &f, &last.movement)?;
+                    last.credited = u32::try_from(facts.len()).unwrap_or(u32::MAX);
                     reports.extend(facts);
-                    settled.push(m);
+                    settled.push(last);
                 }
             }
             record.flow = Some(f);

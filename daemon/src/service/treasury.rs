@@ -2,12 +2,12 @@
 //! stored once, classified on read against the flows held, and, when it is a flow's credit for
 //! the flow's total, a `Credited` fact for every transfer the flow reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mpay_common::ids::EntityFiscalCode;
 use mpay_common::ledger::{Actor, Change, Event};
 use mpay_common::reconcile::{
-    self, BadRow, Movement, MovementClass, MovementView, Remittance, RowOutcome, classify_movement,
+    self, BadRow, Movement, MovementClass, MovementView, RowOutcome, classify_movement,
 };
 use serde::Serialize;
 
@@ -76,15 +76,31 @@ pub fn receive(
     let now = app.clock.now();
     let mut classes: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut records = Vec::new();
+    let mut held = Held::of(app, cf)?;
     for m in &statement.movements {
-        let flow = match reconcile::parse_remittance(&m.remittance) {
-            Remittance::Flow { id, .. } => latest_flow(app, cf, &id)?,
-            _ => None,
+        let known = !held.keys.insert((m.account.clone(), m.reference.clone()));
+        let named = reconcile::credited_flow(m);
+        let flow = match &named {
+            Some(id) => latest_flow(app, cf, id)?,
+            None => None,
         };
-        let class = classify_movement(m, flow.as_ref());
+        let settled = match &named {
+            Some(id) if !known => {
+                let sum = held.settled.entry(id.clone()).or_default();
+                *sum += m.amount;
+                *sum
+            }
+            Some(id) => held.settled.get(id).copied().unwrap_or(m.amount),
+            None => m.amount,
+        };
+        let class = classify_movement(m, flow.as_ref(), settled);
         *classes.entry(class.name()).or_default() += 1;
+        // The credit that completes its flow's total carries the flow's `Credited` facts,
+        // once.
         let credits = match (&class, &flow) {
-            (MovementClass::FlowCredit { flow_id }, Some(f)) => {
+            (MovementClass::FlowCredit { flow_id }, Some(f))
+                if !known && held.credited.insert(flow_id.clone()) =>
+            {
                 credits(app, cf, actor, flow_id, f, m)?
             }
             _ => Vec::new(),
@@ -147,19 +163,57 @@ pub(crate) fn credits(
     Ok(out)
 }
 
+/// What the entity's stored movements say of the flows they credit.
+#[derive(Default)]
+pub(crate) struct Held {
+    /// (account, reference) of every stored movement.
+    keys: HashSet<(String, String)>,
+    /// Per flow, the sum of the credits naming it.
+    pub(crate) settled: HashMap<String, i64>,
+    /// Flows whose credits already added their `Credited` facts.
+    pub(crate) credited: HashSet<String>,
+}
+
+impl Held {
+    pub(crate) fn of(app: &App, cf: &EntityFiscalCode) -> Result<Held, ServiceError> {
+        let mut held = Held::default();
+        for r in app.store.movements(cf, usize::MAX)? {
+            held.add(&r);
+        }
+        Ok(held)
+    }
+
+    fn add(&mut self, r: &MovementRecord) {
+        let m = &r.movement;
+        self.keys.insert((m.account.clone(), m.reference.clone()));
+        if let Some(id) = reconcile::credited_flow(m) {
+            *self.settled.entry(id.clone()).or_default() += m.amount;
+            if r.credited > 0 {
+                self.credited.insert(id);
+            }
+        }
+    }
+}
+
 /// The entity's movements, each classified now.
 pub fn list(
     app: &App,
     cf: &EntityFiscalCode,
     limit: usize,
 ) -> Result<Vec<MovementView>, ServiceError> {
+    let records = app.store.movements(cf, limit)?;
+    let mut held = Held::default();
+    for r in &records {
+        held.add(r);
+    }
     let mut out = Vec::new();
-    for r in app.store.movements(cf, limit)? {
-        let flow = match reconcile::parse_remittance(&r.movement.remittance) {
-            Remittance::Flow { id, .. } => latest_flow(app, cf, &id)?,
-            _ => None,
+    for r in records {
+        let named = reconcile::credited_flow(&r.movement);
+        let (flow, settled) = match &named {
+            Some(id) => (latest_flow(app, cf, id)?, held.settled[id]),
+            None => (None, r.movement.amount),
         };
-        let class = classify_movement(&r.movement, flow.as_ref());
+        let class = classify_movement(&r.movement, flow.as_ref(), settled);
         out.push(MovementView {
             movement: r.movement,
             statement: r.statement,
