@@ -338,7 +338,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(width: u16, height: u16, command: &str) -> Tmux {
-        let server = format!("mpay-test-{}", std::process::id());
+        // A server per terminal: the tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let server = format!("mpay-test-{}-{n}", std::process::id());
         let status = Command::new("tmux")
             .args(["-L", &server, "new-session", "-d", "-s", "console"])
             .args(["-x", &width.to_string(), "-y", &height.to_string()])

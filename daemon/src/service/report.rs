@@ -99,6 +99,18 @@ pub fn daily(
     entity: &EntityFiscalCode,
     date: Date,
 ) -> Result<DailyReport, ServiceError> {
+    let mut all = daily_of(app, std::slice::from_ref(entity), date)?;
+    all.pop()
+        .ok_or_else(|| ServiceError::not_found(format!("no report for {entity}")))
+}
+
+/// The reports of `entities` for `date`, in their order, from one walk over the day's ledger
+/// entries (the daily run writes every entity's at once).
+pub fn daily_of(
+    app: &App,
+    entities: &[EntityFiscalCode],
+    date: Date,
+) -> Result<Vec<DailyReport>, ServiceError> {
     let tz = mpay_common::calendar::rome();
     let start = date
         .to_zoned_datetime(tz.clone())
@@ -111,14 +123,25 @@ pub fn daily(
         .timestamp();
     let today = app.clock.today();
     let tolerances = app.config.reconciliation.tolerances();
-    let mut rows = Vec::new();
+    let mut rows: Vec<Vec<ReportRow>> = vec![Vec::new(); entities.len()];
     let from = app.store.first_commit_from(start)?;
     app.store.entries_between(from, end, |_, p, stored| {
-        if &p.entity == entity && stored.event.at >= start {
-            rows_of(p, stored, today, tolerances, &mut rows);
+        if stored.event.at >= start
+            && let Some(i) = entities.iter().position(|e| *e == p.entity)
+        {
+            rows_of(p, stored, today, tolerances, &mut rows[i]);
         }
         Ok::<(), StoreError>(())
     })?;
+    Ok(entities
+        .iter()
+        .zip(rows)
+        .map(|(entity, rows)| report(app, entity, date, rows))
+        .collect())
+}
+
+/// A report from its rows: the totals, and whether they add up.
+fn report(app: &App, entity: &EntityFiscalCode, date: Date, rows: Vec<ReportRow>) -> DailyReport {
     let mut totals: BTreeMap<&'static str, Total> = BTreeMap::new();
     for r in &rows {
         for key in [r.kind, "all"] {
@@ -135,7 +158,7 @@ pub fn daily(
             .map(|(_, t)| t.rows)
             .sum::<usize>()
             == rows.len();
-    Ok(DailyReport {
+    DailyReport {
         entity: entity.clone(),
         entity_name: app
             .config
@@ -147,7 +170,7 @@ pub fn daily(
         rows,
         totals,
         totals_agree,
-    })
+    }
 }
 
 /// The report lines one ledger entry makes.
@@ -455,8 +478,8 @@ pub fn due_days(app: &App, now: Timestamp) -> Result<Vec<Date>, ServiceError> {
     let Ok(newest) = newest else {
         return Ok(Vec::new());
     };
-    let first = match app.store.changes_after(0, 1)?.into_iter().next() {
-        Some((_, _, _, e)) => mpay_common::calendar::rome_date(e.event.at),
+    let first = match app.store.first_change_after(0)? {
+        Some(e) => mpay_common::calendar::rome_date(e.event.at),
         None => return Ok(Vec::new()),
     };
     let mut days = Vec::new();

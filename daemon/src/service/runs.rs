@@ -19,8 +19,13 @@ use crate::store::StoreError;
 fn write_reports(app: &App, day: Date) -> Result<(u64, u64, BTreeMap<String, u64>), ServiceError> {
     let mut rows = 0;
     let mut classes: BTreeMap<String, u64> = BTreeMap::new();
-    for e in &app.config.entities {
-        let r = report::daily(app, &e.fiscal_code, day)?;
+    let entities: Vec<_> = app
+        .config
+        .entities
+        .iter()
+        .map(|e| e.fiscal_code.clone())
+        .collect();
+    for r in report::daily_of(app, &entities, day)? {
         rows += r.rows.len() as u64;
         for class in r.rows.iter().filter_map(|row| row.class) {
             *classes.entry(class.to_owned()).or_default() += 1;

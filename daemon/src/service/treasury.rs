@@ -17,6 +17,9 @@ use crate::config::EntityConfig;
 use crate::store::{MovementRecord, PositionId};
 use crate::treasury::{camt, csv};
 
+/// Ledger facts a statement commits at once at most (beyond one movement's own).
+const FACTS_PER_COMMIT: usize = 5_000;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StatementView {
     pub statement: String,
@@ -119,7 +122,20 @@ pub fn receive(
         ));
     }
     let total = records.len();
-    let new = app.store.record_movements(records)?;
+    // Each movement commits with its facts; a statement of many flows' credits commits a few
+    // thousand facts at a time, so its memory stays bounded.
+    let mut new = 0;
+    let mut batch = Vec::new();
+    let mut facts = 0;
+    for (record, credits) in records {
+        facts += credits.len();
+        batch.push((record, credits));
+        if facts >= FACTS_PER_COMMIT {
+            new += app.store.record_movements(std::mem::take(&mut batch))?;
+            facts = 0;
+        }
+    }
+    new += app.store.record_movements(batch)?;
     Ok(StatementView {
         statement: statement.message_id,
         new,

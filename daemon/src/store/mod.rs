@@ -839,8 +839,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Ledger entries committed after `commit`, in commit order, at most `limit`: the changes
-    /// feed the console follows. Each with its position's id, entity and iupd.
+    /// Ledger entries committed after `commit`, in commit order: the changes feed the console
+    /// follows and the reports walk. Each with its position's id, entity and iupd. At most
+    /// `limit`, except that a page always ends with a whole commit (one commit may touch
+    /// thousands of positions: a flow's rows), so that the next page, after the last commit
+    /// seen, misses nothing.
     pub fn changes_after(
         &self,
         commit: u64,
@@ -849,13 +852,16 @@ impl Store {
         let start = keys::change(commit.saturating_add(1), 0);
         let end = [keys::CHANGE + 1];
         let mut out = Vec::new();
-        for entry in self
-            .data
-            .range(start.as_slice()..end.as_slice())
-            .take(limit)
-        {
+        let mut last = None;
+        let range = self.data.range(start.as_slice()..end.as_slice());
+        for (taken, entry) in range.enumerate() {
             let (k, v) = entry?;
             let corrupt = || StoreError::Corrupt("changes feed key".into());
+            let this = keys::decode_u64(&k[1..9]).ok_or_else(corrupt)?;
+            if taken >= limit && last != Some(this) {
+                break;
+            }
+            last = Some(this);
             let id = keys::decode_id(&k[9..17]).ok_or_else(corrupt)?;
             let seq = v
                 .as_ref()
@@ -871,17 +877,38 @@ impl Store {
         Ok(out)
     }
 
+    /// The first ledger entry committed after `commit`, if any.
+    pub fn first_change_after(&self, commit: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let start = keys::change(commit.saturating_add(1), 0);
+        let end = [keys::CHANGE + 1];
+        let Some(entry) = self.data.range(start.as_slice()..end.as_slice()).next() else {
+            return Ok(None);
+        };
+        let (k, v) = entry?;
+        let corrupt = || StoreError::Corrupt("changes feed key".into());
+        let id = keys::decode_id(&k[9..17]).ok_or_else(corrupt)?;
+        let seq = v
+            .as_ref()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .map_err(|_| corrupt())?;
+        self.data
+            .get(keys::ledger(id, seq))?
+            .map(|e| codec::decode(&e, "a ledger event"))
+            .transpose()
+    }
+
     /// The first commit whose ledger entries are stamped `from` or later (commits follow the
     /// clock), by bisection over the changes feed: `last_commit() + 1` if none.
     pub fn first_commit_from(&self, from: jiff::Timestamp) -> Result<u64, StoreError> {
         let (mut lo, mut hi) = (1u64, self.last_commit() + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.changes_after(mid - 1, 1)?.into_iter().next() {
+            match self.first_change_after(mid - 1)? {
                 // The first entry at or after `mid` is late enough: the answer is at or before
                 // its commit.
-                Some((_, _, _, e)) if e.event.at >= from => hi = mid.min(e.commit),
-                Some((_, _, _, e)) => lo = e.commit + 1,
+                Some(e) if e.event.at >= from => hi = mid.min(e.commit),
+                Some(e) => lo = e.commit + 1,
                 None => hi = mid,
             }
         }

@@ -929,3 +929,37 @@ fn a_format_1_store_is_read_and_its_positions_folded_again() {
         .expect("set");
     assert_eq!(keys::decode_u64(&format), Some(u64::from(STORE_FORMAT)));
 }
+
+#[test]
+fn the_changes_feed_pages_whole_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let config = demo_config();
+    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    // Two commits of 30 and 5 positions, read ten at a time: nothing is skipped.
+    let first = load_all(&store, entity, &positions(&store, entity, province, 30));
+    let second = load_all(&store, entity, &positions(&store, entity, province, 5));
+    let page = store.changes_after(0, 10).expect("page");
+    assert_eq!(
+        page.len(),
+        30,
+        "the first page ends with the whole first commit"
+    );
+    let after = page.last().expect("entries").3.commit;
+    let next = store.changes_after(after, 10).expect("page");
+    let ids: Vec<PositionId> = next.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(ids, second);
+    let mut walked = Vec::new();
+    store
+        .entries_between(1, Timestamp::MAX, |id, _, _| {
+            walked.push(id);
+            Ok(())
+        })
+        .expect("walk");
+    assert_eq!(walked, [first, second].concat());
+    let e = store
+        .first_change_after(0)
+        .expect("first")
+        .expect("an entry");
+    assert_eq!(e.commit, page[0].3.commit);
+}
