@@ -1495,6 +1495,41 @@ fn a_flow_settled_by_integrative_credits_is_credited_when_they_add_up() {
     );
 }
 
+#[test]
+fn a_fifty_megabyte_flow_is_taken_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let day = jiff::civil::date(2026, 11, 28);
+    let rows: Vec<Row> = (0..120_000)
+        .map(|i| Row {
+            iuv: format!("0199{i:013}"),
+            iur: format!("r{i:031}"),
+            transfer: 1,
+            cents: 10_00,
+            code: 0,
+            date: day,
+        })
+        .collect();
+    let id = "2026-11-29BCITITMM-BIG";
+    let xml = flow_document(
+        id,
+        "2026-11-29T10:00:00",
+        day,
+        "BCITITMM",
+        ENTITY,
+        &rows,
+        None,
+    );
+    assert!(xml.len() > 50_000_000, "{} bytes", xml.len());
+    let (status, view) = upload_flow(&d, &xml);
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(
+        view["classes"]["unknown-iuv"], 120_000,
+        "every row read and classed"
+    );
+    assert_eq!(view["totals_agree"], true);
+}
+
 /// `mpay --json ARGS` on the daemon's console socket: its exit code and its JSON answer.
 fn console(d: &Daemon, args: &[&str]) -> (i32, Value) {
     let socket = d.console.as_deref().expect("console socket");
@@ -2003,12 +2038,14 @@ fn serve(
 /// station's password and the subscription key; counts the calls it answered.
 fn mock_node(
     flows: Vec<(String, String, String)>,
+    slow: std::time::Duration,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use base64::Engine;
     serve(move |asked| {
+        std::thread::sleep(slow);
         let (action, body) = (&asked.soap_action, &asked.body);
         let inner =
             if asked.key != "sub-key-123" || !body.contains("<password>pwd-node-1</password>") {
@@ -2291,6 +2328,121 @@ fn flows_are_fetched_from_the_fdr_service_by_revision() {
 }
 
 #[test]
+fn a_daemon_killed_mid_run_loses_nothing_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let mut flows = Vec::new();
+    let mut paid = Vec::new();
+    for n in 0..20 {
+        let iupd = format!("KILL-{n:02}");
+        let p = ok(&d, "PUT", &format!("/{iupd}"), single(100_00, 5_00));
+        let nav = navs(&p, 0)[0].clone();
+        let receipt = format!("rcpt-kill-{n:02}");
+        pay_pagopa(&d, &receipt, &nav);
+        let iuv = iuv_of(&nav);
+        let id = format!("2026-11-29BCITITMM-{:04}", 700 + n);
+        let xml = flow_xml(
+            &id,
+            "2026-11-29T10:00:00",
+            &[
+                (iuv.as_str(), receipt.as_str(), 1, 95_00, 0),
+                (iuv.as_str(), receipt.as_str(), 2, 5_00, 0),
+            ],
+            None,
+        );
+        flows.push((id, "2026-11-29T10:00:00".to_owned(), xml));
+        paid.push((iupd, nav));
+    }
+    // A slow node: the run is killed with the daemon halfway through the fetches.
+    let (node, calls) = mock_node(flows, std::time::Duration::from_millis(150));
+    let data = d.data_dir.clone();
+    assert!(d.stop().success());
+    let config = data.join("mpayd.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[node]\nurl = \"http://{node}/nodo\"\npassword = \"pwd-node-1\"\nsubscription_key = \"sub-key-123\"\n"
+    ));
+    std::fs::write(&config, text).expect("write config");
+    let d = Daemon::run_config(&config, &data).ready();
+    let today = mpay_common::calendar::rome_date(jiff::Timestamp::now()).to_string();
+    let mut run = std::process::Command::new(mpay_tests::mpayd_bin())
+        .args([
+            "reconcile",
+            "--config",
+            config.to_str().expect("path"),
+            "--date",
+            &today,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mpayd reconcile");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while calls.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    d.kill9();
+    let _ = run.wait();
+    let d = Daemon::run_config(&config, &data).ready();
+    let (_, list) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows"),
+        Some(KEY),
+        None,
+    );
+    let before = list["flows"].as_array().map_or(0, Vec::len);
+    assert!(before < 20, "killed before the end: {before} flows held");
+    // Run again: the flows not held are fetched, those held are not fetched twice.
+    let again = reconcile_today(&config);
+    assert_eq!(
+        again["flows_new"].as_u64(),
+        Some(20 - before as u64),
+        "{again}"
+    );
+    let (_, list) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/flows"),
+        Some(KEY),
+        None,
+    );
+    let mut ids: Vec<&str> = list["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .filter_map(|f| f["flow_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "{list}");
+    assert_eq!(
+        list["flows"].as_array().map(Vec::len),
+        Some(20),
+        "each once: {list}"
+    );
+    for (iupd, nav) in &paid {
+        let p = get(&d, iupd);
+        assert_eq!(
+            instalment(&p, nav)["reported"],
+            json!([95_00, 5_00]),
+            "{iupd}: {p}"
+        );
+        let (_, ledger) = api(&d, "GET", &format!("/{iupd}/ledger"), None);
+        let reported = ledger["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["change"].get("Reported").is_some())
+            .count();
+        assert_eq!(reported, 2, "one fact per transfer, not doubled: {ledger}");
+    }
+    assert!(d.stop().success());
+}
+
+#[test]
 fn flows_are_fetched_from_the_node_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);
@@ -2319,7 +2471,7 @@ fn flows_are_fetched_from_the_node_once() {
             "not a flow".to_owned(),
         ),
     ];
-    let (node, calls) = mock_node(flows);
+    let (node, calls) = mock_node(flows, std::time::Duration::ZERO);
     // The daemon again, now configured to call the mock node.
     let data = d.data_dir.clone();
     assert!(d.stop().success());
