@@ -244,6 +244,75 @@ fn files_dropped_in_the_inbox_are_loaded_and_moved_to_done() {
 }
 
 #[test]
+fn links_in_an_inbox_are_never_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let inbox = d.data_dir.join("inbox").join(ENTITY);
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    // Another entity's file, and the daemon's configuration, linked into this inbox.
+    let other = d.data_dir.join("inbox").join("00987654324").join("done");
+    std::fs::create_dir_all(&other).expect("other inbox");
+    let theirs = other.join("debtors.csv");
+    std::fs::write(
+        &theirs,
+        "iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n\
+         THEIRS-1,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa,2031-01-31,30.00,9/0201102SE/\n",
+    )
+    .expect("their file");
+    std::os::unix::fs::symlink(&theirs, inbox.join("stolen.csv")).expect("link");
+    std::os::unix::fs::symlink(d.data_dir.join("mpayd.toml"), inbox.join("config.xml"))
+        .expect("link");
+    // A real file named in capitals is taken, as any other: by then the links have been seen.
+    let file = "iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n\
+                CAPS-1,MENSA,RSSMRA80A01H501U,Mario Rossi,Mensa,2031-01-31,30.00,9/0201102SE/\n";
+    std::fs::write(inbox.join(".caps.part"), file).expect("write");
+    std::fs::rename(inbox.join(".caps.part"), inbox.join("MENSA.CSV")).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !inbox.join("done").join("MENSA.CSV").exists() {
+        assert!(Instant::now() < deadline, "MENSA.CSV was not loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        inbox.join("stolen.csv").exists(),
+        "the link is left where it is"
+    );
+    assert!(
+        inbox.join("config.xml").exists(),
+        "the link is left where it is"
+    );
+    assert!(!inbox.join("done").join("config.xml.result.json").exists());
+    let (status, _) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/THEIRS-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(
+        status, 404,
+        "another entity's debtors are not loaded as ours"
+    );
+    let (status, _) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/CAPS-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200);
+
+    // A `done` that is a link elsewhere: the next file stays in the inbox, nothing moves there.
+    std::fs::rename(inbox.join("done"), inbox.join("done-real")).expect("move done");
+    std::os::unix::fs::symlink(&other, inbox.join("done")).expect("link done");
+    std::fs::write(inbox.join(".next.part"), file.replace("CAPS-1", "CAPS-2")).expect("write");
+    std::fs::rename(inbox.join(".next.part"), inbox.join("next.csv")).expect("rename");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        !other.join("next.csv").exists(),
+        "nothing was moved through the link"
+    );
+}
+
+#[test]
 fn a_json_file_loads_each_position_through_the_same_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::demo(&dir.path().join("demo"), 10).ready();

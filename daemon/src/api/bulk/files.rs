@@ -79,7 +79,7 @@ type OpenCsv = (
 fn open_csv(path: &Path) -> Result<OpenCsv, Reject> {
     let unreadable =
         |e: std::io::Error| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}"));
-    let mut input = BufReader::new(File::open(path).map_err(unreadable)?);
+    let mut input = BufReader::new(super::open_inbox_file(path).map_err(unreadable)?);
     let mut header = Vec::new();
     input.read_until(b'\n', &mut header).map_err(unreadable)?;
     let mut header = header
@@ -550,9 +550,9 @@ pub(super) fn run(
     job: &Mutex<Job>,
 ) -> bool {
     let mut start = [0u8; 64];
-    let head = File::open(path).and_then(|mut f| f.read(&mut start));
+    let head = super::open_inbox_file(path).and_then(|mut f| f.read(&mut start));
     if head.is_ok_and(|n| is_json(&start[..n])) {
-        return match std::fs::read(path)
+        return match super::read_inbox_file(path)
             .map_err(|e| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}")))
             .and_then(|bytes| read_json(&bytes))
         {

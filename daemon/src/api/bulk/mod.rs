@@ -231,8 +231,7 @@ fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
-    let done = dir.join("done");
-    fsync::create_dir_all(&done)?;
+    let done = done_dir(dir)?;
     if report.exists() {
         std::fs::rename(report, done.join(format!("{name}.rejects.csv")))?;
     }
@@ -241,11 +240,45 @@ fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
-/// A regular file (never a link) of the inbox, not hidden, with this extension.
+/// A regular file (never a link) of the inbox, not hidden, with this extension (any case).
 fn is_inbox_file(path: &Path, name: &str, extension: &str) -> bool {
     !name.starts_with('.')
         && name.to_ascii_lowercase().ends_with(extension)
         && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Opens an inbox file without following a link: a link planted in an inbox (to another
+/// entity's file, to the configuration) is never read.
+pub(crate) fn open_inbox_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The whole of an inbox file, read without following a link.
+pub(crate) fn read_inbox_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open_inbox_file(path)?, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// The inbox's `done/` folder, created if missing; refused if it is anything but a real
+/// directory (a link there would move this entity's files into another's folder).
+fn done_dir(inbox: &Path) -> std::io::Result<PathBuf> {
+    let done = inbox.join("done");
+    match std::fs::symlink_metadata(&done) {
+        Ok(m) if m.file_type().is_dir() => Ok(done),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is not a directory (a link?): files stay in the inbox until it is one",
+            done.display()
+        ))),
+        Err(_) => {
+            fsync::create_dir_all(&done)?;
+            Ok(done)
+        }
+    }
 }
 
 /// The giornale di cassa's name in an inbox, beside the positions' CSV files.
@@ -262,7 +295,7 @@ fn take_document(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io:
     let result = if size > limit {
         serde_json::json!({ "error": format!("{size} bytes: more than api.max_bulk_bytes") })
     } else {
-        let raw = std::fs::read(path)?;
+        let raw = read_inbox_file(path)?;
         let head = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
         if head.contains("FlussoRiversamento") {
             match crate::service::flows::receive(app, entity, &Actor::System, &raw, None) {
@@ -294,8 +327,7 @@ fn take_document(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io:
     let Some(dir) = path.parent() else {
         return Ok(());
     };
-    let done = dir.join("done");
-    fsync::create_dir_all(&done)?;
+    let done = done_dir(dir)?;
     let file = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -512,11 +544,9 @@ pub fn watch(
                         });
                         continue;
                     }
-                    if path.is_file()
-                        && !name.starts_with('.')
-                        && (name.ends_with(".csv") || name.ends_with(".json"))
-                        && claim(&api, &path)
-                    {
+                    let bulk =
+                        is_inbox_file(&path, &name, ".csv") || is_inbox_file(&path, &name, ".json");
+                    if bulk && claim(&api, &path) {
                         let (api, entity) = (Arc::clone(&api), entity.clone());
                         tokio::task::spawn_blocking(move || {
                             if let Err(e) = start_file(&api, entity, path, Actor::System) {
@@ -633,7 +663,7 @@ pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response 
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
             })?;
         }
-        match std::fs::read(report_path(&api.app, &record)) {
+        match read_inbox_file(&report_path(&api.app, &record)) {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut w = report_writer(Vec::new());
