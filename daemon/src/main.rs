@@ -281,9 +281,22 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
     if output.exists() {
         anyhow::bail!("{} exists: choose a new file name", output.display());
     }
-    let partial = output.with_extension("partial");
-    let mut file = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    // Beside the target, named after all of it, created afresh (never through a planted link,
+    // never shared by two backups) and readable by the owner only: it holds every debtor.
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = output.with_file_name(format!(".{name}.partial"));
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?
+    };
     let url = format!("http://{}/backup", config.admin.listen);
     let fetched = runtime()?.block_on(mpayd::http_client::get_to(&url, |chunk| {
         file.write_all(chunk)
@@ -294,7 +307,10 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
     });
     match finished {
         Ok(summary) => {
-            std::fs::rename(&partial, output)?;
+            // A link, not a rename: a file that appeared at the target meanwhile is kept.
+            let linked = std::fs::hard_link(&partial, output);
+            let _ = std::fs::remove_file(&partial);
+            linked.with_context(|| format!("cannot create {}", output.display()))?;
             // The new name survives a power cut once its folder is synced.
             let folder = output
                 .parent()

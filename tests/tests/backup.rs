@@ -46,9 +46,26 @@ fn online_backup_then_restore_gives_back_the_same_store() {
     let file = dir.path().join("nightly.mpaybak");
     let file = file.to_str().expect("path");
 
+    // A link planted where the backup writes aside is not followed.
+    let planted = dir.path().join("planted");
+    std::fs::write(&planted, "keep me").expect("write");
+    std::os::unix::fs::symlink(&planted, dir.path().join(".nightly.mpaybak.partial"))
+        .expect("link");
+    let (ok, out) = run(&["backup", "--config", config, file]);
+    assert!(!ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&planted).expect("read"), "keep me");
+    std::fs::remove_file(dir.path().join(".nightly.mpaybak.partial")).expect("unlink");
+
     let (ok, out) = run(&["backup", "--config", config, file]);
     assert!(ok, "{out}");
     assert!(out.contains("250 positions"), "{out}");
+    // Every debtor is in it: the owner alone reads it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file)
+        .expect("backup")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     // Never overwrites an existing backup.
     let (ok, out) = run(&["backup", "--config", config, file]);
     assert!(!ok && out.contains("exists"), "{out}");
