@@ -198,14 +198,9 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|e| e.fiscal_code.clone())
         .collect();
-    let reports =
-        report::daily_of(&app, &entities, today).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    phase("  reports built, one walk over the day", started);
-    let mut report_rows = 0;
-    for r in &reports {
-        report::write_outbox(&app, r).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-        report_rows += r.rows.len();
-    }
+    let written =
+        report::write_day(&app, &entities, today).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let report_rows: u64 = written.iter().map(|w| w.rows).sum();
     phase(
         &format!("daily reports written ({report_rows} rows)"),
         started,

@@ -99,18 +99,23 @@ pub fn daily(
     entity: &EntityFiscalCode,
     date: Date,
 ) -> Result<DailyReport, ServiceError> {
-    let mut all = daily_of(app, std::slice::from_ref(entity), date)?;
-    all.pop()
-        .ok_or_else(|| ServiceError::not_found(format!("no report for {entity}")))
+    // Held in memory: the REST API's answer for one entity (the daily run streams,
+    // `write_day`).
+    let mut rows = Vec::new();
+    walk_day(app, std::slice::from_ref(entity), date, |_, row| {
+        rows.push(row)
+    })?;
+    Ok(report(app, entity, date, rows))
 }
 
-/// The reports of `entities` for `date`, in their order, from one walk over the day's ledger
-/// entries (the daily run writes every entity's at once).
-pub fn daily_of(
+/// Every report row of `date` (Europe/Rome) for `entities`, in ledger order, each handed to
+/// `each` with the index of its entity.
+fn walk_day(
     app: &App,
     entities: &[EntityFiscalCode],
     date: Date,
-) -> Result<Vec<DailyReport>, ServiceError> {
+    mut each: impl FnMut(usize, ReportRow),
+) -> Result<(), ServiceError> {
     let tz = mpay_common::calendar::rome();
     let start = date
         .to_zoned_datetime(tz.clone())
@@ -123,41 +128,30 @@ pub fn daily_of(
         .timestamp();
     let today = app.clock.today();
     let tolerances = app.config.reconciliation.tolerances();
-    let mut rows: Vec<Vec<ReportRow>> = vec![Vec::new(); entities.len()];
     let from = app.store.first_commit_from(start)?;
+    let mut rows = Vec::new();
     app.store.entries_between(from, end, |_, p, stored| {
         if stored.event.at >= start
             && let Some(i) = entities.iter().position(|e| *e == p.entity)
         {
-            rows_of(p, stored, today, tolerances, &mut rows[i]);
+            rows_of(p, stored, today, tolerances, &mut rows);
+            for r in rows.drain(..) {
+                each(i, r);
+            }
         }
         Ok::<(), StoreError>(())
     })?;
-    Ok(entities
-        .iter()
-        .zip(rows)
-        .map(|(entity, rows)| report(app, entity, date, rows))
-        .collect())
+    Ok(())
 }
 
 /// A report from its rows: the totals, and whether they add up.
 fn report(app: &App, entity: &EntityFiscalCode, date: Date, rows: Vec<ReportRow>) -> DailyReport {
-    let mut totals: BTreeMap<&'static str, Total> = BTreeMap::new();
+    let mut tally = Tally::default();
     for r in &rows {
-        for key in [r.kind, "all"] {
-            let t = totals.entry(key).or_default();
-            t.rows += 1;
-            t.amount += r.amount;
-        }
+        tally.add(r);
     }
-    let recomputed: i64 = rows.iter().map(|r| r.amount).sum();
-    let totals_agree = totals.get("all").map_or(0, |t| t.amount) == recomputed
-        && totals
-            .iter()
-            .filter(|(k, _)| **k != "all")
-            .map(|(_, t)| t.rows)
-            .sum::<usize>()
-            == rows.len();
+    let totals_agree = tally.agree();
+    let totals = tally.totals;
     DailyReport {
         entity: entity.clone(),
         entity_name: app
@@ -356,107 +350,234 @@ const CSV_HEADER: [&str; 21] = [
     "note",
 ];
 
-/// The report as CSV: a header, the rows, then one total line per kind and a check line.
-pub fn to_csv(report: &DailyReport) -> Result<Vec<u8>, ServiceError> {
+/// One row as a CSV record.
+fn csv_record(r: &ReportRow) -> [String; 21] {
     let cell = crate::api::bulk::cell;
-    let mut w = csv::WriterBuilder::new()
-        .delimiter(b';')
-        .flexible(true)
-        .from_writer(Vec::new());
-    let io = |e: csv::Error| ServiceError::from(StoreError::Unavailable(e.to_string()));
-    w.write_record(CSV_HEADER).map_err(io)?;
     let opt = |v: &Option<String>| v.as_deref().map(cell).unwrap_or_default().into_owned();
-    for r in &report.rows {
-        let at = mpay_common::calendar::rome_datetime(r.at);
-        w.write_record([
-            at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            r.kind.to_owned(),
-            cell(&r.iupd).into_owned(),
-            cell(&r.position_kind).into_owned(),
-            r.debtor.clone(),
-            cell(&r.debtor_name).into_owned(),
-            opt(&r.nav),
-            opt(&r.iuv),
-            opt(&r.instalment),
-            r.transfer.map(|t| t.to_string()).unwrap_or_default(),
-            opt(&r.category),
-            opt(&r.beneficiary),
-            comma(r.amount),
-            opt(&r.receipt_id),
-            opt(&r.reference),
-            opt(&r.psp),
-            r.payment_date.map(|d| d.to_string()).unwrap_or_default(),
-            opt(&r.flow_id),
-            r.credit_date.map(|d| d.to_string()).unwrap_or_default(),
-            r.class.unwrap_or_default().to_owned(),
-            String::new(),
-        ])
-        .map_err(io)?;
-    }
-    for (kind, t) in &report.totals {
-        w.write_record([
-            String::new(),
-            format!("TOTALE {kind}"),
-            format!("{} righe", t.rows),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            comma(t.amount),
-        ])
-        .map_err(io)?;
+    let at = mpay_common::calendar::rome_datetime(r.at);
+    [
+        at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        r.kind.to_owned(),
+        cell(&r.iupd).into_owned(),
+        cell(&r.position_kind).into_owned(),
+        r.debtor.clone(),
+        cell(&r.debtor_name).into_owned(),
+        opt(&r.nav),
+        opt(&r.iuv),
+        opt(&r.instalment),
+        r.transfer.map(|t| t.to_string()).unwrap_or_default(),
+        opt(&r.category),
+        opt(&r.beneficiary),
+        comma(r.amount),
+        opt(&r.receipt_id),
+        opt(&r.reference),
+        opt(&r.psp),
+        r.payment_date.map(|d| d.to_string()).unwrap_or_default(),
+        opt(&r.flow_id),
+        r.credit_date.map(|d| d.to_string()).unwrap_or_default(),
+        r.class.unwrap_or_default().to_owned(),
+        String::new(),
+    ]
+}
+
+/// The CSV's last lines: one total per kind, then whether they add up.
+fn write_totals<W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    totals: &BTreeMap<&'static str, Total>,
+    agree: bool,
+) -> csv::Result<()> {
+    for (kind, t) in totals {
+        let mut line = vec![String::new(); 13];
+        line[1] = format!("TOTALE {kind}");
+        line[2] = format!("{} righe", t.rows);
+        line[12] = comma(t.amount);
+        w.write_record(&line)?;
     }
     w.write_record([
         String::new(),
         "CONTROLLO".to_owned(),
-        if report.totals_agree {
+        if agree {
             "i totali corrispondono alla somma delle righe".to_owned()
         } else {
             "ATTENZIONE: i totali non corrispondono alle righe".to_owned()
         },
     ])
-    .map_err(io)?;
+}
+
+fn csv_writer<W: std::io::Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .delimiter(b';')
+        .flexible(true)
+        .from_writer(out)
+}
+
+/// The report as CSV: a header, the rows, then one total line per kind and a check line.
+pub fn to_csv(report: &DailyReport) -> Result<Vec<u8>, ServiceError> {
+    let io = |e: csv::Error| ServiceError::from(StoreError::Unavailable(e.to_string()));
+    let mut w = csv_writer(Vec::new());
+    w.write_record(CSV_HEADER).map_err(io)?;
+    for r in &report.rows {
+        w.write_record(csv_record(r)).map_err(io)?;
+    }
+    write_totals(&mut w, &report.totals, report.totals_agree).map_err(io)?;
     w.into_inner()
         .map_err(|e| ServiceError::from(StoreError::Unavailable(e.to_string())))
 }
 
-/// Writes the report into `DATA_DIR/outbox/<entity>/<date>.csv` and `.json`, durably (written
-/// aside, synced, renamed, the folder synced); gives their paths.
-pub fn write_outbox(app: &App, report: &DailyReport) -> Result<Vec<PathBuf>, ServiceError> {
-    let dir = app
-        .config
-        .data_dir
-        .join("outbox")
-        .join(report.entity.as_str());
+/// Running totals: per kind and `all`, and the sum of every row on its own, to check them by.
+#[derive(Default)]
+struct Tally {
+    totals: BTreeMap<&'static str, Total>,
+    rows: usize,
+    amount: i64,
+}
+
+impl Tally {
+    fn add(&mut self, r: &ReportRow) {
+        for key in [r.kind, "all"] {
+            let t = self.totals.entry(key).or_default();
+            t.rows += 1;
+            t.amount += r.amount;
+        }
+        self.rows += 1;
+        self.amount += r.amount;
+    }
+
+    /// Whether the totals add up: `all` is the sum of the rows, and the kinds share them out.
+    fn agree(&self) -> bool {
+        let all = self.totals.get("all").cloned().unwrap_or_default();
+        let kinds = self.totals.iter().filter(|(k, _)| **k != "all");
+        all.amount == self.amount
+            && all.rows == self.rows
+            && kinds.clone().map(|(_, t)| t.rows).sum::<usize>() == self.rows
+            && kinds.map(|(_, t)| t.amount).sum::<i64>() == self.amount
+    }
+}
+
+/// One entity's report being written into its outbox as the day is walked: rows go to the CSV
+/// and JSON files as they come (a day of a million receipts is never held in memory), the
+/// totals at the end; then both files are synced and renamed into place.
+struct OutboxWriter {
+    dir: PathBuf,
+    date: Date,
+    csv: csv::Writer<std::io::BufWriter<std::fs::File>>,
+    json: std::io::BufWriter<std::fs::File>,
+    tally: Tally,
+    classes: BTreeMap<String, u64>,
+}
+
+impl OutboxWriter {
+    fn open(app: &App, entity: &EntityFiscalCode, date: Date) -> std::io::Result<OutboxWriter> {
+        use std::io::Write;
+        let dir = app.config.data_dir.join("outbox").join(entity.as_str());
+        fsync::create_dir_all(&dir)?;
+        let create = |ext: &str| {
+            std::fs::File::create(dir.join(format!(".{date}.{ext}.part")))
+                .map(std::io::BufWriter::new)
+        };
+        let mut csv = csv_writer(create("csv")?);
+        csv.write_record(CSV_HEADER)?;
+        let mut json = create("json")?;
+        let head = serde_json::json!({
+            "entity": entity,
+            "entity_name": app.config.entity(entity).map(|e| e.name.clone()).unwrap_or_default(),
+            "date": date,
+            "generated_at": app.clock.now(),
+        })
+        .to_string();
+        // The header's fields, then the rows' array, left open.
+        write!(json, "{},\"rows\":[", head.trim_end_matches('}'))?;
+        Ok(OutboxWriter {
+            dir,
+            date,
+            csv,
+            json,
+            tally: Tally::default(),
+            classes: BTreeMap::new(),
+        })
+    }
+
+    fn row(&mut self, r: &ReportRow) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.tally.rows > 0 {
+            self.json.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut self.json, r)?;
+        self.csv.write_record(csv_record(r))?;
+        self.tally.add(r);
+        if let Some(c) = r.class {
+            *self.classes.entry(c.to_owned()).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes both files and puts them in place.
+    fn finish(mut self) -> std::io::Result<Written> {
+        use std::io::Write;
+        let agree = self.tally.agree();
+        write_totals(&mut self.csv, &self.tally.totals, agree)?;
+        let tail = serde_json::json!({ "totals": self.tally.totals, "totals_agree": agree });
+        write!(self.json, "],{}", tail.to_string().trim_start_matches('{'))?;
+        let csv = self.csv.into_inner().map_err(|e| e.into_error())?;
+        for (ext, file) in [("csv", csv), ("json", self.json)] {
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            let date = self.date;
+            std::fs::rename(
+                self.dir.join(format!(".{date}.{ext}.part")),
+                self.dir.join(format!("{date}.{ext}")),
+            )?;
+        }
+        fsync::sync_dir(&self.dir)?;
+        Ok(Written {
+            rows: self.tally.rows as u64,
+            classes: self.classes,
+        })
+    }
+}
+
+/// What writing one entity's report found.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub rows: u64,
+    /// Rows per reconciliation class (payments only).
+    pub classes: BTreeMap<String, u64>,
+}
+
+/// Writes the reports of `entities` for `date` into their outboxes
+/// (`DATA_DIR/outbox/<entity>/<date>.csv` and `.json`, written aside, synced, renamed, the
+/// folder synced) in one walk over the day, streaming.
+pub fn write_day(
+    app: &App,
+    entities: &[EntityFiscalCode],
+    date: Date,
+) -> Result<Vec<Written>, ServiceError> {
     let io = |e: std::io::Error| {
         ServiceError::from(StoreError::Unavailable(format!(
-            "cannot write the report in {}: {e}",
-            dir.display()
+            "cannot write the reports of {date}: {e}"
         )))
     };
-    fsync::create_dir_all(&dir).map_err(io)?;
-    let json = serde_json::to_vec_pretty(report)
-        .map_err(|e| ServiceError::from(StoreError::Unavailable(e.to_string())))?;
-    let mut paths = Vec::new();
-    for (ext, bytes) in [("csv", to_csv(report)?), ("json", json)] {
-        let path = dir.join(format!("{}.{ext}", report.date));
-        let partial = dir.join(format!(".{}.{ext}.part", report.date));
+    let mut writers = entities
+        .iter()
+        .map(|e| OutboxWriter::open(app, e, date))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io)?;
+    let mut failed = None;
+    walk_day(app, entities, date, |i, row| {
+        if failed.is_none()
+            && let Err(e) = writers[i].row(&row)
         {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&partial).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            failed = Some(e);
         }
-        std::fs::rename(&partial, &path).map_err(io)?;
-        paths.push(path);
+    })?;
+    if let Some(e) = failed {
+        return Err(io(e));
     }
-    fsync::sync_dir(&dir).map_err(io)?;
-    Ok(paths)
+    writers
+        .into_iter()
+        .map(OutboxWriter::finish)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io)
 }
 
 /// The days whose reports are due on `now` and not yet in every entity's outbox: from

@@ -25,14 +25,14 @@ fn write_reports(app: &App, day: Date) -> Result<(u64, u64, BTreeMap<String, u64
         .iter()
         .map(|e| e.fiscal_code.clone())
         .collect();
-    for r in report::daily_of(app, &entities, day)? {
-        rows += r.rows.len() as u64;
-        for class in r.rows.iter().filter_map(|row| row.class) {
-            *classes.entry(class.to_owned()).or_default() += 1;
+    // Streamed into the outboxes: a day is never held in memory.
+    for w in report::write_day(app, &entities, day)? {
+        rows += w.rows;
+        for (class, k) in w.classes {
+            *classes.entry(class).or_default() += k;
         }
-        report::write_outbox(app, &r)?;
     }
-    Ok((app.config.entities.len() as u64, rows, classes))
+    Ok((entities.len() as u64, rows, classes))
 }
 
 /// Runs `days` (oldest first): one fetch from the node, then each day's reports, each day
