@@ -177,3 +177,26 @@ fn a_missing_store_is_an_error_unless_it_is_created_on_purpose() {
     let fresh = Daemon::run_config(&data.join("mpayd.toml"), &data).ready();
     assert_eq!(fresh.health()["store"]["positions"], 0);
 }
+
+#[test]
+fn the_service_unit_exposes_little() {
+    // `systemd-analyze security` scores what a compromised daemon could reach (0 to 10): the
+    // unit must stay under 2.0. Machines without systemd's tools skip the check.
+    let unit =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/dist/mpayd.service");
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&unit)
+        .output()
+    else {
+        eprintln!("systemd-analyze is not installed: the unit is not scored");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exposure above 2.0:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Overall exposure level"), "{text}");
+}
