@@ -106,15 +106,19 @@ fn keys_reach_only_their_entity_and_bodies_are_limited() {
     assert_eq!(err["code"], "UNAUTHORIZED", "{err}");
     assert!(err["error"].as_str().expect("error").contains("missing"));
     assert!(err["field"].is_null());
-    let (status, err) = d.api_call("GET", &path, Some("not-a-key"), None);
-    assert_eq!(status, 401, "{err}");
+    // An unknown key and another entity's get the same answer: a guesser learns nothing.
+    let (status, unknown) = d.api_call("GET", &path, Some("not-a-key"), None);
+    assert_eq!(status, 401, "{unknown}");
     let (status, err) = d.api_call("GET", &path, Some(OTHER_KEY), None);
-    assert_eq!(status, 403, "{err}");
-    assert_eq!(err["code"], "FORBIDDEN", "{err}");
+    assert_eq!(status, 401, "{err}");
+    assert_eq!(err, unknown);
+    assert_eq!(err["code"], "UNAUTHORIZED", "{err}");
     assert_eq!(
         err["error"],
-        format!("this key is not allowed for entity {ENTITY}")
+        format!("this key does not open entity {ENTITY}")
     );
+    let log = d.log_text();
+    assert!(log.contains("a key was refused"), "failed keys are logged");
     let (status, page) = d.api_call("GET", &path, Some(KEY), None);
     assert_eq!(status, 200, "{page}");
 
@@ -723,7 +727,7 @@ fn variations_agree_with_the_station() {
         Some(KEY),
         None,
     );
-    assert_eq!(status, 403);
+    assert_eq!(status, 401);
 }
 
 /// The IUV sequence number inside one of the demo's NAVs (aux digit 3, segregation code: the

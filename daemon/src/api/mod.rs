@@ -356,11 +356,17 @@ async fn identify<'a>(
     parts: &mut Parts,
     api: &'a Arc<Api>,
 ) -> Result<(&'a Key, HashMap<String, String>), ApiError> {
-    let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why, None);
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, api)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
     let key = presented_key(&parts.headers)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
-            unauthorized("missing API key: send \"Authorization: Bearer <key>\" or \"X-Api-Key\"")
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing API key: send \"Authorization: Bearer <key>\" or \"X-Api-Key\"",
+                None,
+            )
         })?;
     let digest = key_digest(key);
     // Every configured key is compared, so timing does not say how many matched early.
@@ -370,20 +376,28 @@ async fn identify<'a>(
             found = Some(k);
         }
     }
-    let key = found.ok_or_else(|| unauthorized("unknown API key"))?;
-    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, api)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+    let key = found.ok_or_else(|| refused(parts, &params, None))?;
     Ok((key, params))
 }
 
-fn not_for_entity(cf: &str) -> ApiError {
-    let shown: String = cf.chars().take(16).collect();
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!("this key is not allowed for entity {shown}"),
-        None,
-    )
+/// A key that does not open this path: 401, the same answer whether the key is unknown or
+/// another's, so that a guesser learns nothing; logged, with the key's name when it has one.
+fn refused(parts: &Parts, params: &HashMap<String, String>, name: Option<&str>) -> ApiError {
+    tracing::warn!(
+        path = %parts.uri.path(),
+        key = name.unwrap_or("unknown"),
+        "API: a key was refused"
+    );
+    let why = match params.get("cf") {
+        Some(cf) => {
+            let shown: String = cf.chars().take(16).collect();
+            format!("this key does not open entity {shown}")
+        }
+        None => "this key does not open the cross-entity statements: the citizen-portal key \
+                 does"
+            .to_owned(),
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, why, None)
 }
 
 impl FromRequestParts<Arc<Api>> for Authorized {
@@ -394,13 +408,9 @@ impl FromRequestParts<Arc<Api>> for Authorized {
         let cf = params.get("cf").map_or("", String::as_str);
         let entity = match key.scope {
             Scope::Entity(e) if api.app.config.entities[e].fiscal_code.as_str() == cf => e,
-            Scope::Entity(_) => return Err(not_for_entity(cf)),
-            Scope::Portal => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "the citizen-portal key reads statements only",
-                    None,
-                ));
+            // The portal key reads statements only.
+            Scope::Entity(_) | Scope::Portal => {
+                return Err(refused(parts, &params, Some(&key.name)));
             }
         };
         Ok(Authorized {
@@ -437,7 +447,7 @@ impl FromRequestParts<Arc<Api>> for StatementReader {
         let entities = &api.app.config.entities;
         let entity = match (params.get("cf"), key.scope) {
             (Some(cf), Scope::Entity(e)) if entities[e].fiscal_code.as_str() == cf => Some(e),
-            (Some(cf), Scope::Entity(_)) => return Err(not_for_entity(cf)),
+            (Some(_), Scope::Entity(_)) => return Err(refused(parts, &params, Some(&key.name))),
             (Some(cf), Scope::Portal) => {
                 let found = entities.iter().position(|e| e.fiscal_code.as_str() == cf);
                 Some(found.ok_or_else(|| {
@@ -446,14 +456,8 @@ impl FromRequestParts<Arc<Api>> for StatementReader {
                 })?)
             }
             (None, Scope::Portal) => None,
-            (None, Scope::Entity(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "the cross-entity statement needs the citizen-portal key; an entity's key \
-                     reads /api/v1/entities/{cf}/statements/{debtor}",
-                    None,
-                ));
-            }
+            // An entity's key reads /api/v1/entities/{cf}/statements/{debtor}.
+            (None, Scope::Entity(_)) => return Err(refused(parts, &params, Some(&key.name))),
         };
         Ok(StatementReader { entity, params })
     }
