@@ -214,6 +214,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             if key.is_empty() {
                 anyhow::bail!("no key on stdin");
             }
+            // A header's value loses its surrounding blanks on the way: such a key could never
+            // be presented as it was hashed.
+            if key.trim() != key {
+                anyhow::bail!(
+                    "the key begins or ends with blanks, which HTTP headers drop: choose one without"
+                );
+            }
+            if key.chars().count() < 16 {
+                anyhow::bail!(
+                    "a key of fewer than 16 characters is too easy to guess: choose a longer one"
+                );
+            }
             println!("{}", mpayd::config::hex(&mpayd::config::key_digest(key)));
             Ok(())
         }

@@ -111,14 +111,41 @@ fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"x\n")
+        .write_all(b"demo-castelverde-key\n")
         .expect("write key");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+        "0c66633100b2d60bf9ded045aeabe252cea380f56ae9b41f5c843b580d51f563"
     );
+    // Keys that could never be presented as hashed, or too short to resist guessing.
+    for bad in [
+        " demo-castelverde-key\n",
+        "demo-castelverde-key \n",
+        "short\n",
+    ] {
+        let mut child = Command::new(mpay_tests::mpayd_bin())
+            .arg("hash-key")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mpayd");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(bad.as_bytes())
+            .expect("write key");
+        let out = child.wait_with_output().expect("wait");
+        assert!(!out.status.success(), "{bad:?} was hashed");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("blanks") || err.contains("16 characters"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
