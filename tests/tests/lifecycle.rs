@@ -200,3 +200,38 @@ fn the_service_unit_exposes_little() {
     );
     assert!(text.contains("Overall exposure level"), "{text}");
 }
+
+#[test]
+fn a_store_that_came_back_with_less_than_it_had_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let daemon = Daemon::demo(&data, 30).ready();
+    assert!(daemon.stop().success());
+    // The mark beside the engine's files says how far the store had come durably.
+    let mark = data.join("store").join("commit.mark");
+    let bytes = std::fs::read(&mark).expect("the durable mark");
+    let reached = u64::from_be_bytes(bytes.as_slice().try_into().expect("8 bytes"));
+    assert!(reached > 0);
+    // As if the engine had recovered less than that (a damaged or truncated file).
+    std::fs::write(&mark, (reached + 5).to_be_bytes()).expect("write");
+    let config = data.join("mpayd.toml");
+    let out = mpayd(&["run", "--config", config.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("holds commits up to {reached}"))
+            && err.contains(&format!("commit {} was on disk", reached + 5))
+            && err.contains("restore the latest backup"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&mark).expect("mark"),
+        (reached + 5).to_be_bytes(),
+        "a refused start leaves the mark as it was"
+    );
+    // Put right, the store opens as before.
+    std::fs::write(&mark, reached.to_be_bytes()).expect("write");
+    let again = Daemon::run_config(&config, &data).ready();
+    assert_eq!(again.health()["store"]["positions"], 30);
+    assert!(again.stop().success());
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::StoreError;
 use super::fsync::StoreFiles;
+use super::mark::Mark;
 
 /// How long the flusher lets writers in the middle of applying finish before flushing anyway.
 const MAX_GATHER: Duration = Duration::from_millis(2);
@@ -82,7 +83,11 @@ impl Applying<'_> {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db, mut files: StoreFiles) -> (Arc<GroupCommit>, JoinHandle<()>) {
+    pub fn start(
+        db: sled::Db,
+        mut files: StoreFiles,
+        mut mark: Mark,
+    ) -> (Arc<GroupCommit>, JoinHandle<()>) {
         let group = Arc::new(GroupCommit {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -91,7 +96,7 @@ impl GroupCommit {
         let worker = Arc::clone(&group);
         let handle = std::thread::Builder::new()
             .name("mpay-flusher".into())
-            .spawn(move || worker.run(&db, &mut files))
+            .spawn(move || worker.run(&db, &mut files, &mut mark))
             .unwrap_or_else(|e| panic!("cannot start the store's flusher thread: {e}"));
         (group, handle)
     }
@@ -110,7 +115,7 @@ impl GroupCommit {
         }
     }
 
-    fn run(&self, db: &sled::Db, files: &mut StoreFiles) {
+    fn run(&self, db: &sled::Db, files: &mut StoreFiles, mark: &mut Mark) {
         loop {
             let target = {
                 let mut s = self.lock();
@@ -134,7 +139,11 @@ impl GroupCommit {
                 }
                 s.requested
             };
-            let result = flush(db, files);
+            let reached = mark.before_flush();
+            let result = flush(db, files).and_then(|()| {
+                mark.after_flush(reached, false)
+                    .map_err(|e| format!("cannot write the durable mark: {e}"))
+            });
             let mut s = self.lock();
             match result {
                 Ok(()) => {
@@ -151,7 +160,12 @@ impl GroupCommit {
             self.durable.notify_all();
         }
         // Closing: what sled holds without a ticket (its own bookkeeping) goes to disk too.
-        if let Err(e) = flush(db, files) {
+        let reached = mark.before_flush();
+        let closing = flush(db, files).and_then(|()| {
+            mark.after_flush(reached, true)
+                .map_err(|e| format!("cannot write the durable mark: {e}"))
+        });
+        if let Err(e) = closing {
             self.lock().failure.get_or_insert(e);
         }
     }

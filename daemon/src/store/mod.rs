@@ -21,6 +21,7 @@ mod jobs;
 mod journal;
 pub mod keys;
 mod legacy;
+mod mark;
 mod movements;
 mod receipts;
 mod resolutions;
@@ -169,7 +170,7 @@ pub struct Store {
     writer: Mutex<Writer>,
     group: Arc<GroupCommit>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
-    commits: AtomicU64,
+    commits: Arc<AtomicU64>,
     /// The last commit when the store was opened.
     commits_at_open: u64,
     journal_seq: AtomicU64,
@@ -266,9 +267,26 @@ impl Store {
             commit: u64_meta(&data, keys::META_COMMIT)?,
             positions: u64_meta(&data, keys::META_POSITIONS)?,
         };
+        // The engine may recover less than it had made durable and say nothing: the mark,
+        // outside it, says how far it had come.
+        let marked = mark::read(dir)
+            .map_err(|e| StoreError::Corrupt(format!("the durable mark cannot be read: {e}")))?;
+        if let Some(marked) = marked.filter(|m| *m > writer.commit) {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds commits up to {}, but commit {marked} was on disk before \
+                 (commit.mark): the engine lost acknowledged writes. Nothing was changed; move \
+                 the folder aside and restore the latest backup",
+                dir.join("db").display(),
+                writer.commit
+            )));
+        }
         let files = fsync::StoreFiles::open(dir)
             .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", dir.display())))?;
-        let (group, flusher) = GroupCommit::start(db.clone(), files);
+        let commits = Arc::new(AtomicU64::new(writer.commit));
+        let durable_mark = mark::Mark::open(dir, Arc::clone(&commits)).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", mark::path(dir).display()))
+        })?;
+        let (group, flusher) = GroupCommit::start(db.clone(), files, durable_mark);
         let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
         let journal = db.open_tree("journal")?;
         let jobs = db.open_tree("jobs")?;
@@ -293,7 +311,7 @@ impl Store {
             journal_files: Mutex::new(()),
             cache: cache::PositionCache::new(options.position_cache),
             sequences: Mutex::new(Default::default()),
-            commits: AtomicU64::new(writer.commit),
+            commits,
             commits_at_open: writer.commit,
             db,
             data,
