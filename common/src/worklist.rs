@@ -19,9 +19,10 @@ use crate::ledger::Actor;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkItem {
     /// Stable name of the item: `flow:<flow>`, `flow-row:<flow>:<iur>:<iuv>:<transfer>`,
-    /// `movement:<account>:<reference>` or `transfer:<iupd>:<nav>:<transfer>`.
+    /// `receipt:<receiptId>[:<nav>]`, `movement:<account>:<reference>` or
+    /// `transfer:<iupd>:<nav>:<transfer>`.
     pub key: String,
-    /// `flow`, `flow-row`, `movement` or `transfer`.
+    /// `flow`, `flow-row`, `receipt`, `movement` or `transfer`.
     pub subject: String,
     /// The class that makes it an anomaly (`amount-mismatch`, `not-reported`, …).
     pub class: String,

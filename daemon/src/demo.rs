@@ -34,6 +34,10 @@ pub const API_KEYS: [(&str, &str, &str); 3] = [
     ("80001234568", "tributi", "demo-valleverde-key"),
 ];
 
+/// The station's password and the subscription key the demo's simulated node expects.
+pub const NODE_PASSWORD: &str = "demo-node-pw1";
+pub const NODE_KEY: &str = "demo-node-subscription-key";
+
 /// The demo's citizen-portal key (key name, key): the cross-entity citizen statement.
 pub const PORTAL_KEY: (&str, &str) = ("portale", "demo-portal-key");
 

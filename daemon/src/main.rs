@@ -74,6 +74,10 @@ enum Command {
         /// treasury credits them, anomalies included (0: never; only with --traffic).
         #[arg(long, default_value_t = 30)]
         settle_every: u64,
+        /// The interface the daemon fetches the demo's flows through from the simulated node:
+        /// soap (nodeForPa) or fdr (the FdR REST service).
+        #[arg(long, value_enum, default_value = "soap")]
+        node_interface: NodeChoice,
         /// Once serving, write the listeners' addresses there as JSON (for scripts; lets the
         /// daemon pick free ports with port 0).
         #[arg(long)]
@@ -193,6 +197,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             api,
             traffic,
             settle_every,
+            node_interface,
             ready_file,
             console,
         } => demo_run(
@@ -200,7 +205,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             positions,
             seed,
             [admin, station, api],
-            (traffic, settle_every),
+            (traffic, settle_every, node_interface),
             ready_file.as_deref(),
             console,
         ),
@@ -346,18 +351,52 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The simulated node's interface, on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum NodeChoice {
+    Soap,
+    Fdr,
+}
+
 fn demo_run(
     data_dir: &Path,
     positions: u64,
     seed: u64,
     [admin, station, api]: [SocketAddr; 3],
-    // Payments per second, and seconds between settlement rounds.
-    (traffic, settle_every): (f64, u64),
+    // Payments per second, seconds between settlement rounds, the simulated node's interface.
+    (traffic, settle_every, node_interface): (f64, u64, NodeChoice),
     ready_file: Option<&Path>,
     console: bool,
 ) -> anyhow::Result<()> {
     let mut config = demo::config(data_dir, admin, station);
     config.api.listen = api;
+    // With payments to settle, a simulated node serves the demo's flows, and the daemon fetches
+    // them with its own client.
+    let settling = settle_every > 0 && traffic > 0.0;
+    let mut simulated_node = if settling {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        config.node = Some(mpayd::config::NodeConfig {
+            interface: match node_interface {
+                NodeChoice::Soap => mpayd::config::NodeInterface::Soap,
+                NodeChoice::Fdr => mpayd::config::NodeInterface::Fdr,
+            },
+            url: match node_interface {
+                NodeChoice::Soap => format!("http://{addr}/nodo"),
+                NodeChoice::Fdr => format!("http://{addr}/fdr"),
+            },
+            station: None,
+            password: demo::NODE_PASSWORD.into(),
+            subscription_key: Some(demo::NODE_KEY.into()),
+            timeout_secs: 10,
+        });
+        Some((
+            listener,
+            std::sync::Arc::new(mpayd::simulator::node::Catalogue::default()),
+        ))
+    } else {
+        None
+    };
     std::fs::create_dir_all(data_dir)?;
     let console_bin = std::env::current_exe()?.with_file_name("mpay");
     if console {
@@ -405,6 +444,8 @@ fn demo_run(
         // The file names the addresses actually bound, so `mpayd backup --config` finds the
         // admin listener even when the demo was given port 0.
         let mut bound = config.clone();
+        // The simulated node lives as long as this demo: the file does not name it.
+        bound.node = None;
         bound.admin.listen = ready.admin;
         bound.station.listen = ready.station;
         bound.api.listen = ready.api;
@@ -463,14 +504,31 @@ fn demo_run(
                 traffic,
             ));
         }
-        if settle_every > 0 && traffic > 0.0 {
-            println!(
-                "  settlement     flows and treasury credits every {settle_every} s, with anomalies"
-            );
-            tokio::spawn(mpayd::simulator::settlement::run(
-                std::sync::Arc::clone(&app),
-                std::time::Duration::from_secs(settle_every),
-            ));
+        if let Some((listener, catalogue)) = simulated_node.take() {
+            let url = config
+                .node
+                .as_ref()
+                .map(|n| n.url.clone())
+                .unwrap_or_default();
+            match mpayd::simulator::node::serve(
+                listener,
+                std::sync::Arc::clone(&catalogue),
+                demo::NODE_PASSWORD.into(),
+                demo::NODE_KEY.into(),
+            ) {
+                Ok(()) => {
+                    println!(
+                        "  settlement     every {settle_every} s the PSPs publish flows on the \
+                         simulated node ({url}) and the treasury credits them, with anomalies"
+                    );
+                    tokio::spawn(mpayd::simulator::settlement::run(
+                        std::sync::Arc::clone(&app),
+                        std::time::Duration::from_secs(settle_every),
+                        Some(catalogue),
+                    ));
+                }
+                Err(e) => tracing::error!("the simulated node cannot start: {e}"),
+            }
         }
         if console {
             println!(

@@ -1587,10 +1587,28 @@ fn worklist_fixes_are_attributed_audited_kept_and_reverted() {
         ("12.00", "CRDT", "RIMBORSO SPESE"),
     ]);
     assert_eq!(upload_statement(&d, &statement).0, 201);
+    // And a receipt for a notice nobody here issued.
+    let orphan = mpay_common::ids::IuvSettings {
+        aux: mpay_common::ids::AuxDigit::Three,
+        segregation_code: Some(1),
+        application_code: None,
+    }
+    .notice(9_999_999)
+    .expect("nav")
+    .to_string();
+    let rt = receipt_body("rcpt-wl-orphan", &orphan, 10_00, &[(1, 10_00)]);
+    assert_eq!(ask(&d, "paSendRTV2", &rt).outcome, "OK");
 
     let e = ENTITY;
     let (code, list) = console(&d, &["worklist", "--entity", e]);
     assert_eq!(code, 0, "{list}");
+    assert!(
+        work_keys(&list).contains(&(
+            "unknown-notice".to_owned(),
+            "receipt:rcpt-wl-orphan".to_owned()
+        )),
+        "{list}"
+    );
     let keys = work_keys(&list);
     let key_of = |class: &str| {
         keys.iter()
@@ -1872,7 +1890,15 @@ fn the_demo_settles_its_payments_with_anomalies_for_the_worklist() {
         &[],
         &dir.path().join("demo"),
         300,
-        &["--traffic", "20", "--settle-every", "2"],
+        // The daemon fetches the flows from the demo's simulated node through FdR REST.
+        &[
+            "--traffic",
+            "20",
+            "--settle-every",
+            "2",
+            "--node-interface",
+            "fdr",
+        ],
     )
     .ready();
     let keys = [
@@ -1928,6 +1954,7 @@ fn the_demo_settles_its_payments_with_anomalies_for_the_worklist() {
         );
         for f in flows["flows"].as_array().into_iter().flatten() {
             revised |= f["superseded"] == true;
+            assert_eq!(f["source"], "node", "fetched from the simulated node: {f}");
         }
         let (_, movements) = d.api_call(
             "GET",

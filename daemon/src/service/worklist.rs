@@ -17,6 +17,7 @@ use mpay_common::worklist::{
 
 use super::ServiceError;
 use crate::App;
+use crate::store::Disposition;
 
 /// Positions examined per call at most.
 const SCAN_BUDGET: usize = 20_000;
@@ -118,7 +119,7 @@ fn last_paid(inst: &InstalmentState) -> Option<Date> {
 }
 
 /// Flows that could not be read or whose totals disagree, the anomalous rows of each flow's
-/// latest revision, and the anomalous treasury movements.
+/// latest revision, receipts that pay no notice of ours, and the anomalous treasury movements.
 fn record_items(
     app: &App,
     entity: &EntityFiscalCode,
@@ -178,6 +179,31 @@ fn record_items(
                 resolution: None,
             });
         }
+    }
+    // Receipts for a notice nobody here issued, or whose receiptId another notice used.
+    for r in app.store.receipts_of(entity, 100_000)? {
+        let (class, key) = match r.disposition {
+            Disposition::Orphan => ("unknown-notice", format!("receipt:{}", r.receipt_id)),
+            Disposition::ReceiptIdReused => (
+                "receipt-id-reused",
+                format!("receipt:{}:{}", r.receipt_id, r.nav),
+            ),
+            _ => continue,
+        };
+        items.push(WorkItem {
+            key,
+            subject: "receipt".into(),
+            class: class.into(),
+            amount: r.amount.get(),
+            date: Some(rome_date(r.received_at)),
+            iupd: None,
+            nav: Some(r.nav.clone()),
+            transfer: None,
+            flow_id: None,
+            reference: Some(r.receipt_id.clone()),
+            detail: format!("PSP {} for notice {} of {}", r.psp, r.nav, r.notice_entity),
+            resolution: None,
+        });
     }
     for m in super::treasury::list(app, entity, 100_000)? {
         if m.class.is_anomaly() {

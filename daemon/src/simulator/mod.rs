@@ -4,6 +4,7 @@
 //! wrong station ids, malformed messages, double payments and late receipts. It is also the load
 //! generator: it prints throughput and latency percentiles per operation.
 
+pub mod node;
 pub mod requests;
 pub mod settlement;
 

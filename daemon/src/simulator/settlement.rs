@@ -8,7 +8,7 @@
 //! The documents go through the same services as an upload (`service::flows`,
 //! `service::treasury`), with the actor `system` and sources that say where they came from.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use jiff::civil::Date;
 use mpay_common::ids::Nav;
 use mpay_common::ledger::Actor;
 
+use super::node::{Catalogue, Published};
 use crate::App;
 use crate::config::EntityConfig;
 use crate::store::Disposition;
@@ -123,6 +124,11 @@ pub fn statement_document(message_id: &str, iban: &str, day: Date, credits: &[Cr
 /// What the demo's PSPs and treasury still owe from earlier rounds.
 #[derive(Default)]
 struct Pending {
+    /// The simulated node the flows are published on (then fetched by the daemon's client);
+    /// without one they are handed to the daemon's services directly.
+    node: Option<Arc<Catalogue>>,
+    /// Revisions published per flow.
+    revisions: HashMap<String, u64>,
     round: u32,
     /// Receipts reported already.
     reported: HashSet<String>,
@@ -132,9 +138,13 @@ struct Pending {
     late: Vec<(usize, Credit)>,
 }
 
-/// Every `every`, reports the receipts stored since the last round and credits them.
-pub async fn run(app: Arc<App>, every: Duration) {
-    let mut pending = Pending::default();
+/// Every `every`, reports the receipts stored since the last round (on the simulated node
+/// `node`, from which the daemon fetches them, or straight to the daemon) and credits them.
+pub async fn run(app: Arc<App>, every: Duration, node: Option<Arc<Catalogue>>) {
+    let mut pending = Pending {
+        node,
+        ..Pending::default()
+    };
     // Receipts reported before a restart are in the ledger: not reported again.
     loop {
         tokio::time::sleep(every).await;
@@ -144,16 +154,80 @@ pub async fn run(app: Arc<App>, every: Duration) {
             (result, pending)
         })
         .await;
-        match moved {
+        let statements = match moved {
             Ok((result, back)) => {
                 pending = back;
-                if let Err(e) = result {
+                result.unwrap_or_else(|e| {
                     tracing::warn!("demo settlement: {e}");
-                }
+                    Vec::new()
+                })
             }
             Err(e) => {
                 tracing::warn!("demo settlement stopped: {e}");
                 return;
+            }
+        };
+        // The daemon fetches the new flows as it does from the real node.
+        if pending.node.is_some() {
+            crate::node::fetch_all(&app).await;
+        }
+        let work = Arc::clone(&app);
+        let _ = tokio::task::spawn_blocking(move || {
+            for (e, xml) in statements {
+                let entity = &work.config.entities[e];
+                if let Err(err) =
+                    crate::service::treasury::receive(&work, entity, &Actor::System, xml.as_bytes())
+                {
+                    tracing::warn!("demo statement for {}: {}", entity.fiscal_code, err.message);
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Hands a flow (or a revision of one) over: published on the simulated node, or received.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    app: &App,
+    pending: &mut Pending,
+    entity: &EntityConfig,
+    id: &str,
+    time: &str,
+    day: Date,
+    rows: Vec<Row>,
+    declared: Option<i64>,
+) {
+    match &pending.node {
+        Some(node) => {
+            let revision = pending.revisions.entry(id.to_owned()).or_default();
+            *revision += 1;
+            node.publish(Published {
+                entity: entity.fiscal_code.to_string(),
+                id: id.to_owned(),
+                time: time.to_owned(),
+                revision: *revision,
+                published: app.clock.now().to_string(),
+                psp: "DEMOPSP1".into(),
+                settled: day,
+                rows,
+                declared,
+            });
+        }
+        None => {
+            let xml = flow_document(
+                id,
+                time,
+                day,
+                "DEMOPSP1",
+                entity.fiscal_code.as_str(),
+                &rows,
+                declared,
+            );
+            if let Err(e) =
+                crate::service::flows::receive(app, entity, &Actor::System, xml.as_bytes(), None)
+            {
+                tracing::warn!("demo flow {id}: {}", e.message);
             }
         }
     }
@@ -216,14 +290,15 @@ fn unpaid_notice(app: &App, entity: &EntityConfig, day: Date) -> Option<Row> {
     })
 }
 
-fn round(app: &App, pending: &mut Pending) -> Result<(), String> {
+/// One round: the new receipts reported (delivered as flows), and the treasury's statements
+/// to receive after them: (entity index, camt.053 document).
+fn round(app: &App, pending: &mut Pending) -> Result<Vec<(usize, String)>, String> {
     pending.round += 1;
     let now = app.clock.now();
     let local = mpay_common::calendar::rome_datetime(now);
     let day = local.date();
     let stamp = local.strftime("%H%M%S").to_string();
     let time = local.strftime("%Y-%m-%dT%H:%M:%S").to_string();
-    let actor = Actor::System;
     // The new receipts, per entity.
     let mut by_entity: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
     for r in app.store.receipts() {
@@ -253,16 +328,7 @@ fn round(app: &App, pending: &mut Pending) -> Result<(), String> {
     if let Some((e, id, rows)) = pending.revision.take() {
         // The revision: the same flow, later, with the row it missed.
         let entity = &app.config.entities[e];
-        let xml = flow_document(
-            &id,
-            &time,
-            day,
-            "DEMOPSP1",
-            entity.fiscal_code.as_str(),
-            &rows,
-            None,
-        );
-        let _ = crate::service::flows::receive(app, entity, &actor, xml.as_bytes(), None);
+        deliver(app, pending, entity, &id, &time, day, rows, None);
     }
     for (n, (e, mut rows)) in by_entity.into_iter().enumerate() {
         if rows.is_empty() {
@@ -302,21 +368,10 @@ fn round(app: &App, pending: &mut Pending) -> Result<(), String> {
             // A PSP that declares a total its rows do not make.
             declared = Some(rows.iter().map(|r| r.cents).sum::<i64>() + 1_00);
         }
-        let xml = flow_document(
-            &id,
-            &time,
-            day,
-            "DEMOPSP1",
-            entity.fiscal_code.as_str(),
-            &rows,
-            declared,
-        );
-        if let Err(e) = crate::service::flows::receive(app, entity, &actor, xml.as_bytes(), None) {
-            tracing::warn!("demo flow {id}: {}", e.message);
-            continue;
-        }
+        let total = declared.unwrap_or_else(|| rows.iter().map(|r| r.cents).sum());
+        deliver(app, pending, entity, &id, &time, day, rows, declared);
         let credit = Credit {
-            cents: declared.unwrap_or_else(|| rows.iter().map(|r| r.cents).sum()),
+            cents: total,
             reference: format!("DEMO-{id}"),
             remittance: format!("/PUR/LGPE-RIVERSAMENTO/URI/{id}"),
         };
@@ -339,15 +394,15 @@ fn round(app: &App, pending: &mut Pending) -> Result<(), String> {
             credits.entry(e).or_default().push(credit);
         }
     }
+    // The treasury's statements, received once the flows are in.
+    let mut statements = Vec::new();
     for (e, list) in credits {
         let entity = &app.config.entities[e];
         let Some(iban) = entity.bank_accounts.first() else {
             continue;
         };
-        let xml = statement_document(&format!("DEMO-STMT-{stamp}-{e}"), iban.as_ref(), day, &list);
-        if let Err(err) = crate::service::treasury::receive(app, entity, &actor, xml.as_bytes()) {
-            tracing::warn!("demo statement for {}: {}", entity.fiscal_code, err.message);
-        }
+        let id = format!("DEMO-STMT-{stamp}-{e}");
+        statements.push((e, statement_document(&id, iban.as_ref(), day, &list)));
     }
-    Ok(())
+    Ok(statements)
 }
