@@ -1,4 +1,5 @@
-//! Reporting flows: received (by hand through the REST API for now), stored raw and parsed with
+//! Reporting flows: received (uploaded, dropped in the inbox, fetched from the node over SOAP or
+//! FdR REST), stored raw and parsed with
 //! the per-transfer `Reported` facts their rows add to the positions, and read back with every
 //! row classified against the positions as they stand at that moment, so a class is never
 //! stale: a receipt or a position arriving after its flow changes the answer by itself.

@@ -1,5 +1,5 @@
-//! Treasury statements brought by hand (camt.053 through the REST API for now): each movement
-//! stored once, classified on read against the flows held, and, when it is a flow's credit for
+//! Treasury statements (camt.053, or the giornale di cassa as CSV; through the REST API or the
+//! inbox): each movement stored once, classified on read against the flows held, and, when it is a flow's credit for
 //! the flow's total, a `Credited` fact for every transfer the flow reported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
