@@ -11,7 +11,8 @@ use crate::ledger::{Arrival, InstalmentStatus, OfflineChannel, PositionStatus};
 use crate::model::OptionKind;
 use crate::money::Cents;
 
-/// Positions one statement lists at most (`truncated` says when the debtor has more).
+/// Positions one statement lists at most per entity (`truncated` says when the debtor has more
+/// with one of them).
 pub const MAX_POSITIONS: usize = 1000;
 
 /// An amount as integer cents and as euro text ("12.34").
@@ -51,7 +52,7 @@ pub struct Statement {
     pub totals: Totals,
     /// Newest first.
     pub positions: Vec<StatementPosition>,
-    /// The debtor has more positions than one statement lists; the oldest are left out.
+    /// The debtor has more positions with one entity than a statement lists for it.
     pub truncated: bool,
 }
 

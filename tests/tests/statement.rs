@@ -511,3 +511,35 @@ fn who_may_read_a_statement() {
     assert_eq!(s["positions"], json!([]));
     assert_eq!(totals(&s), (0, 0, 0, 0));
 }
+
+#[test]
+fn one_authority_cannot_push_another_out_of_a_statement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    call(
+        &d,
+        CASTELVERDE_KEY,
+        "PUT",
+        &position_path(CASTELVERDE, "/TARI-REAL"),
+        Some(&single("TARI 2026", 480_00)),
+    );
+    // Another authority loads 1,001 positions of one cent for the same citizen.
+    let mut csv =
+        String::from("iupd,kind,debtor_code,debtor_name,description,due,amount,t1_category\n");
+    for n in 0..1001 {
+        csv.push_str(&format!(
+            "FLOOD-{n:04},DIRITTI,{DEBTOR},Mario Rossi,Diritti,2031-01-31,0.01,9/0201102SE/\n"
+        ));
+    }
+    let job = d.bulk_upload(MONTALTO, MONTALTO_KEY, csv.as_bytes());
+    let job = d.bulk_finished(MONTALTO, MONTALTO_KEY, &job);
+    assert_eq!(job["created"], 1001, "{job}");
+    let s = read(&d, PORTAL_KEY, &statement_path(DEBTOR));
+    assert!(
+        iupds(&s).contains(&"TARI-REAL".to_owned()),
+        "the other authority's position is still there"
+    );
+    let (open, ..) = totals(&s);
+    assert_eq!(open, 480_00 + 1000, "480.00 and the 1,000 cents listed");
+    assert_eq!(s["truncated"], true, "one authority's list was cut");
+}

@@ -49,9 +49,20 @@ pub fn statement(
     debtor: &DebtorCode,
 ) -> Result<Statement, ServiceError> {
     let today = app.clock.today();
-    let mut found = app.store.by_debtor(debtor, scope, MAX_POSITIONS + 1)?;
-    let truncated = found.len() > MAX_POSITIONS;
-    found.truncate(MAX_POSITIONS);
+    // The limit is per entity: one authority's positions never push another's out of a
+    // citizen's statement (and its totals).
+    let entities: Vec<&EntityFiscalCode> = match scope {
+        Some(cf) => vec![cf],
+        None => app.config.entities.iter().map(|e| &e.fiscal_code).collect(),
+    };
+    let mut found = Vec::new();
+    let mut truncated = false;
+    for cf in entities {
+        let mut of = app.store.by_debtor(debtor, Some(cf), MAX_POSITIONS + 1)?;
+        truncated |= of.len() > MAX_POSITIONS;
+        of.truncate(MAX_POSITIONS);
+        found.extend(of);
+    }
     let mut positions: Vec<(PositionId, StatementPosition)> = Vec::new();
     for (id, p) in found {
         positions.push((id, position(app, id, &p.entity, today)?));
