@@ -521,7 +521,7 @@ fn one_authority_cannot_push_another_out_of_a_statement() {
         CASTELVERDE_KEY,
         "PUT",
         &position_path(CASTELVERDE, "/TARI-REAL"),
-        Some(&single("TARI 2026", 480_00)),
+        Some(&single("TARI 2026", 48_000)),
     );
     // Another authority loads 1,001 positions of one cent for the same citizen.
     let mut csv =
@@ -540,6 +540,6 @@ fn one_authority_cannot_push_another_out_of_a_statement() {
         "the other authority's position is still there"
     );
     let (open, ..) = totals(&s);
-    assert_eq!(open, 480_00 + 1000, "480.00 and the 1,000 cents listed");
+    assert_eq!(open, 48_000 + 1000, "480.00 and the 1,000 cents listed");
     assert_eq!(s["truncated"], true, "one authority's list was cut");
 }
