@@ -26,6 +26,7 @@ use tower::ServiceExt;
 use crate::App;
 use crate::config::{StationListenerConfig, TlsConfig};
 use crate::journal::Journal;
+use crate::pagopa::soap::{Fault, FaultCode, Operation, fault_response};
 use crate::station::Station;
 
 struct Shared {
@@ -36,18 +37,78 @@ struct Shared {
 
 fn router(shared: Arc<Shared>, config: &StationListenerConfig) -> Router {
     Router::new()
-        .route(&config.path, post(soap))
+        .route(&config.path, post(soap).fallback(not_soap))
+        .fallback(not_soap)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(shared)
+}
+
+/// A SOAP 1.1 Fault (HTTP 500, as SOAP 1.1 answers a request it cannot process): what the node
+/// reads when no operation can be named.
+fn soap_fault(reason: &str) -> Response {
+    let escaped = reason
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+         <soapenv:Body><soapenv:Fault><faultcode>soapenv:Client</faultcode>\
+         <faultstring>{escaped}</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    );
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Another path or another method than the station's POST: a SOAP Fault, not an HTML page.
+async fn not_soap(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    soap_fault(&format!(
+        "mpay's station answers SOAP POSTs on its configured path, not {method} {}",
+        uri.path()
+    ))
 }
 
 async fn soap(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let action = headers.get("soapaction").and_then(|v| v.to_str().ok());
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            // Too large (or unreadable): a KO of the operation the SOAPAction names, else a
+            // Fault. The body is never read past the limit.
+            let reason = rejection.body_text();
+            tracing::warn!(%peer, action = action.unwrap_or(""), "station request refused: {reason}");
+            let named = action.and_then(|a| {
+                Operation::ALL
+                    .into_iter()
+                    .find(|op| a.trim_matches('"').eq_ignore_ascii_case(op.name()))
+            });
+            return match named {
+                Some(op) => {
+                    let fault = Fault {
+                        code: FaultCode::SintassiExtraXsd,
+                        id: shared.app.config.broker.id.to_string(),
+                        description: Some(format!("the request was refused unread: {reason}")),
+                    };
+                    (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+                        fault_response(op, &fault),
+                    )
+                        .into_response()
+                }
+                None => soap_fault(&reason),
+            };
+        }
+    };
     let handled = shared.station.handle(&body, action, Some(peer)).await;
     shared.app.metrics.observe(&handled.exchange);
     shared

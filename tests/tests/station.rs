@@ -292,16 +292,42 @@ fn every_fault_the_node_can_meet() {
         let answer = ask(&daemon, "paVerifyPaymentNotice", &body);
         assert_eq!(fault(&answer), code, "{body}");
     }
-    // Bodies over the limit never reach the parser.
+    // Bodies over the limit never reach the parser, and the node still gets SOAP: a KO of the
+    // operation its SOAPAction names, else a SOAP Fault.
     let huge = vec![b'x'; 300 * 1024];
-    let (status, _) = http_post(
+    let (status, answer) = http_post(
         daemon.station,
         STATION_PATH,
-        &[("SOAPAction", "paVerifyPaymentNotice")],
+        &[("SOAPAction", "\"paVerifyPaymentNotice\"")],
         &huge,
     )
     .expect("post");
-    assert_eq!(status, 413);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(status, 200, "{answer}");
+    validate_body(&answer).unwrap_or_else(|e| panic!("{e}\n{answer}"));
+    assert_eq!(
+        read_answer(&answer).expect("answer").fault_code.as_deref(),
+        Some("PAA_SINTASSI_EXTRAXSD")
+    );
+    let (status, answer) = http_post(daemon.station, STATION_PATH, &[], &huge).expect("post");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer.contains("<soapenv:Fault><faultcode>soapenv:Client</faultcode>"),
+        "{answer}"
+    );
+    // Another path, another method: a SOAP Fault too, not an empty 404 or 405.
+    for (status, answer) in [
+        http_post(daemon.station, "/elsewhere", &[], b"<a/>").expect("post"),
+        mpay_tests::http_get(daemon.station, STATION_PATH).expect("get"),
+    ] {
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(status, 500, "{answer}");
+        assert!(
+            answer.contains("soapenv:Fault") && answer.contains("SOAP POSTs"),
+            "{answer}"
+        );
+    }
 }
 
 #[test]
