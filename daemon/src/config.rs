@@ -201,6 +201,29 @@ pub struct StationListenerConfig {
     /// TLS, with the node's client certificate required when `client_ca` is set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Connections held at once at most; past it a new connection is closed at once (and
+    /// logged), so idle or slow clients cannot take every file descriptor.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and the TLS handshake), and a kept
+    /// alive connection may stay idle, before it is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish on SIGTERM.
+    #[serde(default = "default_drain")]
+    pub drain_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_drain() -> u64 {
+    5
 }
 
 fn default_station_path() -> String {

@@ -175,7 +175,9 @@ pub fn tls_acceptor_for(key_name: &str, tls: &TlsConfig) -> anyhow::Result<TlsAc
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves until `stop` turns true, then lets in-flight requests finish (at most 30 s).
+/// Serves until `stop` turns true, then lets in-flight requests finish (at most
+/// `drain_secs`). At most `max_connections` connections at once; a client that does not send a
+/// request's headers within `header_timeout_secs` (or stays idle that long) is cut.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -191,6 +193,9 @@ pub async fn serve(
     });
     let router = router(shared, &config);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let header_timeout = Duration::from_secs(config.header_timeout_secs.max(1));
+    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -208,13 +213,27 @@ pub async fn serve(
             tracing::warn!(%peer, "station: connection refused (not in station.allow)");
             continue;
         }
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Full: closed at once; said once a minute at most, not once per connection.
+            if refused_logged.elapsed() >= Duration::from_secs(60) {
+                tracing::warn!(
+                    %peer,
+                    max = config.max_connections,
+                    "station: connection refused, station.max_connections reached"
+                );
+                refused_logged = std::time::Instant::now();
+            }
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(req)
         });
-        let http = hyper::server::conn::http1::Builder::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
         match &tls {
             None => {
                 let conn = http.serve_connection(TokioIo::new(tcp), service);
@@ -223,14 +242,16 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, "station connection: {e}");
                     }
+                    drop(slot);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                        tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await;
                     let stream = match handshake {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -251,10 +272,11 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let drain = config.drain_secs;
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("station: in-flight requests finished"),
-        _ = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("station: in-flight requests still running after 30 s; stopping");
+        _ = tokio::time::sleep(Duration::from_secs(drain)) => {
+            tracing::warn!("station: in-flight requests still running after {drain} s; stopping");
         }
     }
     Ok(())

@@ -479,3 +479,75 @@ fn a_receipt_id_cannot_write_a_line_of_its_own_in_the_log() {
         "a forged log line: {log}"
     );
 }
+
+#[test]
+fn idle_and_slow_clients_are_cut_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 20).ready();
+    let data = d.data_dir.clone();
+    assert!(d.stop().success());
+    let config = data.join("mpayd.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(text.contains("header_timeout_secs = 10") && text.contains("max_connections = 1024"));
+    std::fs::write(
+        &config,
+        text.replace("header_timeout_secs = 10", "header_timeout_secs = 1")
+            .replace("max_connections = 1024", "max_connections = 4"),
+    )
+    .expect("config");
+    let d = Daemon::run_config(&config, &data).ready();
+    let connect = || {
+        let s = std::net::TcpStream::connect(d.station).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    };
+    // Closed by the station: a read ends (0 bytes, or a reset) instead of waiting.
+    let closed_within = |mut s: std::net::TcpStream| {
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        started.elapsed()
+    };
+    // Four idle connections take every place: a fifth is closed at once.
+    let idle: Vec<_> = (0..3).map(|_| connect()).collect();
+    let mut slow = connect();
+    slow.write_all(b"POST /pagopa/paForNode HTTP/1.1\r\nHost: x\r\n")
+        .expect("half a header");
+    std::thread::sleep(Duration::from_millis(200));
+    let fifth = connect();
+    assert!(
+        closed_within(fifth) < Duration::from_secs(1),
+        "over the cap"
+    );
+    // The idle and the slow ones are cut after the header timeout, which frees their places.
+    for s in idle {
+        assert!(
+            closed_within(s) < Duration::from_secs(5),
+            "an idle client was kept"
+        );
+    }
+    assert!(
+        closed_within(slow) < Duration::from_secs(5),
+        "a slow client was kept"
+    );
+    let notice = d
+        .notices(false)
+        .into_iter()
+        .find(|n| n["entity"] == ENTITY)
+        .expect("a payable notice");
+    let nav = notice["nav"].as_str().expect("nav");
+    let answer = read_answer(&d.soap(
+        "paVerifyPaymentNotice",
+        &requests::verify(&caller(ENTITY, V2_STATION), ENTITY, nav),
+    ))
+    .expect("answer");
+    assert_eq!(answer.outcome, "OK", "the node is served again");
+    assert!(
+        d.log_text().contains("station.max_connections reached"),
+        "the refusal is logged"
+    );
+    assert!(d.stop().success());
+}
