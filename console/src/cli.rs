@@ -125,6 +125,9 @@ pub enum Command {
         /// Only items this many days old or older.
         #[arg(long)]
         older_than: Option<u32>,
+        /// The next page of transfers, after this position (as the previous page says).
+        #[arg(long)]
+        after: Option<u64>,
     },
     /// Fixes a worklist item (its key, as `worklist` prints it).
     Resolve {
@@ -515,16 +518,25 @@ pub async fn run(target: Target, json: bool, command: Command) -> Result<(), Fai
             state,
             min_amount,
             older_than,
+            after,
         } => {
             let query = WorklistQuery {
                 class,
                 state,
                 min_amount: min_amount.map(Cents::get),
                 older_than_days: older_than,
-                after: None,
+                after,
             };
             let list = call(c.worklist(deadline(30), entity, query).await)?;
-            print(json, &list, |list| worklist_text(&list.items));
+            print(json, &list, |list| {
+                let mut text = worklist_text(&list.items);
+                if let Some(next) = list.next {
+                    text.push_str(&format!(
+                        "more transfers: the same command with --after {next}\n"
+                    ));
+                }
+                text
+            });
         }
         Command::Resolve {
             entity,

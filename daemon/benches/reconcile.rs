@@ -17,14 +17,7 @@ use mpayd::simulator::settlement::{Row, flow_document};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    mpayd::metrics::rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0)
 }
 
 fn flow(entity: &str, rows: usize) -> String {

@@ -55,11 +55,7 @@ fn args() -> Args {
 }
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|pages| pages * 4096.0 / 1048576.0)
-        .unwrap_or(f64::NAN)
+    mpayd::metrics::rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0)
 }
 
 fn dir_bytes(path: &std::path::Path) -> u64 {

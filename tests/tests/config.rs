@@ -97,23 +97,29 @@ fn mistakes_are_refused_with_the_key_and_the_reason() {
 /// The example's API key hash.
 const EXAMPLE_KEY_HASH: &str = "8c1f8a7a5e1b3bcb5f2c7d7a2f0a7c6f1d2e3b4a5c6d7e8f9a0b1c2d3e4f5a6b";
 
-#[test]
-fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
+/// `mpayd hash-key` with `input` on its standard input.
+fn hash_key(input: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(mpay_tests::mpayd_bin())
         .arg("hash-key")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start mpayd");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"demo-castelverde-key\n")
+        .write_all(input.as_bytes())
         .expect("write key");
-    let out = child.wait_with_output().expect("wait");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
+    let out = hash_key("demo-castelverde-key\n");
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -125,20 +131,7 @@ fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
         "demo-castelverde-key \n",
         "short\n",
     ] {
-        let mut child = Command::new(mpay_tests::mpayd_bin())
-            .arg("hash-key")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mpayd");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(bad.as_bytes())
-            .expect("write key");
-        let out = child.wait_with_output().expect("wait");
+        let out = hash_key(bad);
         assert!(!out.status.success(), "{bad:?} was hashed");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

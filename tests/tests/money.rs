@@ -163,6 +163,15 @@ fn receipt_body(id: &str, nav: &str, amount: i64, parts: &[(u8, i64)]) -> String
     requests::send_rt(&caller(), true, &spec)
 }
 
+/// Loads position `rest` (a path under the entity's positions) and pays its first notice
+/// through the node with `receipt`: the notice's NAV.
+fn paid_position(d: &Daemon, rest: &str, body: Value, receipt: &str) -> String {
+    let p = ok(d, "PUT", rest, body);
+    let nav = navs(&p, 0)[0].clone();
+    pay_pagopa(d, receipt, &nav);
+    nav
+}
+
 /// Pays `nav` through the node as getPayment asked, and checks the node hears OK.
 fn pay_pagopa(d: &Daemon, id: &str, nav: &str) {
     let asked = get_payment(d, nav);
@@ -407,9 +416,7 @@ fn payments_are_facts_and_what_does_not_fit_is_refunded() {
 
     // A counter payment after a receipt, above the due, on a cancelled position: recorded,
     // and refunded per beneficiary.
-    let p = ok(&d, "PUT", "/PAY-2", single(100_00, 5_00));
-    let nav = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "r-pay-2", &nav);
+    let nav = paid_position(&d, "/PAY-2", single(100_00, 5_00), "r-pay-2");
     let (status, after) = offline(&d, "PAY-2", &nav, 100_00, "CASSA-1");
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["refunds_due"], 100_00);
@@ -902,6 +909,20 @@ fn flow_xml(
     flow_document(id, time, settled, "BCITITMM", ENTITY, &rows, total)
 }
 
+/// A flow reporting both transfers of the notice `nav`, paid with `receipt`, for `shares`.
+fn reporting(flow_id: &str, time: &str, nav: &str, receipt: &str, shares: [i64; 2]) -> String {
+    let iuv = iuv_of(nav);
+    flow_xml(
+        flow_id,
+        time,
+        &[
+            (iuv.as_str(), receipt, 1, shares[0], 0),
+            (iuv.as_str(), receipt, 2, shares[1], 0),
+        ],
+        None,
+    )
+}
+
 /// POSTs an XML document to one of the entity's endpoints (`flows`, `treasury`).
 fn post_xml(d: &Daemon, endpoint: &str, xml: &str) -> (u16, Value) {
     let (status, body) = mpay_tests::http_request(
@@ -1081,15 +1102,12 @@ fn the_daily_report_lists_the_day_with_totals_that_add_up() {
     );
     nav_of("DAY-4");
     ok(&d, "POST", "/DAY-4/cancel", json!({"reason": "errore"}));
-    let iuv = iuv_of(&paid);
-    let xml = flow_xml(
+    let xml = reporting(
         "2026-11-30BCITITMM-0007",
         "2026-11-30T09:00:00",
-        &[
-            (iuv.as_str(), "rcpt-day-1", 1, 95_00, 0),
-            (iuv.as_str(), "rcpt-day-1", 2, 5_00, 0),
-        ],
-        None,
+        &paid,
+        "rcpt-day-1",
+        [95_00, 5_00],
     );
     assert_eq!(upload_flow(&d, &xml).0, 201);
 
@@ -1250,19 +1268,14 @@ fn upload_statement(d: &Daemon, xml: &str) -> (u16, Value) {
 fn a_treasury_statement_credits_the_flows_it_settles() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);
-    let p = ok(&d, "PUT", "/TR-A", single(100_00, 5_00));
-    let a = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-tr-a", &a);
-    let iuv = iuv_of(&a);
+    let a = paid_position(&d, "/TR-A", single(100_00, 5_00), "rcpt-tr-a");
     let flow_id = "2026-11-29BCITITMM-0042";
-    let xml = flow_xml(
+    let xml = reporting(
         flow_id,
         "2026-11-29T10:00:00",
-        &[
-            (iuv.as_str(), "rcpt-tr-a", 1, 95_00, 0),
-            (iuv.as_str(), "rcpt-tr-a", 2, 5_00, 0),
-        ],
-        None,
+        &a,
+        "rcpt-tr-a",
+        [95_00, 5_00],
     );
     assert_eq!(upload_flow(&d, &xml).0, 201);
     let statement = camt(&[
@@ -1350,9 +1363,7 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
     assert_eq!(report["totals"]["credit"]["amount"], 100_00);
 
     // A credit may come before its flow: once the flow arrives, the credit is the flow's.
-    let p = ok(&d, "PUT", "/TR-B", single(50_00, 2_50));
-    let b = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-tr-b", &b);
+    let b = paid_position(&d, "/TR-B", single(50_00, 2_50), "rcpt-tr-b");
     let early = "2026-11-29BCITITMM-0043";
     let (status, view) = upload_statement(
         &d,
@@ -1369,16 +1380,7 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
         "{view}"
     );
     assert_eq!(get(&d, "TR-B")["progress"], "None");
-    let ib = iuv_of(&b);
-    let xml = flow_xml(
-        early,
-        "2026-11-29T11:00:00",
-        &[
-            (ib.as_str(), "rcpt-tr-b", 1, 47_50, 0),
-            (ib.as_str(), "rcpt-tr-b", 2, 2_50, 0),
-        ],
-        None,
-    );
+    let xml = reporting(early, "2026-11-29T11:00:00", &b, "rcpt-tr-b", [47_50, 2_50]);
     assert_eq!(upload_flow(&d, &xml).0, 201);
     let pb = get(&d, "TR-B");
     assert_eq!(pb["progress"], "Credited", "{pb}");
@@ -1443,19 +1445,14 @@ fn a_treasury_statement_credits_the_flows_it_settles() {
 fn a_flow_settled_by_integrative_credits_is_credited_when_they_add_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);
-    let p = ok(&d, "PUT", "/TXT-A", single(100_00, 5_00));
-    let a = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-txt-a", &a);
-    let iuv = iuv_of(&a);
+    let a = paid_position(&d, "/TXT-A", single(100_00, 5_00), "rcpt-txt-a");
     let flow_id = "2026-11-29BCITITMM-0500";
-    let xml = flow_xml(
+    let xml = reporting(
         flow_id,
         "2026-11-29T10:00:00",
-        &[
-            (iuv.as_str(), "rcpt-txt-a", 1, 95_00, 0),
-            (iuv.as_str(), "rcpt-txt-a", 2, 5_00, 0),
-        ],
-        None,
+        &a,
+        "rcpt-txt-a",
+        [95_00, 5_00],
     );
     assert_eq!(upload_flow(&d, &xml).0, 201);
     // The ordinary SCT (TXT/0) fell short; an integrative one (TXT/1) brings the rest.
@@ -2235,9 +2232,7 @@ fn mock_fdr(
 fn flows_are_fetched_from_the_fdr_service_by_revision() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);
-    let p = ok(&d, "PUT", "/FDR-A", single(100_00, 5_00));
-    let a = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-fdr-a", &a);
+    let a = paid_position(&d, "/FDR-A", single(100_00, 5_00), "rcpt-fdr-a");
     let iuv = iuv_of(&a);
     let row = |transfer: u8, cents: i64, status: &'static str| {
         (
@@ -2366,17 +2361,8 @@ fn a_daemon_killed_mid_run_loses_nothing_and_doubles_nothing() {
         let nav = navs(&p, 0)[0].clone();
         let receipt = format!("rcpt-kill-{n:02}");
         pay_pagopa(&d, &receipt, &nav);
-        let iuv = iuv_of(&nav);
         let id = format!("2026-11-29BCITITMM-{:04}", 700 + n);
-        let xml = flow_xml(
-            &id,
-            "2026-11-29T10:00:00",
-            &[
-                (iuv.as_str(), receipt.as_str(), 1, 95_00, 0),
-                (iuv.as_str(), receipt.as_str(), 2, 5_00, 0),
-            ],
-            None,
-        );
+        let xml = reporting(&id, "2026-11-29T10:00:00", &nav, &receipt, [95_00, 5_00]);
         flows.push((id, "2026-11-29T10:00:00".to_owned(), xml));
         paid.push((iupd, nav));
     }
@@ -2473,18 +2459,13 @@ fn a_daemon_killed_mid_run_loses_nothing_and_doubles_nothing() {
 fn flows_are_fetched_from_the_node_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);
-    let p = ok(&d, "PUT", "/NODE-A", single(100_00, 5_00));
-    let a = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-node-a", &a);
-    let iuv = iuv_of(&a);
-    let good = flow_xml(
+    let a = paid_position(&d, "/NODE-A", single(100_00, 5_00), "rcpt-node-a");
+    let good = reporting(
         "2026-11-29BCITITMM-0100",
         "2026-11-29T10:00:00",
-        &[
-            (iuv.as_str(), "rcpt-node-a", 1, 95_00, 0),
-            (iuv.as_str(), "rcpt-node-a", 2, 5_00, 0),
-        ],
-        None,
+        &a,
+        "rcpt-node-a",
+        [95_00, 5_00],
     );
     let flows = vec![
         (
@@ -2643,19 +2624,14 @@ fn the_station_keeps_room_for_its_metadata_and_bounds_receipt_ids() {
 fn flows_and_statements_dropped_in_the_inbox_are_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = start(&dir);
-    let p = ok(&d, "PUT", "/INBOX-A", single(100_00, 5_00));
-    let a = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-inbox-a", &a);
-    let iuv = iuv_of(&a);
+    let a = paid_position(&d, "/INBOX-A", single(100_00, 5_00), "rcpt-inbox-a");
     let flow_id = "2026-11-29BCITITMM-0200";
-    let flow = flow_xml(
+    let flow = reporting(
         flow_id,
         "2026-11-29T10:00:00",
-        &[
-            (iuv.as_str(), "rcpt-inbox-a", 1, 95_00, 0),
-            (iuv.as_str(), "rcpt-inbox-a", 2, 5_00, 0),
-        ],
-        None,
+        &a,
+        "rcpt-inbox-a",
+        [95_00, 5_00],
     );
     let statement = camt(&[(
         "100.00",
@@ -2700,19 +2676,14 @@ fn flows_and_statements_dropped_in_the_inbox_are_taken() {
     // The treasurer's giornale di cassa, as CSV through the entity's column mapping: in the
     // inbox as NAME.cassa.csv, or uploaded. A bad row is set aside with its line and column; the
     // same file again loads nothing.
-    let p = ok(&d, "PUT", "/INBOX-B", single(40_00, 2_00));
-    let b = navs(&p, 0)[0].clone();
-    pay_pagopa(&d, "rcpt-inbox-b", &b);
-    let ib = iuv_of(&b);
+    let b = paid_position(&d, "/INBOX-B", single(40_00, 2_00), "rcpt-inbox-b");
     let flow_b = "2026-11-29BCITITMM-0201";
-    let xml = flow_xml(
+    let xml = reporting(
         flow_b,
         "2026-11-29T11:00:00",
-        &[
-            (ib.as_str(), "rcpt-inbox-b", 1, 38_00, 0),
-            (ib.as_str(), "rcpt-inbox-b", 2, 2_00, 0),
-        ],
-        None,
+        &b,
+        "rcpt-inbox-b",
+        [38_00, 2_00],
     );
     assert_eq!(upload_flow(&d, &xml).0, 201);
     let giornale = format!(

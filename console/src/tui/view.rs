@@ -50,6 +50,11 @@ impl Theme {
         Style::default().add_modifier(Modifier::REVERSED)
     }
 
+    /// Red for an anomaly, green for what is in order.
+    fn judged(self, anomaly: bool) -> Style {
+        if anomaly { self.bad() } else { self.good() }
+    }
+
     fn dim(self) -> Style {
         if self.color {
             Style::default().add_modifier(Modifier::DIM)
@@ -196,11 +201,7 @@ fn run_line(run: Option<&RunRecord>, theme: Theme) -> Line<'static> {
         )),
         Span::styled(
             format!("{anomalies} anomalies"),
-            if anomalies > 0 {
-                theme.bad()
-            } else {
-                theme.good()
-            },
+            theme.judged(anomalies > 0),
         ),
         Span::raw(format!(" / {} rows · {} new flows", r.rows, r.flows_new)),
     ];
@@ -898,64 +899,66 @@ fn worklist(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         ),
         input,
     );
-    let rows = w.items.iter().enumerate().map(|(i, item)| {
-        let fix = match &item.resolution {
-            Some(r) => Span::styled(
-                format!("{} {} ({})", r.id, r.fix.name(), format::actor(&r.actor)),
-                theme.good(),
-            ),
-            None => Span::styled("open", theme.bad()),
-        };
-        let row = Row::new(vec![
-            Span::raw(item.class.clone()),
-            Span::raw(format!("{:>12}", format::euro(Cents(item.amount)))),
-            Span::raw(item.date.map(|d| d.to_string()).unwrap_or_default()),
-            Span::raw(item.subject.clone()),
-            Span::raw(
-                item.nav
-                    .clone()
-                    .or_else(|| item.flow_id.clone())
-                    .or_else(|| item.reference.clone())
-                    .unwrap_or_default(),
-            ),
-            fix,
-            Span::raw(item.detail.clone()),
-        ]);
-        if i == w.selected {
-            row.style(theme.selected())
-        } else {
-            row
-        }
-    });
-    let title = entity_title(app, "Worklist", w.items.len());
-    frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(20),
-                Constraint::Length(12),
-                Constraint::Length(10),
-                Constraint::Length(9),
-                Constraint::Length(24),
-                Constraint::Length(22),
-                Constraint::Min(10),
-            ],
-        )
-        .header(
+    let rows = w
+        .items
+        .iter()
+        .map(|item| {
+            let fix = match &item.resolution {
+                Some(r) => Span::styled(
+                    format!("{} {} ({})", r.id, r.fix.name(), format::actor(&r.actor)),
+                    theme.good(),
+                ),
+                None => Span::styled("open", theme.bad()),
+            };
             Row::new(vec![
-                "class",
-                "amount",
-                "date",
-                "subject",
-                "notice/flow/ref",
-                "fix",
-                "detail",
+                Span::raw(item.class.clone()),
+                Span::raw(format!("{:>12}", format::euro(Cents(item.amount)))),
+                Span::raw(item.date.map(|d| d.to_string()).unwrap_or_default()),
+                Span::raw(item.subject.clone()),
+                Span::raw(
+                    item.nav
+                        .clone()
+                        .or_else(|| item.flow_id.clone())
+                        .or_else(|| item.reference.clone())
+                        .unwrap_or_default(),
+                ),
+                fix,
+                Span::raw(item.detail.clone()),
             ])
-            .style(theme.title()),
-        )
-        .block(block(&title)),
-        area,
-    );
+        })
+        .collect();
+    let columns = [
+        ("class", 20),
+        ("amount", 12),
+        ("date", 10),
+        ("subject", 9),
+        ("notice/flow/ref", 24),
+        ("fix", 22),
+        ("detail", 0),
+    ];
+    let title = entity_title(app, "Worklist", w.items.len());
+    let table = list_table(rows, w.selected, &columns, &title, area.height, theme);
+    frame.render_widget(table, area);
+}
+
+/// A list's table: `columns` are (header, width; 0: the rest), the row `selected` highlighted
+/// and kept in view.
+fn list_table<'a>(
+    rows: Vec<Row<'a>>,
+    selected: usize,
+    columns: &[(&'a str, u16)],
+    title: &'a str,
+    height: u16,
+    theme: Theme,
+) -> Table<'a> {
+    let widths = columns.iter().map(|(_, w)| match w {
+        0 => Constraint::Min(10),
+        w => Constraint::Length(*w),
+    });
+    let header = Row::new(columns.iter().map(|(h, _)| *h)).style(theme.title());
+    Table::new(selectable(rows, selected, height, theme), widths)
+        .header(header)
+        .block(block(title))
 }
 
 /// The entity the worklist, flows and treasury screens show, for their titles.
@@ -1020,29 +1023,23 @@ fn flows(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             Row::new(cells)
         })
         .collect();
-    let (widths, header) = if wide {
-        (
-            vec![26, 9, 12, 20, 10, 7, 14, 0],
-            vec![
-                "flow", "rows", "total", "time", "psp", "", "source", "state",
-            ],
-        )
+    let columns: &[(&str, u16)] = if wide {
+        &[
+            ("flow", 26),
+            ("rows", 9),
+            ("total", 12),
+            ("time", 20),
+            ("psp", 10),
+            ("", 7),
+            ("source", 14),
+            ("state", 0),
+        ]
     } else {
-        (vec![26, 9, 12, 0], vec!["flow", "rows", "total", "state"])
+        &[("flow", 26), ("rows", 9), ("total", 12), ("state", 0)]
     };
-    let widths = widths.into_iter().map(|w| match w {
-        0 => Constraint::Min(10),
-        w => Constraint::Length(w),
-    });
-    frame.render_widget(
-        Table::new(
-            selectable(rows, r.flow_selected, area.height, theme),
-            widths,
-        )
-        .header(Row::new(header).style(theme.title()))
-        .block(block(&entity_title(app, "Reporting flows", r.flows.len()))),
-        area,
-    );
+    let title = entity_title(app, "Reporting flows", r.flows.len());
+    let table = list_table(rows, r.flow_selected, columns, &title, area.height, theme);
+    frame.render_widget(table, area);
 }
 
 fn flow(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
@@ -1087,11 +1084,7 @@ fn flow(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .rows
         .iter()
         .map(|row| {
-            let style = if row.class.is_anomaly() {
-                theme.bad()
-            } else {
-                theme.good()
-            };
+            let style = theme.judged(row.class.is_anomaly());
             Row::new(vec![
                 Span::raw(row.row.iuv.clone()),
                 Span::raw(row.row.iur.clone()),
@@ -1108,34 +1101,18 @@ fn flow(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             ])
         })
         .collect();
-    frame.render_widget(
-        Table::new(
-            selectable(rows, r.row_selected, table.height, theme),
-            [
-                Constraint::Length(17),
-                Constraint::Length(20),
-                Constraint::Length(2),
-                Constraint::Length(12),
-                Constraint::Length(16),
-                Constraint::Length(24),
-                Constraint::Min(10),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                "IUV",
-                "receipt (IUR)",
-                "t",
-                "amount",
-                "outcome",
-                "class",
-                "position",
-            ])
-            .style(theme.title()),
-        )
-        .block(block(&format!("Rows ({})", f.rows.len()))),
-        table,
-    );
+    let columns = [
+        ("IUV", 17),
+        ("receipt (IUR)", 20),
+        ("t", 2),
+        ("amount", 12),
+        ("outcome", 16),
+        ("class", 24),
+        ("position", 0),
+    ];
+    let title = format!("Rows ({})", f.rows.len());
+    let rows = list_table(rows, r.row_selected, &columns, &title, table.height, theme);
+    frame.render_widget(rows, table);
 }
 
 fn treasury(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
@@ -1144,11 +1121,7 @@ fn treasury(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .movements
         .iter()
         .map(|m| {
-            let style = if m.class.is_anomaly() {
-                theme.bad()
-            } else {
-                theme.good()
-            };
+            let style = theme.judged(m.class.is_anomaly());
             Row::new(vec![
                 Span::raw(m.movement.booked.to_string()),
                 Span::raw(format!("{:>12}", format::euro(Cents(m.movement.amount)))),
@@ -1158,28 +1131,23 @@ fn treasury(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             ])
         })
         .collect();
-    frame.render_widget(
-        Table::new(
-            selectable(rows, r.movement_selected, area.height, theme),
-            [
-                Constraint::Length(10),
-                Constraint::Length(12),
-                Constraint::Length(19),
-                Constraint::Length(22),
-                Constraint::Min(10),
-            ],
-        )
-        .header(
-            Row::new(vec!["booked", "amount", "class", "reference", "remittance"])
-                .style(theme.title()),
-        )
-        .block(block(&entity_title(
-            app,
-            "Treasury movements",
-            r.movements.len(),
-        ))),
-        area,
+    let columns = [
+        ("booked", 10),
+        ("amount", 12),
+        ("class", 19),
+        ("reference", 22),
+        ("remittance", 0),
+    ];
+    let title = entity_title(app, "Treasury movements", r.movements.len());
+    let table = list_table(
+        rows,
+        r.movement_selected,
+        &columns,
+        &title,
+        area.height,
+        theme,
     );
+    frame.render_widget(table, area);
 }
 
 fn fix_form(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {

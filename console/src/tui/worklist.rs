@@ -156,13 +156,12 @@ impl WorklistScreen {
         vec![Request::Worklist(cf, self.query())]
     }
 
-    pub fn set_entities(&mut self, entities: Vec<(EntityFiscalCode, String)>) -> Vec<Request> {
+    pub fn set_entities(&mut self, entities: Vec<(EntityFiscalCode, String)>) {
         let had = self.entity().cloned();
         self.entities = entities;
         self.entity = had
             .and_then(|cf| self.entities.iter().position(|(c, _)| *c == cf))
             .unwrap_or(0);
-        Vec::new()
     }
 
     /// The next entity served (the worklist, flows and treasury screens share it).

@@ -181,17 +181,17 @@ pub(crate) fn credits(
 
 /// What the entity's stored movements say of the flows they credit.
 #[derive(Default)]
-pub(crate) struct Held {
+struct Held {
     /// (account, reference) of every stored movement.
     keys: HashSet<(String, String)>,
     /// Per flow, the sum of the credits naming it.
-    pub(crate) settled: HashMap<String, i64>,
+    settled: HashMap<String, i64>,
     /// Flows whose credits already added their `Credited` facts.
-    pub(crate) credited: HashSet<String>,
+    credited: HashSet<String>,
 }
 
 impl Held {
-    pub(crate) fn of(app: &App, cf: &EntityFiscalCode) -> Result<Held, ServiceError> {
+    fn of(app: &App, cf: &EntityFiscalCode) -> Result<Held, ServiceError> {
         let mut held = Held::default();
         for r in app.store.movements(cf, usize::MAX)? {
             held.add(&r);

@@ -867,25 +867,14 @@ impl Store {
         commit: u64,
         limit: usize,
     ) -> Result<Vec<(PositionId, Position, u32, StoredEvent)>, StoreError> {
-        let start = keys::change(commit.saturating_add(1), 0);
-        let end = [keys::CHANGE + 1];
         let mut out = Vec::new();
         let mut last = None;
-        let range = self.data.range(start.as_slice()..end.as_slice());
-        for (taken, entry) in range.enumerate() {
-            let (k, v) = entry?;
-            let corrupt = || StoreError::Corrupt("changes feed key".into());
-            let this = keys::decode_u64(&k[1..9]).ok_or_else(corrupt)?;
+        for (taken, entry) in self.changes_from(commit).enumerate() {
+            let (this, id, seq) = entry?;
             if taken >= limit && last != Some(this) {
                 break;
             }
             last = Some(this);
-            let id = keys::decode_id(&k[9..17]).ok_or_else(corrupt)?;
-            let seq = v
-                .as_ref()
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| corrupt())?;
             let (Some(p), Some(e)) = (self.position(id)?, self.data.get(keys::ledger(id, seq))?)
             else {
                 continue;
@@ -897,23 +886,36 @@ impl Store {
 
     /// The first ledger entry committed after `commit`, if any.
     pub fn first_change_after(&self, commit: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let start = keys::change(commit.saturating_add(1), 0);
-        let end = [keys::CHANGE + 1];
-        let Some(entry) = self.data.range(start.as_slice()..end.as_slice()).next() else {
+        let Some((_, id, seq)) = self.changes_from(commit).next().transpose()? else {
             return Ok(None);
         };
-        let (k, v) = entry?;
-        let corrupt = || StoreError::Corrupt("changes feed key".into());
-        let id = keys::decode_id(&k[9..17]).ok_or_else(corrupt)?;
-        let seq = v
-            .as_ref()
-            .try_into()
-            .map(u32::from_be_bytes)
-            .map_err(|_| corrupt())?;
         self.data
             .get(keys::ledger(id, seq))?
             .map(|e| codec::decode(&e, "a ledger event"))
             .transpose()
+    }
+
+    /// The changes feed's entries after `commit`: (commit, position, first ledger seq).
+    fn changes_from(
+        &self,
+        commit: u64,
+    ) -> impl Iterator<Item = Result<(u64, PositionId, u32), StoreError>> + '_ {
+        let start = keys::change(commit.saturating_add(1), 0);
+        let end = [keys::CHANGE + 1];
+        self.data
+            .range(start.as_slice()..end.as_slice())
+            .map(|entry| {
+                let (k, v) = entry?;
+                let corrupt = || StoreError::Corrupt("changes feed key".into());
+                let commit = keys::decode_u64(&k[1..9]).ok_or_else(corrupt)?;
+                let id = keys::decode_id(&k[9..17]).ok_or_else(corrupt)?;
+                let seq = v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| corrupt())?;
+                Ok((commit, id, seq))
+            })
     }
 
     /// The first commit whose ledger entries are stamped `from` or later (commits follow the
