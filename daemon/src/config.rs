@@ -116,9 +116,18 @@ impl Default for LogConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// sled page cache in MiB.
+    /// The storage engine of a new store: sled (the default) or fjall. An existing store keeps
+    /// its engine; `mpayd restore --engine` moves it. Where the file names none, the
+    /// environment's `MPAY_STORE_ENGINE` does, else sled.
+    #[serde(default = "crate::store::kv::Engine::from_env")]
+    pub engine: crate::store::kv::Engine,
+    /// sled's page cache or fjall's block cache, in MiB.
     #[serde(default = "default_cache")]
     pub cache_mib: u64,
+    /// fjall's write buffer (memtable) of the positions table, in MiB; the other tables get a
+    /// quarter each. sled has none.
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer_mib: u64,
     /// Decoded positions kept in memory for the node's repeated reads (0: none).
     #[serde(default = "default_position_cache")]
     pub position_cache: usize,
@@ -132,10 +141,16 @@ fn default_cache() -> u64 {
     64
 }
 
+fn default_write_buffer() -> u64 {
+    32
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            engine: crate::store::kv::Engine::from_env(),
             cache_mib: default_cache(),
+            write_buffer_mib: default_write_buffer(),
             position_cache: default_position_cache(),
         }
     }
@@ -656,6 +671,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        if let Ok(name) = std::env::var(crate::store::kv::ENGINE_VAR) {
+            name.parse::<crate::store::kv::Engine>()
+                .map_err(|e| invalid(crate::store::kv::ENGINE_VAR, e))?;
         }
         if self.store.cache_mib == 0 {
             return Err(invalid("store.cache_mib", "must be at least 1"));

@@ -48,7 +48,7 @@ impl Daemon {
     /// notice unknown.
     pub fn open_with(config: Config, create: Create) -> anyhow::Result<Daemon> {
         let dir = config.store_dir();
-        if create == Create::No && !dir.join("db").exists() {
+        if create == Create::No && crate::store::kv::Engine::found_in(&dir).is_none() {
             anyhow::bail!(
                 "there is no store in {}: for a new installation create it with \
                  `mpayd init --config FILE` (or start once with `mpayd run --init`); if a store \
@@ -60,12 +60,15 @@ impl Daemon {
         crate::store::fsync::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let options = StoreOptions {
+            engine: config.store.engine,
             cache_bytes: config.store.cache_mib << 20,
+            write_buffer_bytes: config.store.write_buffer_mib << 20,
             position_cache: config.store.position_cache,
         };
         let store = Store::open(&dir, &options)?;
         tracing::info!(
             store = %dir.display(),
+            engine = %config.store.engine,
             positions = store.stats().positions,
             "store opened"
         );

@@ -97,10 +97,14 @@ enum Command {
         output: PathBuf,
     },
     /// Restore a backup into the configured data folder; the daemon must be stopped. The backup
-    /// is verified before anything is replaced; the current store is kept aside.
+    /// is verified before anything is replaced; the current store is kept aside. With
+    /// `--engine`, the store is rebuilt on that engine: the way to move a store between engines.
     Restore {
         #[arg(long, short)]
         config: PathBuf,
+        /// sled or fjall; the configuration's `[store] engine` if not given.
+        #[arg(long)]
+        engine: Option<store::kv::Engine>,
         backup: PathBuf,
     },
     /// Verify a backup file without restoring it.
@@ -149,13 +153,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Init { config } => {
             let config = Config::load(&config)?;
             let dir = config.store_dir();
-            let existed = dir.join("db").exists();
+            let existed = store::kv::Engine::found_in(&dir);
+            let engine = config.store.engine;
             let daemon = Daemon::open_with(config, mpayd::daemon::Create::Yes)?;
             daemon.app.store.close()?;
-            if existed {
-                println!("{}: the store exists; nothing to do", dir.display());
-            } else {
-                println!("{}: a new, empty store", dir.display());
+            match existed {
+                Some(e) => println!("{}: a {e} store exists; nothing to do", dir.display()),
+                None => println!("{}: a new, empty store ({engine})", dir.display()),
             }
             Ok(())
         }
@@ -238,11 +242,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             backup(&config, &output)
         }
-        Command::Restore { config, backup } => {
-            let config = Config::load(&config)?;
-            let (summary, kept) = store::restore(&backup, &config.store_dir())?;
+        Command::Restore {
+            config: file,
+            engine,
+            backup,
+        } => {
+            let config = Config::load(&file)?;
+            let engine = engine.unwrap_or(config.store.engine);
+            let (summary, kept) = store::restore(&backup, &config.store_dir(), engine)?;
             println!(
-                "restored {} positions (commit {}) from {} into {}",
+                "restored {} positions (commit {}) from {} into {} ({engine})",
                 summary.positions,
                 summary.commit,
                 backup.display(),
@@ -250,6 +259,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             if let Some(kept) = kept {
                 println!("the previous store is kept in {}", kept.display());
+            }
+            if engine != config.store.engine {
+                println!(
+                    "set `engine = \"{engine}\"` under [store] in {} before starting mpayd",
+                    file.display()
+                );
             }
             Ok(())
         }

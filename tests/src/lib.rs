@@ -86,7 +86,7 @@ pub fn http_request(
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -135,6 +135,33 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// Where the demo's station listens for SOAP requests.
+/// The storage engine the daemons under test use: `MPAY_STORE_ENGINE` (which they read
+/// where their configuration names none), sled if unset.
+pub fn engine() -> String {
+    std::env::var("MPAY_STORE_ENGINE").unwrap_or_else(|_| "sled".to_string())
+}
+
+/// The engine's files in a store folder: what damage tests damage and compare.
+pub fn engine_files(store: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("list store files").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    match engine().as_str() {
+        "fjall" => walk(&store.join("fjall"), &mut files),
+        _ => files.push(store.join("db")),
+    }
+    files.sort();
+    files
+}
+
 pub const STATION_PATH: &str = "/pagopa/paForNode";
 
 /// A running mpayd.

@@ -133,15 +133,19 @@ fn a_damaged_store_is_replaced_by_a_restore_without_being_opened() {
     let (data, config, path) = backed_up(dir.path(), 40);
     let config = config.to_str().expect("path");
 
-    // The store's file is damaged beyond what its engine recovers from.
-    let db = data.join("store").join("db");
-    let mut bytes = std::fs::read(&db).expect("read db");
-    bytes.truncate(bytes.len() / 2);
-    for b in bytes.iter_mut().skip(64).step_by(97) {
-        *b ^= 0x5A;
+    // The store's files are damaged beyond what its engine recovers from.
+    let store = data.join("store");
+    let files = mpay_tests::engine_files(&store);
+    let mut damaged = Vec::new();
+    for file in &files {
+        let mut bytes = std::fs::read(file).expect("read store file");
+        bytes.truncate(bytes.len() / 2);
+        for b in bytes.iter_mut().skip(64).step_by(97) {
+            *b ^= 0x5A;
+        }
+        std::fs::write(file, &bytes).expect("damage store file");
+        damaged.push(bytes);
     }
-    std::fs::write(&db, &bytes).expect("damage db");
-    let damaged = std::fs::read(&db).expect("read db");
 
     let (ok, out) = run(&["restore", "--config", config, path.to_str().expect("path")]);
     assert!(ok, "{out}");
@@ -156,7 +160,11 @@ fn a_damaged_store_is_replaced_by_a_restore_without_being_opened() {
                 .starts_with("store.before-restore-")
         })
         .expect("the old store kept aside");
-    let kept = std::fs::read(aside.path().join("db")).expect("kept db");
+    let kept: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(aside.path().join(f.strip_prefix(&store).expect("in store"))))
+        .collect::<Result<_, _>>()
+        .expect("kept files");
     assert!(
         kept == damaged,
         "the damaged store was changed before it was kept aside"

@@ -10,12 +10,12 @@ use mpay_common::requests::{PositionIn, PositionQuery};
 use super::{positions, search, statements};
 use crate::App;
 use crate::clock::Clock;
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 
 fn app(dir: &std::path::Path, at: &str) -> App {
     let any = "127.0.0.1:0".parse().expect("address");
     let config = crate::demo::config(dir, any, any);
-    let store = Store::open(&dir.join("store"), &StoreOptions::default()).expect("store");
+    let store = Store::open(&dir.join("store"), &crate::store::test_options()).expect("store");
     App {
         config: Arc::new(config),
         store: Arc::new(store),

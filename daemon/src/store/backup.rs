@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use mpay_common::ledger::Position;
 use serde::{Deserialize, Serialize};
 
+use super::kv::{Batch, Engine, Table};
 use super::{Store, StoreError, StoreOptions, StoredEvent, TREES, codec, keys};
 
 const MAGIC: &[u8; 8] = b"MPAYBAK1";
@@ -74,7 +75,7 @@ impl Store {
         // Fix the cut: the commit number and the counters as of that commit.
         let (commit, meta) = {
             let w = self.writer();
-            let meta: Vec<(sled::IVec, sled::IVec)> = self
+            let meta: Vec<super::kv::Entry> = self
                 .data
                 .scan_prefix([keys::META])
                 .collect::<Result<_, _>>()?;
@@ -121,7 +122,7 @@ impl Store {
             }
         }
         for (i, name) in TREES.iter().enumerate() {
-            let tree = self.db.open_tree(name)?;
+            let tree = self.db.table(name)?;
             for entry in tree.iter() {
                 let (k, v) = entry?;
                 sink.record(i as u8 + 1, &k, &v)?;
@@ -237,27 +238,31 @@ fn open_source(path: &Path) -> Result<(Source<BufReader<File>>, BackupSummary), 
 type PendingLedger = (keys::PositionId, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Rebuilds a store in `dir` (which must not exist) from a backup, folding every ledger.
-fn rebuild(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError> {
+fn rebuild(path: &Path, dir: &Path, engine: Engine) -> Result<BackupSummary, StoreError> {
     // A record that does not decode is damage in the file, not in any store.
-    rebuild_records(path, dir).map_err(|e| match e {
+    rebuild_records(path, dir, engine).map_err(|e| match e {
         StoreError::Corrupt(m) => err(format!("the file is damaged: {m}")),
         other => other,
     })
 }
 
-fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError> {
+fn rebuild_records(path: &Path, dir: &Path, engine: Engine) -> Result<BackupSummary, StoreError> {
     let (mut source, mut summary) = open_source(path)?;
-    let store = Store::open(dir, &StoreOptions::default())?;
-    let trees: Vec<sled::Tree> = TREES
+    let options = StoreOptions {
+        engine,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir, &options)?;
+    let trees: Vec<Table> = TREES
         .iter()
-        .map(|n| store.db.open_tree(n))
+        .map(|n| store.db.table(n))
         .collect::<Result<_, _>>()?;
     let mut pending: Option<PendingLedger> = None;
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut batched = 0usize;
     let mut positions = 0u64;
     let flush_position =
-        |pending: &mut Option<PendingLedger>, batch: &mut sled::Batch| -> Result<u64, StoreError> {
+        |pending: &mut Option<PendingLedger>, batch: &mut Batch| -> Result<u64, StoreError> {
             let Some((id, entries)) = pending.take() else {
                 return Ok(0);
             };
@@ -313,13 +318,13 @@ fn rebuild_records(path: &Path, dir: &Path) -> Result<BackupSummary, StoreError>
             }
         }
         if batched >= 1000 {
-            store.data.apply_batch(std::mem::take(&mut batch))?;
+            store.data.apply(std::mem::take(&mut batch))?;
             batched = 0;
         }
     }
     positions += flush_position(&mut pending, &mut batch)?;
-    batch.insert(keys::META_POSITIONS, &positions.to_be_bytes());
-    store.data.apply_batch(batch)?;
+    batch.insert(keys::META_POSITIONS, positions.to_be_bytes());
+    store.data.apply(batch)?;
     store.close()?;
     summary.records = source.records;
     summary.positions = positions;
@@ -359,7 +364,7 @@ fn entity_of(
 /// next to nothing of the user's, then throws the scratch copy away.
 pub fn verify(path: &Path) -> Result<BackupSummary, StoreError> {
     let scratch = tempdir_near(&std::env::temp_dir())?;
-    let result = rebuild(path, &scratch.join("store"));
+    let result = rebuild(path, &scratch.join("store"), Engine::default());
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
@@ -381,14 +386,17 @@ fn tempdir_near(base: &Path) -> Result<PathBuf, StoreError> {
 /// alone, without opening the store: a damaged store must not stop its own restore, and a failed
 /// open must not touch it.
 fn ensure_not_in_use(store_dir: &Path) -> Result<(), StoreError> {
-    let db = store_dir.join("db");
+    let Some(engine) = Engine::found_in(store_dir) else {
+        return Ok(());
+    };
+    let db = engine.lock_file(store_dir);
     let file = match std::fs::OpenOptions::new().read(true).write(true).open(&db) {
         Ok(f) => f,
         // No store file: nothing anyone could hold.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(err(format!("cannot open {}: {e}", db.display()))),
     };
-    // A store closed a moment ago in this process keeps its lock until sled's threads let go
+    // A store closed a moment ago in this process keeps its lock until the engine's threads let go
     // (see `Store::open`): wait a little before calling it in use.
     let mut attempt = 0;
     loop {
@@ -414,10 +422,12 @@ fn ensure_not_in_use(store_dir: &Path) -> Result<(), StoreError> {
 /// Restores a backup into `store_dir`. The backup is rebuilt and verified in a new folder beside
 /// it first; only then is the current store (if any) moved aside, never deleted, and the new one
 /// put in its place. Refuses while a daemon has the store open; never opens the current store,
-/// so a damaged one can always be replaced.
+/// so a damaged one can always be replaced. The new store is of `engine`, whatever the old one
+/// was: a backup and a restore move a store from one engine to the other.
 pub fn restore(
     backup: &Path,
     store_dir: &Path,
+    engine: Engine,
 ) -> Result<(BackupSummary, Option<PathBuf>), StoreError> {
     if store_dir.exists() {
         ensure_not_in_use(store_dir)?;
@@ -430,7 +440,7 @@ pub fn restore(
         .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
     let staging = tempdir_near(parent)?;
     let built = staging.join("store");
-    let summary = match rebuild(backup, &built) {
+    let summary = match rebuild(backup, &built, engine) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);

@@ -1,19 +1,20 @@
 //! Group commit. A writer applies its batch, takes a ticket and waits until a flush that started
-//! after its batch has finished. One flusher thread runs sled's `flush` and then syncs sled's
-//! files itself (`fsync.rs`: sled's flush alone does not survive a power cut) for everybody who
-//! is waiting, so N concurrent committers share one fsync instead of queueing for N.
+//! after its batch has finished. One flusher thread runs the engine's durable flush (`Kv::flush`:
+//! for sled, its flush and then the syncs it leaves out, `fsync.rs`) for everybody who is
+//! waiting, so N concurrent committers share one fsync instead of queueing for N.
 //!
-//! sled 0.34 blocks `apply_batch` while a flush is running (the flush holds its concurrency
-//! control read lock through the fsync, batches need the write lock). So the flusher does not
-//! start a flush while writers are about to apply: it waits until none is (or a short bound has
-//! passed), which lets every writer that queued during one fsync ride on the next.
+//! Both engines hold writers back while a flush runs (sled's flush holds its concurrency control
+//! read lock through the fsync, batches need the write lock; fjall's persist holds its journal
+//! writer). So the flusher does not start a flush while writers are about to apply: it waits
+//! until none is (or a short bound has passed), which lets every writer that queued during one
+//! fsync ride on the next.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::StoreError;
-use super::fsync::StoreFiles;
+use super::kv::Kv;
 use super::mark::Mark;
 
 /// How long the flusher lets writers in the middle of applying finish before flushing anyway.
@@ -83,11 +84,7 @@ impl Applying<'_> {
 }
 
 impl GroupCommit {
-    pub fn start(
-        db: sled::Db,
-        mut files: StoreFiles,
-        mut mark: Mark,
-    ) -> (Arc<GroupCommit>, JoinHandle<()>) {
+    pub fn start(db: Kv, mut mark: Mark) -> (Arc<GroupCommit>, JoinHandle<()>) {
         let group = Arc::new(GroupCommit {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -96,7 +93,7 @@ impl GroupCommit {
         let worker = Arc::clone(&group);
         let handle = std::thread::Builder::new()
             .name("mpay-flusher".into())
-            .spawn(move || worker.run(&db, &mut files, &mut mark))
+            .spawn(move || worker.run(&db, &mut mark))
             .unwrap_or_else(|e| panic!("cannot start the store's flusher thread: {e}"));
         (group, handle)
     }
@@ -115,7 +112,7 @@ impl GroupCommit {
         }
     }
 
-    fn run(&self, db: &sled::Db, files: &mut StoreFiles, mark: &mut Mark) {
+    fn run(&self, db: &Kv, mark: &mut Mark) {
         loop {
             let target = {
                 let mut s = self.lock();
@@ -140,7 +137,7 @@ impl GroupCommit {
                 s.requested
             };
             let reached = mark.before_flush();
-            let result = flush(db, files).and_then(|()| {
+            let result = db.flush().and_then(|()| {
                 mark.after_flush(reached, false)
                     .map_err(|e| format!("cannot write the durable mark: {e}"))
             });
@@ -159,9 +156,9 @@ impl GroupCommit {
             }
             self.durable.notify_all();
         }
-        // Closing: what sled holds without a ticket (its own bookkeeping) goes to disk too.
+        // Closing: what the engine holds without a ticket (its own bookkeeping) goes to disk too.
         let reached = mark.before_flush();
-        let closing = flush(db, files).and_then(|()| {
+        let closing = db.flush().and_then(|()| {
             mark.after_flush(reached, true)
                 .map_err(|e| format!("cannot write the durable mark: {e}"))
         });
@@ -200,12 +197,4 @@ impl GroupCommit {
         self.lock().stop = true;
         self.work.notify_one();
     }
-}
-
-/// sled's flush, then the syncs it leaves out.
-fn flush(db: &sled::Db, files: &mut StoreFiles) -> Result<(), String> {
-    db.flush().map_err(|e| e.to_string())?;
-    files
-        .sync()
-        .map_err(|e| format!("cannot sync the store's files: {e}"))
 }

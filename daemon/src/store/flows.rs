@@ -73,7 +73,7 @@ impl Store {
             return Ok(FlowRecorded::Held(codec::decode(&existing, "a flow")?));
         }
         let commit = w.commit + 1;
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         let mut updated = Vec::new();
         let mut reported = 0u32;
         for (id, events) in by_position {
@@ -86,8 +86,8 @@ impl Store {
                 match after.apply(&event) {
                     Ok(()) => {
                         let stored = StoredEvent { commit, event };
-                        batch.insert(&keys::ledger(id, seq), codec::encode(&stored)?);
-                        batch.insert(&keys::change(commit, id), &before.events.to_be_bytes());
+                        batch.insert(keys::ledger(id, seq), codec::encode(&stored)?);
+                        batch.insert(keys::change(commit, id), before.events.to_be_bytes());
                         seq += 1;
                         reported += 1;
                     }

@@ -3,7 +3,7 @@
 //!
 //! Bodies are most of the journal's bytes and are only ever appended, read rarely and dropped by
 //! age: they go to append-only files, one per UTC day (`journal-bodies/YYYYMMDD.log` in the
-//! store's folder), not into sled. A summary points into its day's file; pruning deletes whole
+//! store's folder), not into the engine. A summary points into its day's file; pruning deletes whole
 //! days, oldest first, never today's. Writes come from a background writer in batches: the file
 //! is synced, then the summaries commit like any other write.
 
@@ -65,7 +65,7 @@ pub struct JournalBodies {
     pub response: String,
 }
 
-/// The folder of body files, beside sled's files in the store folder.
+/// The folder of body files, beside the engine's files in the store folder.
 pub(super) fn bodies_dir(store_dir: &Path) -> PathBuf {
     store_dir.join("journal-bodies")
 }
@@ -100,8 +100,7 @@ fn body_files(dir: &Path) -> Vec<(u32, PathBuf, u64)> {
 
 impl Store {
     /// The next journal sequence number, from the last stored record.
-    pub(super) fn journal_next_seq(db: &sled::Db) -> Result<u64, StoreError> {
-        let tree = db.open_tree("journal")?;
+    pub(super) fn journal_next_seq(tree: &super::kv::Table) -> Result<u64, StoreError> {
         Ok(match tree.last()? {
             Some((k, _)) => super::keys::decode_u64(&k).map_or(0, |s| s + 1),
             None => 0,
@@ -124,7 +123,7 @@ impl Store {
         // One writer at a time appends to the files.
         let _files = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
         let mut open: Option<(u32, File, u64)> = None;
-        let mut summaries = sled::Batch::default();
+        let mut summaries = super::kv::Batch::default();
         let mut seqs = Vec::with_capacity(records.len());
         let mut pending = Vec::new();
         for (mut entry, body) in records {
@@ -163,7 +162,7 @@ impl Store {
             pending.extend_from_slice(body.response.as_bytes());
             let seq = self.journal_seq.fetch_add(1, Ordering::Relaxed);
             entry.seq = seq;
-            summaries.insert(&seq.to_be_bytes(), codec::encode(&entry)?);
+            summaries.insert(seq.to_be_bytes(), codec::encode(&entry)?);
             seqs.push(seq);
         }
         if let Some((_, mut file, _)) = open.take() {
@@ -172,7 +171,7 @@ impl Store {
         }
         let applying = self.group.begin();
         self.group.accepting()?;
-        self.journal.apply_batch(summaries)?;
+        self.journal.apply(summaries)?;
         applying.wait_durable()?;
         Ok(seqs)
     }

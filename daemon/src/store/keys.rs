@@ -1,7 +1,8 @@
-//! Key layout of the `data` tree. Everything a position commit touches lives in one sled tree so
-//! that a commit is one atomic `apply_batch`; a one-byte prefix separates the tables. All numbers
+//! Key layout of the `data` table. Everything a position commit touches lives in one table so
+//! that a commit is one atomic batch; a one-byte prefix separates the tables. All numbers
 //! are big-endian so that range scans come out in numeric order, and internal ids grow by one so
-//! that bulk loads arrive in key order (sled's memory stays bounded only then).
+//! that bulk loads arrive in key order (sled's memory stays bounded only then; an LSM engine
+//! compacts least).
 
 use mpay_common::ids::{DebtorCode, EntityFiscalCode, Iupd, Iuv};
 

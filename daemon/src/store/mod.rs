@@ -1,4 +1,5 @@
-//! The store: the only module that touches sled (DESIGN.md §8.4 keeps everyone else out).
+//! The store: the only module that touches a storage engine (DESIGN.md §8.4 keeps everyone else
+//! out); `kv` is the interface beneath it, with sled and fjall behind it.
 //!
 //! It offers domain operations: load positions, append ledger events, look positions up by
 //! (entity, iupd), NAV, IUV or debtor. Every write is one atomic batch on the `data` tree (ledger
@@ -20,6 +21,7 @@ mod golden;
 mod jobs;
 mod journal;
 pub mod keys;
+pub mod kv;
 mod legacy;
 mod mark;
 mod movements;
@@ -28,6 +30,8 @@ mod resolutions;
 mod runs;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::options as test_options;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
@@ -79,15 +83,6 @@ pub enum StoreError {
     Backup(String),
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        match e {
-            sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
-            other => StoreError::Unavailable(other.to_string()),
-        }
-    }
-}
-
 /// Why a write was not made. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -106,12 +101,6 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
-impl From<sled::Error> for WriteError {
-    fn from(e: sled::Error) -> Self {
-        WriteError::Store(e.into())
-    }
-}
-
 /// A ledger entry as stored: the event and the global commit that wrote it. Commits are numbered
 /// in order, so "everything up to commit N" is a consistent cut (backups rely on it).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -122,8 +111,13 @@ pub struct StoredEvent {
 
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// sled's page cache. It bounds only part of sled's memory (see performance.md).
+    /// The engine, for a new store; an existing store must be of this engine.
+    pub engine: kv::Engine,
+    /// sled's page cache or fjall's block cache. It bounds only part of sled's memory (see
+    /// ARCHITECTURE.md); fjall's is bounded by it and `write_buffer_bytes`.
     pub cache_bytes: u64,
+    /// fjall's memtable for the `data` table (the others get a quarter each).
+    pub write_buffer_bytes: u64,
     /// Decoded positions kept in memory (0: none).
     pub position_cache: usize,
 }
@@ -131,7 +125,9 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
+            engine: kv::Engine::default(),
             cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
             position_cache: 10_000,
         }
     }
@@ -165,8 +161,8 @@ struct Writer {
 }
 
 pub struct Store {
-    db: sled::Db,
-    data: sled::Tree,
+    db: kv::Kv,
+    data: kv::Table,
     writer: Mutex<Writer>,
     group: Arc<GroupCommit>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -175,17 +171,18 @@ pub struct Store {
     commits_at_open: u64,
     journal_seq: AtomicU64,
     /// The journal's summary records.
-    journal: sled::Tree,
+    journal: kv::Table,
     /// Bulk-load job records (`jobs.rs`).
-    jobs: sled::Tree,
+    jobs: kv::Table,
+    jobs_lock: Mutex<()>,
     /// The operators' audit trail (`audit.rs`), and its next number once known.
-    audit: sled::Tree,
+    audit: kv::Table,
     audit_seq: Mutex<Option<u64>>,
     /// The worklist's fixes (`resolutions.rs`), and the next id once known.
-    reconciliation: sled::Tree,
+    reconciliation: kv::Table,
     resolution_id: Mutex<Option<u64>>,
     /// The daily runs' records (`runs.rs`), appended one at a time.
-    runs: sled::Tree,
+    runs: kv::Table,
     runs_lock: Mutex<()>,
     /// The journal's body files, and the lock their writer and pruner share.
     bodies_dir: std::path::PathBuf,
@@ -195,7 +192,7 @@ pub struct Store {
     sequences: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
 }
 
-fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+fn u64_meta(tree: &kv::Table, key: &[u8]) -> Result<u64, StoreError> {
     match tree.get(key)? {
         None => Ok(0),
         Some(v) => keys::decode_u64(&v)
@@ -206,36 +203,27 @@ fn u64_meta(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
 impl Store {
     /// Opens (or creates) the store in `dir`. Only one process may have it open.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            // We flush ourselves before every acknowledgement; the timer would only add fsyncs.
-            .flush_every_ms(None);
-        let locked = |e: &sled::Error| {
-            matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock"))
-        };
-        // A store closed a moment ago in this process (a restore, a restart in place) keeps its
-        // lock until sled's own threads let go of it: wait a little before calling it in use.
-        let mut attempts = 0;
-        let db = loop {
-            match config.open() {
-                Err(e) if locked(&e) && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) if locked(&e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "{} is in use by another process (is mpayd already running?)",
-                        dir.display()
-                    )));
-                }
-                other => break other?,
-            }
-        };
-        let data = db.open_tree("data")?;
+        if let Some(found) = kv::Engine::found_in(dir).filter(|e| *e != options.engine) {
+            return Err(StoreError::Unavailable(format!(
+                "{} holds a {found} store, but the configuration asks for {}: keep \
+                 `engine = \"{found}\"`, or move the store with `mpayd backup` and \
+                 `mpayd restore --engine {}`",
+                dir.display(),
+                options.engine,
+                options.engine
+            )));
+        }
+        let db = kv::Kv::open(
+            dir,
+            options.engine,
+            kv::Tuning {
+                cache_bytes: options.cache_bytes,
+                write_buffer_bytes: options.write_buffer_bytes,
+            },
+        )?;
+        let data = db.table("data")?;
         for name in TREES {
-            db.open_tree(name)?;
+            db.table(name)?;
         }
         let mut found_format = STORE_FORMAT;
         match data.get(keys::META_FORMAT)? {
@@ -245,9 +233,11 @@ impl Store {
                         "data without a format marker".to_string(),
                     ));
                 }
-                data.insert(keys::META_FORMAT, &u64::from(STORE_FORMAT).to_be_bytes())?;
-                data.insert(keys::META_NAME_INDEX, &[])?;
-                db.flush()?;
+                let mut batch = kv::Batch::default();
+                batch.insert(keys::META_FORMAT, u64::from(STORE_FORMAT).to_be_bytes());
+                batch.insert(keys::META_NAME_INDEX, []);
+                data.apply(batch)?;
+                db.flush().map_err(StoreError::Unavailable)?;
             }
             Some(v) => {
                 let found = keys::decode_u64(&v)
@@ -276,23 +266,21 @@ impl Store {
                 "{} holds commits up to {}, but commit {marked} was on disk before \
                  (commit.mark): the engine lost acknowledged writes. Nothing was changed; move \
                  the folder aside and restore the latest backup",
-                dir.join("db").display(),
+                options.engine.data_path(dir).display(),
                 writer.commit
             )));
         }
-        let files = fsync::StoreFiles::open(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", dir.display())))?;
         let commits = Arc::new(AtomicU64::new(writer.commit));
         let durable_mark = mark::Mark::open(dir, Arc::clone(&commits)).map_err(|e| {
             StoreError::Unavailable(format!("cannot open {}: {e}", mark::path(dir).display()))
         })?;
-        let (group, flusher) = GroupCommit::start(db.clone(), files, durable_mark);
-        let journal_seq = AtomicU64::new(Store::journal_next_seq(&db)?);
-        let journal = db.open_tree("journal")?;
-        let jobs = db.open_tree("jobs")?;
-        let audit = db.open_tree("audit")?;
-        let reconciliation = db.open_tree("reconciliation")?;
-        let runs = db.open_tree("runs")?;
+        let (group, flusher) = GroupCommit::start(db.clone(), durable_mark);
+        let journal_seq = AtomicU64::new(Store::journal_next_seq(&db.table("journal")?)?);
+        let journal = db.table("journal")?;
+        let jobs = db.table("jobs")?;
+        let audit = db.table("audit")?;
+        let reconciliation = db.table("reconciliation")?;
+        let runs = db.table("runs")?;
         let bodies_dir = journal::bodies_dir(dir);
         fsync::create_dir_all(&bodies_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", bodies_dir.display()))
@@ -301,6 +289,7 @@ impl Store {
             journal_seq,
             journal,
             jobs,
+            jobs_lock: Mutex::new(()),
             audit,
             audit_seq: Mutex::new(None),
             reconciliation,
@@ -331,7 +320,7 @@ impl Store {
     fn upgrade(&self, from: u32) -> Result<(), StoreError> {
         tracing::info!("upgrading the store from format {from} to {STORE_FORMAT}");
         let end = [keys::POSITION + 1];
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         let (mut pending, mut done) = (0usize, 0u64);
         for entry in self.data.range([keys::POSITION].as_slice()..end.as_slice()) {
             let (k, v) = entry?;
@@ -357,13 +346,13 @@ impl Store {
             pending += 1;
             done += 1;
             if pending == 1000 {
-                self.data.apply_batch(std::mem::take(&mut batch))?;
+                self.data.apply(std::mem::take(&mut batch))?;
                 pending = 0;
             }
         }
-        batch.insert(keys::META_FORMAT, &u64::from(STORE_FORMAT).to_be_bytes());
+        batch.insert(keys::META_FORMAT, u64::from(STORE_FORMAT).to_be_bytes());
         let applying = self.group.begin();
-        self.data.apply_batch(batch)?;
+        self.data.apply(batch)?;
         applying.wait_durable()?;
         tracing::info!("store upgraded: {done} positions folded again");
         Ok(())
@@ -382,7 +371,7 @@ impl Store {
         &self,
         applying: durability::Applying<'_>,
         mut w: MutexGuard<'_, Writer>,
-        mut batch: sled::Batch,
+        mut batch: kv::Batch,
         updated: Vec<(PositionId, Position)>,
         counters: impl FnOnce(&mut Writer),
     ) -> Result<(), StoreError> {
@@ -390,8 +379,8 @@ impl Store {
         // would make durable a write whose caller was told it failed.
         self.group.accepting()?;
         let commit = w.commit + 1;
-        batch.insert(keys::META_COMMIT, &commit.to_be_bytes());
-        self.data.apply_batch(batch)?;
+        batch.insert(keys::META_COMMIT, commit.to_be_bytes());
+        self.data.apply(batch)?;
         w.commit = commit;
         counters(&mut w);
         self.cache.written(updated);
@@ -434,13 +423,13 @@ impl Store {
     /// Puts "numbers up to `end` are taken" into a batch, unless the store says so already.
     fn store_numbers(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut kv::Batch,
         entity: &EntityFiscalCode,
         end: u64,
     ) -> Result<(), StoreError> {
         let key = keys::meta_sequence(entity);
         if end > u64_meta(&self.data, &key)? {
-            batch.insert(key, &end.to_be_bytes());
+            batch.insert(key, end.to_be_bytes());
         }
         Ok(())
     }
@@ -455,7 +444,7 @@ impl Store {
         let range = self.take_numbers(entity, count)?;
         let applying = self.group.begin();
         let w = self.writer();
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         self.store_numbers(&mut batch, entity, range.end)?;
         // The caller's positions carry these numbers only if this is durable first.
         self.commit(applying, w, batch, Vec::new(), |_| {})?;
@@ -525,7 +514,7 @@ impl Store {
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
         let applying = self.group.begin();
         let w = self.writer();
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         if numbers_end > 0 {
             self.store_numbers(&mut batch, entity, numbers_end)?;
         }
@@ -567,14 +556,14 @@ impl Store {
                 let id = next_position;
                 next_position += 1;
                 positions += 1;
-                batch.insert(keys::META_NEXT_POSITION, &next_position.to_be_bytes());
-                batch.insert(keys::META_POSITIONS, &positions.to_be_bytes());
+                batch.insert(keys::META_NEXT_POSITION, next_position.to_be_bytes());
+                batch.insert(keys::META_POSITIONS, positions.to_be_bytes());
                 taken.insert(iupd_key);
                 taken.extend(iuvs);
                 self.index_position(&mut batch, id, None, &position);
-                batch.insert(&keys::position(id), snapshot);
-                batch.insert(&keys::ledger(id, 0), codec::with_commit(commit, &event)?);
-                batch.insert(&keys::change(commit, id), &0u32.to_be_bytes());
+                batch.insert(keys::position(id), snapshot);
+                batch.insert(keys::ledger(id, 0), codec::with_commit(commit, &event)?);
+                batch.insert(keys::change(commit, id), 0u32.to_be_bytes());
                 Ok(id)
             });
             results.push(outcome);
@@ -606,7 +595,7 @@ impl Store {
         let before = self.position(id)?.ok_or(WriteError::NotFound)?;
         let mut after = before.clone();
         after.apply(&event)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         let added = self.write_position(&mut batch, id, Some(&before), &after)?;
         for nav in added {
             if let Some(owner) = self.data.get(keys::by_iuv(&after.entity, &nav.iuv()))?
@@ -622,11 +611,8 @@ impl Store {
             commit: w.commit + 1,
             event,
         };
-        batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
-        batch.insert(
-            &keys::change(stored.commit, id),
-            &before.events.to_be_bytes(),
-        );
+        batch.insert(keys::ledger(id, before.events), codec::encode(&stored)?);
+        batch.insert(keys::change(stored.commit, id), before.events.to_be_bytes());
         self.commit(applying, w, batch, vec![(id, after.clone())], |_| {})?;
         Ok(after)
     }
@@ -635,12 +621,12 @@ impl Store {
     /// this position (the caller checks that nobody else holds them).
     fn write_position(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut kv::Batch,
         id: PositionId,
         before: Option<&Position>,
         after: &Position,
     ) -> Result<Vec<Nav>, StoreError> {
-        batch.insert(&keys::position(id), codec::encode(after)?);
+        batch.insert(keys::position(id), codec::encode(after)?);
         Ok(self.index_position(batch, id, before, after))
     }
 
@@ -648,7 +634,7 @@ impl Store {
     /// position.
     fn index_position(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut kv::Batch,
         id: PositionId,
         before: Option<&Position>,
         after: &Position,
@@ -671,11 +657,11 @@ impl Store {
             .instalments()
             .filter(|i| !old_navs.contains(&i.terms.nav))
         {
-            batch.insert(keys::by_iuv(entity, &inst.terms.iuv), &value);
+            batch.insert(keys::by_iuv(entity, &inst.terms.iuv), value);
             added.push(inst.terms.nav.clone());
         }
         if before.is_none() {
-            batch.insert(keys::by_iupd(entity, &after.iupd), &value);
+            batch.insert(keys::by_iupd(entity, &after.iupd), value);
         }
         let old_name = before.map(|b| b.debtor.name.as_str());
         if old_name != Some(after.debtor.name.as_str()) {
@@ -683,7 +669,7 @@ impl Store {
                 batch.remove(key);
             }
             for key in keys::by_name(&after.debtor.name, id) {
-                batch.insert(key, &[]);
+                batch.insert(key, []);
             }
         }
         let old_debtor = before.map(|b| &b.debtor.code);
@@ -692,7 +678,7 @@ impl Store {
                 batch.remove(key);
             }
             if let Some(key) = keys::by_debtor(&after.debtor.code, id) {
-                batch.insert(key, &[]);
+                batch.insert(key, []);
             }
         }
         added
@@ -817,16 +803,16 @@ impl Store {
             let chunk = self.positions(from, 10_000)?;
             let Some((last, _)) = chunk.last() else { break };
             from = last + 1;
-            let mut batch = sled::Batch::default();
+            let mut batch = kv::Batch::default();
             for (id, p) in &chunk {
                 for key in keys::by_name(&p.debtor.name, *id) {
-                    batch.insert(key, &[]);
+                    batch.insert(key, []);
                 }
             }
-            self.data.apply_batch(batch)?;
+            self.data.apply(batch)?;
         }
         let applying = self.group.begin();
-        self.data.insert(keys::META_NAME_INDEX, &[])?;
+        self.data.insert(keys::META_NAME_INDEX, [])?;
         applying.wait_durable()
     }
 
@@ -1026,7 +1012,7 @@ impl Store {
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.commits_at_open),
             flushes: self.group.flushes(),
-            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            disk_bytes: self.db.size_on_disk(),
         }
     }
 

@@ -38,7 +38,7 @@ impl Store {
         let applying = self.group.begin();
         let w = self.writer();
         let commit = w.commit + 1;
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         let mut positions: BTreeMap<PositionId, (Position, Position)> = BTreeMap::new();
         let mut new = 0;
         for (mut record, credits) in movements {
@@ -64,8 +64,8 @@ impl Store {
                 match after.apply(&event) {
                     Ok(()) => {
                         let stored = StoredEvent { commit, event };
-                        batch.insert(&keys::ledger(id, seq), codec::encode(&stored)?);
-                        batch.insert(&keys::change(commit, id), &before.events.to_be_bytes());
+                        batch.insert(keys::ledger(id, seq), codec::encode(&stored)?);
+                        batch.insert(keys::change(commit, id), before.events.to_be_bytes());
                         credited += 1;
                     }
                     Err(e) => {

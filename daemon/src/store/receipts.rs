@@ -120,7 +120,7 @@ impl Store {
             }
         }
         let commit = w.commit + 1;
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         let mut updated = Vec::new();
         if let Some(event) = payment {
             let found = match self.paid_position(&record, &event)? {
@@ -143,8 +143,8 @@ impl Store {
                             self.write_position(&mut batch, id, Some(&before), &after)?;
                             updated.push((id, after.clone()));
                             let stored = StoredEvent { commit, event };
-                            batch.insert(&keys::ledger(id, before.events), codec::encode(&stored)?);
-                            batch.insert(&keys::change(commit, id), &before.events.to_be_bytes());
+                            batch.insert(keys::ledger(id, before.events), codec::encode(&stored)?);
+                            batch.insert(keys::change(commit, id), before.events.to_be_bytes());
                         }
                         Err(e) => {
                             tracing::warn!(receipt = ?record.receipt_id, "receipt not applied: {e}");

@@ -15,8 +15,21 @@ fn demo_config() -> Config {
     demo::config(Path::new("/nonexistent"), any, any)
 }
 
+/// The options the store's tests run with: the engine is `MPAY_STORE_ENGINE` (sled if unset),
+/// so that the whole suite runs on each engine.
+pub(crate) fn options() -> StoreOptions {
+    let engine = match std::env::var(kv::ENGINE_VAR) {
+        Ok(name) => name.parse().expect("MPAY_STORE_ENGINE: sled or fjall"),
+        Err(_) => kv::Engine::default(),
+    };
+    StoreOptions {
+        engine,
+        ..StoreOptions::default()
+    }
+}
+
 fn open(dir: &Path) -> Store {
-    Store::open(dir, &StoreOptions::default()).expect("open store")
+    Store::open(dir, &options()).expect("open store")
 }
 
 fn loaded(data: PositionData) -> Event {
@@ -321,18 +334,18 @@ fn a_store_from_a_newer_format_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));
     {
-        let db = sled::open(dir.path()).expect("sled");
-        let data = db.open_tree("data").expect("tree");
-        data.insert(
-            keys::META_FORMAT,
-            &u64::from(STORE_FORMAT + 1).to_be_bytes(),
-        )
-        .expect("insert");
+        let options = options();
+        let tuning = kv::Tuning {
+            cache_bytes: options.cache_bytes,
+            write_buffer_bytes: options.write_buffer_bytes,
+        };
+        let db = kv::Kv::open(dir.path(), options.engine, tuning).expect("engine");
+        let data = db.table("data").expect("table");
+        data.insert(keys::META_FORMAT, u64::from(STORE_FORMAT + 1).to_be_bytes())
+            .expect("insert");
         db.flush().expect("flush");
     }
-    let err = Store::open(dir.path(), &StoreOptions::default())
-        .err()
-        .expect("refused");
+    let err = Store::open(dir.path(), &options()).err().expect("refused");
     assert!(matches!(err, StoreError::TooNew { found, .. } if found == STORE_FORMAT + 1));
     assert!(err.to_string().contains("newer mpayd"), "{err}");
 }
@@ -424,7 +437,7 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     std::fs::write(&path, &file).expect("write");
 
     let target = dir.path().join("restored");
-    let (restored, kept) = restore(&path, &target).expect("restore");
+    let (restored, kept) = restore(&path, &target, options().engine).expect("restore");
     assert!(kept.is_none());
     assert_eq!(restored.positions, N);
     let copy = open(&target);
@@ -490,7 +503,7 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
         let mut bad = file.clone();
         damage(&mut bad);
         std::fs::write(&path, &bad).expect("write");
-        let err = restore(&path, &store_dir).expect_err("refused");
+        let err = restore(&path, &store_dir, options().engine).expect_err("refused");
         assert!(matches!(err, StoreError::Backup(_)), "{err}");
         let entries: Vec<_> = std::fs::read_dir(dir.path())
             .expect("ls")
@@ -500,7 +513,7 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
         assert_eq!(open(&store_dir).stats().positions, 5);
     }
     std::fs::write(&path, &file).expect("write");
-    let (_, kept) = restore(&path, &store_dir).expect("restore");
+    let (_, kept) = restore(&path, &store_dir, options().engine).expect("restore");
     let kept = kept.expect("old store kept aside");
     assert_eq!(open(&kept).stats().positions, 5);
 }
@@ -607,7 +620,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let path = dir.path().join("b.mpaybak");
     std::fs::write(&path, &file).expect("write");
     let target = dir.path().join("restored");
-    restore(&path, &target).expect("restore");
+    restore(&path, &target, options().engine).expect("restore");
     let copy = open(&target);
     assert_eq!(copy.receipts().count(), 4);
     let r1 = copy
@@ -909,7 +922,7 @@ fn a_format_1_store_is_read_and_its_positions_folded_again() {
             .expect("snapshot");
         store
             .data
-            .insert(keys::META_FORMAT, &1u64.to_be_bytes())
+            .insert(keys::META_FORMAT, 1u64.to_be_bytes())
             .expect("format");
         store.db.flush().expect("flush");
         (id, nav, expected)

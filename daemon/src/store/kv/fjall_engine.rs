@@ -1,0 +1,139 @@
+//! The key-value interface on fjall 3: one keyspace a table, in `STORE/fjall/`. fjall writes
+//! every batch to its journal and makes it durable on `persist(SyncData)`, which syncs the
+//! journal file; the journal's folder is synced by fjall when a journal file is created, and
+//! tables (SSTs) are written and synced before the journal that covered them is dropped.
+
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{Batch, Entry, Tuning, Value};
+use crate::store::StoreError;
+
+/// Where fjall's files live inside a store folder: apart from mpay's own files beside them.
+pub fn dir(store_dir: &Path) -> PathBuf {
+    store_dir.join("fjall")
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            fjall::Error::Io(io) => StoreError::Unavailable(io.to_string()),
+            fjall::Error::Locked => StoreError::Unavailable("the store is locked".into()),
+            other => StoreError::Corrupt(format!("fjall: {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FjallKv {
+    db: Database,
+    /// The memtable size of the `data` table; the others get a quarter.
+    write_buffer: u64,
+}
+
+#[derive(Clone)]
+pub struct FjallTable {
+    db: Database,
+    keyspace: Keyspace,
+}
+
+impl FjallKv {
+    pub fn open(store_dir: &Path, tuning: Tuning) -> Result<FjallKv, StoreError> {
+        let path = dir(store_dir);
+        crate::store::fsync::create_dir_all(&path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+        })?;
+        // A store closed a moment ago in this process keeps its lock until fjall's workers let go
+        // of it: wait a little before calling it in use.
+        let mut attempts = 0;
+        let db = loop {
+            match Database::builder(&path)
+                .cache_size(tuning.cache_bytes)
+                // The store persists before every acknowledgement (the group commit).
+                .manual_journal_persist(true)
+                .open()
+            {
+                Err(fjall::Error::Locked) if attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fjall::Error::Locked) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} is in use by another process (is mpayd already running?)",
+                        store_dir.display()
+                    )));
+                }
+                other => break other?,
+            }
+        };
+        Ok(FjallKv {
+            db,
+            write_buffer: tuning.write_buffer_bytes.max(4 << 20),
+        })
+    }
+
+    pub fn table(&self, name: &str) -> Result<FjallTable, StoreError> {
+        let memtable = match name {
+            "data" => self.write_buffer,
+            _ => self.write_buffer / 4,
+        };
+        let keyspace = self.db.keyspace(name, || {
+            KeyspaceCreateOptions::default()
+                .manual_journal_persist(true)
+                .max_memtable_size(memtable)
+        })?;
+        Ok(FjallTable {
+            db: self.db.clone(),
+            keyspace,
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), String> {
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(|e| format!("cannot sync the store's journal: {e}"))
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+impl FjallTable {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> fjall::Result<Option<fjall::Slice>> {
+        self.keyspace.get(key)
+    }
+
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> fjall::Result<bool> {
+        self.keyspace.contains_key(key)
+    }
+
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut b = self.db.batch();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(&self.keyspace, k, v),
+                None => b.remove(&self.keyspace, k),
+            }
+        }
+        Ok(b.commit()?)
+    }
+
+    pub fn range<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(&self, range: R) -> fjall::Iter {
+        self.keyspace.range(range)
+    }
+
+    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> fjall::Iter {
+        self.keyspace.prefix(prefix)
+    }
+
+    pub fn iter(&self) -> fjall::Iter {
+        self.keyspace.iter()
+    }
+}
+
+pub fn entry(guard: fjall::Guard) -> Result<Entry, StoreError> {
+    let (k, v) = guard.into_inner()?;
+    Ok((Value::Fjall(k), Value::Fjall(v)))
+}
