@@ -1,9 +1,9 @@
 //! Store load generator: bulk load, lookups, durable appends, group commit, reopen.
 //! Prints throughput, latency percentiles, RSS and disk size.
 //!
-//!     cargo bench -p mpayd --bench store -- --positions 1000000
+//!     cargo bench -p mpayd --bench store -- --positions 1000000 --engine fjall
 //!
-//! Options: --positions N (default 1,000,000), --lookups N (200,000), --committers N (64),
+//! Options: --engine sled|fjall (default sled), --positions N (default 1,000,000), --lookups N (200,000), --committers N (64),
 //! --commits N per committer (200), --cache-mib N (the daemon's default), --dir PATH (default: a temporary folder, removed at the end).
 
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use mpay_common::ledger::{Actor, Change, Event};
 use mpayd::demo::{self, Builder, Kind};
+use mpayd::store::kv::Engine;
 use mpayd::store::{Store, StoreOptions};
 
 #[global_allocator]
@@ -24,6 +25,7 @@ struct Args {
     committers: u64,
     commits: u64,
     cache_mib: u64,
+    engine: Engine,
     dir: Option<PathBuf>,
 }
 
@@ -34,6 +36,7 @@ fn args() -> Args {
         committers: 64,
         commits: 200,
         cache_mib: StoreOptions::default().cache_bytes >> 20,
+        engine: Engine::default(),
         dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -47,6 +50,7 @@ fn args() -> Args {
             "--commits" => a.commits = num(value()),
             "--cache-mib" => a.cache_mib = num(value()),
             "--dir" => a.dir = Some(PathBuf::from(value())),
+            "--engine" => a.engine = value().parse().expect("sled or fjall"),
             "--bench" => {}
             other => panic!("unknown option {other}"),
         }
@@ -111,13 +115,15 @@ fn main() {
     let entity = &config.entities[0];
     let province = &config.entities[2];
     let options = StoreOptions {
+        engine: args.engine,
         cache_bytes: args.cache_mib << 20,
         ..StoreOptions::default()
     };
     println!(
-        "store bench: {} positions in {}, cache {} MiB",
+        "store bench: {} positions in {} on {}, cache {} MiB",
         args.positions,
         dir.display(),
+        args.engine,
         options.cache_bytes >> 20
     );
 

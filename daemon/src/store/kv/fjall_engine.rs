@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use super::{Batch, Entry, Tuning, Value};
 use crate::store::StoreError;
@@ -14,6 +14,12 @@ use crate::store::StoreError;
 pub fn dir(store_dir: &Path) -> PathBuf {
     store_dir.join("fjall")
 }
+
+/// Values larger than this go to blob files beside the tables. A position's snapshot stays
+/// inline; a flow's record (megabytes for a big flow) must not: a block holds at least one
+/// value, a block larger than the cache's share is never cached, and every point read that
+/// lands on it would read and checksum it again.
+const SEPARATION_THRESHOLD: u32 = 16 << 10;
 
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
@@ -82,6 +88,9 @@ impl FjallKv {
             KeyspaceCreateOptions::default()
                 .manual_journal_persist(true)
                 .max_memtable_size(memtable)
+                .with_kv_separation(Some(
+                    KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
+                ))
         })?;
         Ok(FjallTable {
             db: self.db.clone(),
