@@ -216,22 +216,24 @@ fn acknowledged_writes_are_fsynced_before_the_answer() {
     let calls = parse_trace(&text);
     // The file each commit is written to: sled's `db`, or one of fjall's journal files.
     let engine = mpay_tests::engine();
-    let (db, wrote_db): (String, fn(&[String], &str) -> bool) = match engine.as_str() {
-        "fjall" => (format!("{}/fjall/", store.display()), |files, db| {
-            files.iter().any(|f| f.starts_with(db))
-        }),
-        _ => (format!("{}/db", store.display()), |files, db| {
-            files.iter().any(|f| f == db)
-        }),
+    let fjall = engine == "fjall";
+    let db = match fjall {
+        true => format!("{}/fjall/", store.display()),
+        false => format!("{}/db", store.display()),
+    };
+    let wrote_db = |files: &[String]| {
+        files
+            .iter()
+            .any(|f| if fjall { f.starts_with(&db) } else { *f == db })
     };
 
     let receipt_ack = answer(&calls, station_port, "200", 0);
     let files = synced_before(&calls, &store, receipt_ack);
-    assert!(wrote_db(&files, &db), "the receipt wrote {db}: {files:?}");
+    assert!(wrote_db(&files), "the receipt wrote {db}: {files:?}");
 
     let put_ack = answer(&calls, api_port, "201", receipt_ack.end);
     let files = synced_before(&calls, &store, put_ack);
-    assert!(wrote_db(&files, &db), "the PUT wrote {db}: {files:?}");
+    assert!(wrote_db(&files), "the PUT wrote {db}: {files:?}");
 
     // The job said "done" in the last answer before the daemon stopped.
     let done_ack = calls
