@@ -3,17 +3,21 @@
 # handler that returns a fixed SOAP body, side by side, on this machine.
 #
 #   daemon/benches/station.sh [positions] [connections]
+#   MPAY_STORE_ENGINE=fjall daemon/benches/station.sh     # the same on fjall
 #
 # The daemon runs on CPU 0 and the load generator on CPU 1 (taskset), so they do not fight for
-# the same core. Data go to ./.bench-station (kept between runs: the 1M-position demo store takes
-# a few minutes to generate the first time).
+# the same core. Data go to ./.bench-station-ENGINE (kept between runs: the 1M-position demo
+# store takes a few minutes to generate the first time). The daemon's RSS is sampled every second
+# into ./.bench-station-ENGINE.rss (seconds since start, phase, RSS in MiB) and summed up per phase.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 positions=${1:-1000000}
 conns=${2:-64}
 cargo build --release -p mpayd
 bin=target/release/mpayd
-data=.bench-station
+engine=${MPAY_STORE_ENGINE:-sled}
+export MPAY_STORE_ENGINE=$engine
+data=.bench-station-$engine
 admin=127.0.0.1:19480
 station=127.0.0.1:19481
 bare=127.0.0.1:19482
@@ -25,7 +29,27 @@ taskset -c 0 "$bin" bare-station --listen "$bare" > /dev/null 2>&1 &
 bare_pid=$!
 trap 'kill $daemon $bare_pid 2>/dev/null; wait 2>/dev/null' EXIT
 until curl -sf "http://$admin/healthz" > /dev/null; do sleep 1; done
-echo "store: $(curl -s "http://$admin/healthz")"
+echo "store ($engine): $(curl -s "http://$admin/healthz")"
+
+# RSS once a second, labelled with the phase running.
+: > "$data.rss"
+rm -f "$data.phase"
+(
+  t=0
+  while kill -0 $daemon 2>/dev/null; do
+    rss=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$daemon/status 2>/dev/null || echo 0)
+    echo "$t $(cat "$data.phase" 2>/dev/null || echo start) $rss" >> "$data.rss"
+    sleep 1
+    t=$((t + 1))
+  done
+) &
+sampler=$!
+trap 'kill $daemon $bare_pid $sampler 2>/dev/null; wait 2>/dev/null' EXIT
+mark() { echo "$1" > "$data.phase"; }
+rss_of() {
+  awk -v p="$1" '$2 == p { n++; s[n] = $3; if (min == "" || $3 < min) min = $3; if ($3 > max) max = $3 }
+    END { if (n) printf "RSS during %s: first %d, min %d, max %d, last %d MiB over %d s\n", p, s[1], min, max, s[n], n }' "$data.rss"
+}
 
 sim() { taskset -c 1 "$bin" simulate --admin "http://$admin" --concurrency "$conns" "$@"; }
 echo "== bare handler, verify"
@@ -41,3 +65,15 @@ echo "== mpayd, full payments with faults"
 sim --target "http://$station/pagopa/paForNode" --scenario pay --count 20000 \
   --unknown-pct 3 --wrong-station-pct 1 --malformed-pct 1 --double-pct 2 --late-pct 2
 echo "RSS: $(grep VmRSS /proc/$daemon/status)"
+
+# Memory under service load: 1M requests over every notice of the store, verify, getPayment and
+# receipts in turn. The RSS must stay flat once warm (see the .rss file for the curve).
+all=$(curl -s "http://$admin/healthz" | sed -n 's/.*"positions":\([0-9]*\).*/\1/p')
+mark warm-verify
+sim --target "http://$station/pagopa/paForNode" --scenario verify --count 400000 --notices "$all"
+mark warm-get-payment
+sim --target "http://$station/pagopa/paForNode" --scenario get-payment --count 400000 --notices "$all"
+mark warm-receipts
+sim --target "http://$station/pagopa/paForNode" --scenario send-rt --count 200000
+mark end
+for p in warm-verify warm-get-payment warm-receipts; do rss_of $p; done
