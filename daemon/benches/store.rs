@@ -4,7 +4,8 @@
 //!     cargo bench -p mpayd --bench store -- --positions 1000000 --engine fjall
 //!
 //! Options: --engine sled|fjall (default sled), --positions N (default 1,000,000), --lookups N (200,000), --committers N (64),
-//! --commits N per committer (200), --cache-mib N (the daemon's default), --dir PATH (default: a temporary folder, removed at the end).
+//! --commits N per committer (200), --reads N (lookups after the reopen, for the memory curve,
+//! 1,000,000), --cache-mib N (the daemon's default), --dir PATH (default: a temporary folder, removed at the end).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ struct Args {
     lookups: u64,
     committers: u64,
     commits: u64,
+    reads: u64,
     cache_mib: u64,
     engine: Engine,
     dir: Option<PathBuf>,
@@ -35,6 +37,7 @@ fn args() -> Args {
         lookups: 200_000,
         committers: 64,
         commits: 200,
+        reads: 1_000_000,
         cache_mib: StoreOptions::default().cache_bytes >> 20,
         engine: Engine::default(),
         dir: None,
@@ -48,6 +51,7 @@ fn args() -> Args {
             "--lookups" => a.lookups = num(value()),
             "--committers" => a.committers = num(value()),
             "--commits" => a.commits = num(value()),
+            "--reads" => a.reads = num(value()),
             "--cache-mib" => a.cache_mib = num(value()),
             "--dir" => a.dir = Some(PathBuf::from(value())),
             "--engine" => a.engine = value().parse().expect("sled or fjall"),
@@ -251,4 +255,22 @@ fn main() {
     let reopen = t.elapsed();
     assert_eq!(store.stats().positions, loaded);
     println!("reopen: {:.2}s", reopen.as_secs_f64());
+
+    // 6. Memory as the store is read: random lookups over every position after the reopen
+    // (sled keeps every page it has touched; fjall keeps what its cache holds).
+    let start = rss_mib();
+    let mut curve = Vec::new();
+    let step = (args.reads / 5).max(1);
+    for n in 1..=args.reads {
+        let nav = entity.iuv.notice(rng.u64(..loaded)).expect("nav");
+        store.by_nav(&entity.fiscal_code, &nav).expect("read");
+        if n % step == 0 {
+            curve.push(format!("{:.0}", rss_mib()));
+        }
+    }
+    println!(
+        "RSS as the reopened store is read: {start:.0} MiB, then {} MiB after each fifth of {} random lookups",
+        curve.join(" / "),
+        args.reads
+    );
 }

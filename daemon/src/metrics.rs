@@ -22,6 +22,11 @@ pub struct Metrics {
     healthy: Gauge,
     rss: Gauge,
     journal_body_bytes: Gauge,
+    engine_cache_limit: Gauge,
+    engine_cache: Gauge,
+    engine_write_buffers: Gauge,
+    position_cache: Gauge,
+    position_cache_limit: Gauge,
     /// Exchanges with the node by operation, outcome and fault code.
     pub station_requests: Family<Labels, Counter>,
     /// Time to answer the node, by operation, in seconds.
@@ -86,6 +91,31 @@ impl Metrics {
             "journal_body_bytes",
             "Bytes of message bodies kept in the traffic journal",
         );
+        let engine_cache_limit = gauge(
+            &mut registry,
+            "store_engine_cache_limit_bytes",
+            "The storage engine's cache as configured ([store] cache_mib)",
+        );
+        let engine_cache = gauge(
+            &mut registry,
+            "store_engine_cache_bytes",
+            "What the storage engine's block cache holds (fjall; sled does not tell)",
+        );
+        let engine_write_buffers = gauge(
+            &mut registry,
+            "store_engine_write_buffer_bytes",
+            "The storage engine's write buffers (fjall's memtables)",
+        );
+        let position_cache = gauge(
+            &mut registry,
+            "store_position_cache_entries",
+            "Decoded positions in the daemon's cache",
+        );
+        let position_cache_limit = gauge(
+            &mut registry,
+            "store_position_cache_limit_entries",
+            "The most decoded positions cached ([store] position_cache)",
+        );
         let station_requests = Family::<Labels, Counter>::default();
         registry.register(
             "station_requests",
@@ -110,6 +140,11 @@ impl Metrics {
             healthy,
             rss,
             journal_body_bytes,
+            engine_cache_limit,
+            engine_cache,
+            engine_write_buffers,
+            position_cache,
+            position_cache_limit,
             station_requests,
             station_latency,
         }
@@ -140,6 +175,16 @@ impl Metrics {
             .set(as_i64(stats.commits_since_start));
         self.flushes.set(as_i64(stats.flushes));
         self.disk_bytes.set(as_i64(stats.disk_bytes));
+        self.engine_cache_limit
+            .set(as_i64(stats.engine_cache_limit_bytes));
+        self.engine_cache
+            .set(as_i64(stats.engine_cache_bytes.unwrap_or(0)));
+        self.engine_write_buffers
+            .set(as_i64(stats.engine_write_buffer_bytes.unwrap_or(0)));
+        self.position_cache
+            .set(as_i64(stats.position_cache_entries));
+        self.position_cache_limit
+            .set(as_i64(stats.position_cache_limit));
         self.healthy.set(i64::from(store.healthy().is_ok()));
         self.journal_body_bytes
             .set(as_i64(store.journal_body_bytes()));

@@ -41,6 +41,12 @@ impl PositionCache {
         }
     }
 
+    /// (entries held, entries allowed).
+    pub fn usage(&self) -> (usize, usize) {
+        self.lock()
+            .map_or((0, 0), |inner| (inner.lru.len(), inner.lru.cap().get()))
+    }
+
     fn lock(&self) -> Option<std::sync::MutexGuard<'_, Inner>> {
         // Only cached copies live here: after a panic elsewhere they are still valid.
         self.inner

@@ -274,12 +274,29 @@ fn bulk_job_journal_entry_and_audit_record() {
         response_bytes: 300,
         body: Some(BodyRef {
             day: 20_260_101,
+            segment: 2,
             offset: 4096,
             request_len: 2048,
             response_len: 300,
+            crc: Some(0xDEAD_BEEF),
         }),
     };
     golden("journal entry", &entry, JOURNAL);
+    // A summary of version 1 reads as one in the day's first file, without a checksum.
+    let bytes: Vec<u8> = (0..JOURNAL_V1.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&JOURNAL_V1[i..i + 2], 16).expect("hex"))
+        .collect();
+    let old: JournalEntry = codec::decode(&bytes, "journal entry v1").expect("decodes");
+    let body = old.body.expect("body");
+    assert_eq!((body.segment, body.crc, body.offset), (0, None, 4096));
+    assert_eq!(
+        JournalEntry { body: None, ..old },
+        JournalEntry {
+            body: None,
+            ..entry
+        }
+    );
     let audit = AuditRecord {
         seq: 2,
         at: at(),
@@ -466,10 +483,16 @@ const JOB: &str = concat!(
     "01040b30303132333435363738320108746172692e6373760a0a0801000001000108746172692e6373760a78",
     "0114323032362d30312d30315430303a30303a30305a0114323032362d30312d30315430303a30303a30305a",
 );
-const JOURNAL: &str = concat!(
+/// A journal summary as version 1 wrote it (the same exchange), read through `legacy.rs`.
+const JOURNAL_V1: &str = concat!(
     "010514323032362d30312d30315430303a30303a30305a000a706153656e6452545632010b30303132333435",
     "36373832010e30313131313131313131365f3031011233303130303030303030303030303032343500024f4b",
     "00ac06010e3132372e302e302e313a353030308010ac020185cad40980208010ac02",
+);
+const JOURNAL: &str = concat!(
+    "020514323032362d30312d30315430303a30303a30305a000a706153656e6452545632010b30303132333435",
+    "36373832010e30313131313131313131365f3031011233303130303030303030303030303032343500024f4b",
+    "00ac06010e3132372e302e302e313a353030308010ac020185cad4090280208010ac0201effdb6f50d",
 );
 const AUDIT: &str = concat!(
     "010214323032362d30312d30315430303a30303a30305a0104616e6e610f7569642031303030207069642034",

@@ -6,6 +6,12 @@
 //! store's folder), not into the engine. A summary points into its day's file; pruning deletes whole
 //! days, oldest first, never today's. Writes come from a background writer in batches: the file
 //! is synced, then the summaries commit like any other write.
+//!
+//! A summary carries the CRC-32 of its bodies, checked on every read: a damaged or replaced file
+//! is reported, never served as another exchange's bodies. Each process writes a day into a new
+//! segment (`YYYYMMDD-N.log`), past any segment that a summary names or that is on disk, so no
+//! summary can point into bytes written after it: not after a torn write, not after a restore
+//! that brings back summaries whose files stayed behind.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -47,14 +53,18 @@ pub struct JournalEntry {
     pub body: Option<BodyRef>,
 }
 
-/// The place of an exchange's bodies: request then response, at `offset` in the day's file.
+/// The place of an exchange's bodies: request then response, at `offset` in a file of the day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyRef {
     /// The file's day, YYYYMMDD (UTC).
     pub day: u32,
+    /// Which of the day's files: 0 is `YYYYMMDD.log`, N is `YYYYMMDD-N.log`.
+    pub segment: u32,
     pub offset: u64,
     pub request_len: u32,
     pub response_len: u32,
+    /// CRC-32 of the request then the response; none in summaries written before it was kept.
+    pub crc: Option<u32>,
 }
 
 /// Request and response as they crossed the wire.
@@ -77,25 +87,42 @@ fn day_of(at: Timestamp) -> u32 {
         + u32::try_from(date.day()).unwrap_or(0)
 }
 
-fn day_file(dir: &Path, day: u32) -> PathBuf {
-    dir.join(format!("{day:08}.log"))
+fn day_file(dir: &Path, day: u32, segment: u32) -> PathBuf {
+    match segment {
+        0 => dir.join(format!("{day:08}.log")),
+        n => dir.join(format!("{day:08}-{n}.log")),
+    }
 }
 
-/// Body files present, oldest first: (day, path, size).
-fn body_files(dir: &Path) -> Vec<(u32, PathBuf, u64)> {
+/// A body file's day and segment, from its name.
+fn parse_name(name: &str) -> Option<(u32, u32)> {
+    let stem = name.strip_suffix(".log")?;
+    match stem.split_once('-') {
+        None => Some((stem.parse().ok()?, 0)),
+        Some((day, n)) => Some((day.parse().ok()?, n.parse().ok()?)),
+    }
+}
+
+/// Body files present, oldest first: (day, segment, path, size).
+fn body_files(dir: &Path) -> Vec<(u32, u32, PathBuf, u64)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let day: u32 = name.strip_suffix(".log")?.parse().ok()?;
+            let (day, segment) = parse_name(&e.file_name().into_string().ok()?)?;
             let size = e.metadata().ok()?.len();
-            Some((day, e.path(), size))
+            Some((day, segment, e.path(), size))
         })
         .collect();
-    files.sort_by_key(|(day, _, _)| *day);
+    files.sort_by_key(|(day, segment, _, _)| (*day, *segment));
     files
+}
+
+/// The day and segment this process writes bodies to (see the module's comment).
+#[derive(Default)]
+pub(super) struct Segment {
+    current: Option<(u32, u32)>,
 }
 
 impl Store {
@@ -121,7 +148,7 @@ impl Store {
             StoreError::Unavailable(format!("journal bodies: {what}: {e}"))
         };
         // One writer at a time appends to the files.
-        let _files = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut segment = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
         let mut open: Option<(u32, File, u64)> = None;
         let mut summaries = super::kv::Batch::default();
         let mut seqs = Vec::with_capacity(records.len());
@@ -134,7 +161,12 @@ impl Store {
                     file.sync_data().map_err(|e| io("sync", e))?;
                     pending.clear();
                 }
-                let path = day_file(&self.bodies_dir, day);
+                let n = match segment.current {
+                    Some((d, n)) if d == day => n,
+                    _ => self.new_segment(day)?,
+                };
+                segment.current = Some((day, n));
+                let path = day_file(&self.bodies_dir, day, n);
                 let created = !path.exists();
                 let file = OpenOptions::new()
                     .create(true)
@@ -152,11 +184,16 @@ impl Store {
                 continue;
             };
             let len = |s: &str| u32::try_from(s.len()).unwrap_or(u32::MAX);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(body.request.as_bytes());
+            crc.update(body.response.as_bytes());
             entry.body = Some(BodyRef {
                 day,
+                segment: segment.current.map_or(0, |(_, n)| n),
                 offset: *end + pending.len() as u64,
                 request_len: len(&body.request),
                 response_len: len(&body.response),
+                crc: Some(crc.finalize()),
             });
             pending.extend_from_slice(body.request.as_bytes());
             pending.extend_from_slice(body.response.as_bytes());
@@ -210,7 +247,8 @@ impl Store {
         let Some(r) = entry.body else {
             return Ok(None);
         };
-        let Ok(mut file) = File::open(day_file(&self.bodies_dir, r.day)) else {
+        let path = day_file(&self.bodies_dir, r.day, r.segment);
+        let Ok(mut file) = File::open(&path) else {
             return Ok(None);
         };
         let mut bytes = vec![0u8; r.request_len as usize + r.response_len as usize];
@@ -219,8 +257,17 @@ impl Store {
             .and_then(|_| file.read_exact(&mut bytes));
         if read.is_err() {
             return Err(StoreError::Corrupt(format!(
-                "journal bodies of exchange {seq} are cut short in day {}",
-                r.day
+                "the bodies of exchange {seq} are cut short in {}",
+                path.display()
+            )));
+        }
+        if let Some(expected) = r.crc
+            && crc32fast::hash(&bytes) != expected
+        {
+            return Err(StoreError::Corrupt(format!(
+                "the bodies of exchange {seq} in {} do not match their checksum: the file was \
+                 damaged or replaced",
+                path.display()
             )));
         }
         let response = bytes.split_off(r.request_len as usize);
@@ -239,7 +286,7 @@ impl Store {
         max_age: std::time::Duration,
         max_bytes: u64,
     ) -> Result<u64, StoreError> {
-        let _files = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
         let now = Timestamp::now();
         let cutoff = day_of(
             now.checked_sub(
@@ -249,26 +296,47 @@ impl Store {
         );
         let today = day_of(now);
         let files = body_files(&self.bodies_dir);
-        let mut total: u64 = files.iter().map(|(_, _, size)| size).sum();
-        let mut deleted = 0u64;
-        for (day, path, size) in files {
-            if day >= today || (day >= cutoff && total <= max_bytes) {
+        let mut total: u64 = files.iter().map(|(_, _, _, size)| size).sum();
+        let mut deleted = std::collections::BTreeSet::new();
+        for (day, _, path, size) in files {
+            if day >= today || (day >= cutoff && total <= max_bytes && !deleted.contains(&day)) {
                 break;
             }
             std::fs::remove_file(&path).map_err(|e| {
                 StoreError::Unavailable(format!("cannot prune {}: {e}", path.display()))
             })?;
             total = total.saturating_sub(size);
-            deleted += 1;
+            deleted.insert(day);
         }
-        Ok(deleted)
+        Ok(deleted.len() as u64)
     }
 
     /// Bytes of bodies on disk.
     pub fn journal_body_bytes(&self) -> u64 {
         body_files(&self.bodies_dir)
             .iter()
-            .map(|(_, _, size)| size)
+            .map(|(_, _, _, size)| size)
             .sum()
+    }
+
+    /// The segment this process starts writing `day` into: past every segment of the day on
+    /// disk and past the one the last summary names.
+    fn new_segment(&self, day: u32) -> Result<u32, StoreError> {
+        let on_disk = body_files(&self.bodies_dir)
+            .into_iter()
+            .filter(|(d, _, _, _)| *d == day)
+            .map(|(_, n, _, _)| n)
+            .max();
+        let named = match self.journal.last()? {
+            Some((_, v)) => codec::decode::<JournalEntry>(&v, "a journal record")?
+                .body
+                .filter(|b| b.day == day)
+                .map(|b| b.segment),
+            None => None,
+        };
+        Ok(match on_disk.max(named) {
+            Some(n) => n + 1,
+            None => 0,
+        })
     }
 }

@@ -12,6 +12,7 @@ use mpay_common::money::Cents;
 use serde::Deserialize;
 
 use super::codec::Stored;
+use super::journal::{BodyRef, Direction, JournalEntry};
 use super::{ReceiptRecord, StoredEvent};
 
 /// Ledger events of value version 1: offline payments without a split, receipts without their
@@ -194,7 +195,66 @@ impl Stored for Position {
 }
 
 impl Stored for ReceiptRecord {}
-impl Stored for super::journal::JournalEntry {}
+/// Journal summaries of value version 1: bodies in the day's one file, without a checksum.
+#[derive(Deserialize)]
+struct JournalEntryV1 {
+    seq: u64,
+    at: Timestamp,
+    direction: Direction,
+    operation: String,
+    entity: Option<String>,
+    station: Option<String>,
+    nav: Option<String>,
+    iuv: Option<String>,
+    outcome: String,
+    fault_code: Option<String>,
+    latency_us: u64,
+    remote: Option<String>,
+    request_bytes: u32,
+    response_bytes: u32,
+    body: Option<BodyRefV1>,
+}
+
+#[derive(Deserialize)]
+struct BodyRefV1 {
+    day: u32,
+    offset: u64,
+    request_len: u32,
+    response_len: u32,
+}
+
+impl Stored for JournalEntry {
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<JournalEntryV1>(bytes).map(|e| JournalEntry {
+                seq: e.seq,
+                at: e.at,
+                direction: e.direction,
+                operation: e.operation,
+                entity: e.entity,
+                station: e.station,
+                nav: e.nav,
+                iuv: e.iuv,
+                outcome: e.outcome,
+                fault_code: e.fault_code,
+                latency_us: e.latency_us,
+                remote: e.remote,
+                request_bytes: e.request_bytes,
+                response_bytes: e.response_bytes,
+                body: e.body.map(|b| BodyRef {
+                    day: b.day,
+                    segment: 0,
+                    offset: b.offset,
+                    request_len: b.request_len,
+                    response_len: b.response_len,
+                    crc: None,
+                }),
+            })
+        })
+    }
+}
 impl Stored for super::jobs::BulkJob {}
 impl Stored for mpay_common::console::AuditRecord {}
 

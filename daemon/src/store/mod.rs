@@ -152,6 +152,15 @@ pub struct StoreStats {
     /// fsyncs since this process opened the store.
     pub flushes: u64,
     pub disk_bytes: u64,
+    pub engine: kv::Engine,
+    /// The engine's cache as configured, and what it holds now (fjall only).
+    pub engine_cache_limit_bytes: u64,
+    pub engine_cache_bytes: Option<u64>,
+    /// fjall's write buffers (memtables) now.
+    pub engine_write_buffer_bytes: Option<u64>,
+    /// Decoded positions cached, and the most allowed (`[store] position_cache`).
+    pub position_cache_entries: u64,
+    pub position_cache_limit: u64,
 }
 
 struct Writer {
@@ -186,8 +195,10 @@ pub struct Store {
     runs_lock: Mutex<()>,
     /// The journal's body files, and the lock their writer and pruner share.
     bodies_dir: std::path::PathBuf,
-    journal_files: Mutex<()>,
+    journal_files: Mutex<journal::Segment>,
     cache: cache::PositionCache,
+    /// The engine's cache as configured.
+    cache_limit: u64,
     /// Per entity (by its sequence key), the next notice sequence number not handed out.
     sequences: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
 }
@@ -297,8 +308,9 @@ impl Store {
             runs,
             runs_lock: Mutex::new(()),
             bodies_dir,
-            journal_files: Mutex::new(()),
+            journal_files: Mutex::new(journal::Segment::default()),
             cache: cache::PositionCache::new(options.position_cache),
+            cache_limit: options.cache_bytes,
             sequences: Mutex::new(Default::default()),
             commits,
             commits_at_open: writer.commit,
@@ -1004,6 +1016,8 @@ impl Store {
     }
 
     pub fn stats(&self) -> StoreStats {
+        let memory = self.db.memory();
+        let (cached, cache_limit) = self.cache.usage();
         StoreStats {
             positions: self.writer().positions,
             commits: self.commits.load(Ordering::Relaxed),
@@ -1013,6 +1027,12 @@ impl Store {
                 .saturating_sub(self.commits_at_open),
             flushes: self.group.flushes(),
             disk_bytes: self.db.size_on_disk(),
+            engine: self.db.engine(),
+            engine_cache_limit_bytes: self.cache_limit,
+            engine_cache_bytes: memory.map(|m| m.0),
+            engine_write_buffer_bytes: memory.map(|m| m.1),
+            position_cache_entries: cached as u64,
+            position_cache_limit: cache_limit as u64,
         }
     }
 

@@ -631,6 +631,101 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     assert_eq!(copy.position(ids[0]).expect("read"), Some(position));
 }
 
+fn exchange(n: u64) -> (JournalEntry, JournalBodies) {
+    let at = Timestamp::now();
+    (
+        JournalEntry {
+            seq: 0,
+            at,
+            direction: Direction::Inbound,
+            operation: "paVerifyPaymentNotice".into(),
+            entity: None,
+            station: None,
+            nav: None,
+            iuv: None,
+            outcome: "OK".into(),
+            fault_code: None,
+            latency_us: 1,
+            remote: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            body: None,
+        },
+        JournalBodies {
+            at,
+            request: format!("<request {n}/>"),
+            response: format!("<response {n}/>"),
+        },
+    )
+}
+
+#[test]
+fn journal_bodies_are_checked_and_never_read_from_bytes_written_after_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bodies_dir = dir.path().join("journal-bodies");
+    let store = open(dir.path());
+    store
+        .append_journal((0..3).map(exchange).collect())
+        .expect("append");
+    assert_eq!(
+        store
+            .journal_bodies(2)
+            .expect("read")
+            .expect("kept")
+            .request,
+        "<request 2/>"
+    );
+    // The day's files go missing (a restore brings back summaries, not bodies); the next
+    // process writes the same day again.
+    drop(store);
+    for entry in std::fs::read_dir(&bodies_dir).expect("ls") {
+        std::fs::remove_file(entry.expect("entry").path()).expect("remove");
+    }
+    let store = open(dir.path());
+    store
+        .append_journal((3..6).map(exchange).collect())
+        .expect("append");
+    // The old summaries find nothing rather than the new exchanges' bytes at their offsets.
+    for seq in 0..3 {
+        assert!(store.journal_bodies(seq).expect("read").is_none(), "{seq}");
+    }
+    assert_eq!(
+        store
+            .journal_bodies(4)
+            .expect("read")
+            .expect("kept")
+            .response,
+        "<response 4/>"
+    );
+    // Another start writes another segment; both read back.
+    drop(store);
+    let store = open(dir.path());
+    store.append_journal(vec![exchange(6)]).expect("append");
+    let files = std::fs::read_dir(&bodies_dir).expect("ls").count();
+    assert_eq!(files, 2, "one segment per process and day");
+    for seq in 3..7 {
+        let b = store.journal_bodies(seq).expect("read").expect("kept");
+        assert_eq!(b.request, format!("<request {seq}/>"));
+    }
+    // A damaged byte is reported, naming the file, not served.
+    let entry = store.journal(6, 1).expect("journal").remove(0);
+    let body = entry.body.expect("body");
+    let path = std::fs::read_dir(&bodies_dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.to_string_lossy()
+                .ends_with(&format!("-{}.log", body.segment))
+        })
+        .expect("the segment file");
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[body.offset as usize + 3] ^= 0x20;
+    std::fs::write(&path, &bytes).expect("damage");
+    let err = store.journal_bodies(6).expect_err("refused");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+}
+
 #[test]
 fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -107,6 +107,10 @@ impl FjallKv {
     pub fn size_on_disk(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
     }
+
+    pub fn memory(&self) -> (u64, u64) {
+        (self.db.cache_size(), self.db.write_buffer_size())
+    }
 }
 
 impl FjallTable {

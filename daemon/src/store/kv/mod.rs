@@ -265,6 +265,15 @@ impl Kv {
             Kv::Fjall(kv) => kv.size_on_disk(),
         }
     }
+
+    /// What the engine holds in memory now, where it says: (block cache, write buffers).
+    /// sled does not tell (its page table is not bounded by its cache anyway).
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        match self {
+            Kv::Sled(_) => None,
+            Kv::Fjall(kv) => Some(kv.memory()),
+        }
+    }
 }
 
 impl Table {
