@@ -158,7 +158,7 @@ impl GroupCommit {
         }
         // Closing: what the engine holds without a ticket (its own bookkeeping) goes to disk too.
         let reached = mark.before_flush();
-        let closing = db.flush().and_then(|()| {
+        let closing = db.flush_for_close().and_then(|()| {
             mark.after_flush(reached, true)
                 .map_err(|e| format!("cannot write the durable mark: {e}"))
         });

@@ -4,6 +4,7 @@
 //! tables (SSTs) are written and synced before the journal that covered them is dropped.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
@@ -34,6 +35,8 @@ impl From<fjall::Error> for StoreError {
 #[derive(Clone)]
 pub struct FjallKv {
     db: Database,
+    /// Every table opened, for the flush at close.
+    tables: Arc<Mutex<Vec<Keyspace>>>,
     /// The memtable size of the `data` table; the others get a quarter.
     write_buffer: u64,
 }
@@ -75,6 +78,7 @@ impl FjallKv {
         };
         Ok(FjallKv {
             db,
+            tables: Arc::default(),
             write_buffer: tuning.write_buffer_bytes.max(4 << 20),
         })
     }
@@ -92,6 +96,10 @@ impl FjallKv {
                     KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
                 ))
         })?;
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(keyspace.clone());
         Ok(FjallTable {
             db: self.db.clone(),
             keyspace,
@@ -102,6 +110,23 @@ impl FjallKv {
         self.db
             .persist(PersistMode::SyncData)
             .map_err(|e| format!("cannot sync the store's journal: {e}"))
+    }
+
+    /// At close: the memtables are written out as tables, so that the next open has no journal
+    /// to replay (a reopen after a crash still replays it).
+    pub fn flush_for_close(&self) -> Result<(), String> {
+        self.flush()?;
+        let tables = self
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for table in tables {
+            table
+                .rotate_memtable_and_wait()
+                .map_err(|e| format!("cannot write out the memtables: {e}"))?;
+        }
+        self.flush()
     }
 
     pub fn size_on_disk(&self) -> u64 {
