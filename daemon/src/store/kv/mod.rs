@@ -43,13 +43,6 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Sled => "sled",
-            Engine::Fjall => "fjall",
-        }
-    }
-
     /// The engine whose files are in `dir`, if any.
     pub fn found_in(dir: &Path) -> Option<Engine> {
         if dir.join("db").is_file() {
@@ -80,7 +73,10 @@ impl Engine {
 
 impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(match self {
+            Engine::Sled => "sled",
+            Engine::Fjall => "fjall",
+        })
     }
 }
 
@@ -194,10 +190,6 @@ impl Batch {
 
     pub fn remove(&mut self, key: impl Into<Bytes>) {
         self.ops.insert(key.into().0, None);
-    }
-
-    pub fn len(&self) -> usize {
-        self.ops.len()
     }
 
     pub fn is_empty(&self) -> bool {
