@@ -6,7 +6,6 @@
 use jiff::Timestamp;
 use mpay_common::ledger::{Actor, Change, Event, Position};
 use mpayd::demo::{self, Builder, Kind};
-use mpayd::store::codec;
 
 fn main() {
     divan::main();
@@ -31,10 +30,8 @@ fn decode(bencher: divan::Bencher, kind: &str) {
     } else {
         Kind::Canteen
     };
-    let bytes = codec::encode(&snapshot(kind)).expect("encode");
-    bencher.bench(|| {
-        codec::decode::<Position>(divan::black_box(&bytes), "a position").expect("decode")
-    });
+    let bytes = mpayd::store::encode_snapshot(&snapshot(kind)).expect("encode");
+    bencher.bench(|| mpayd::store::decode_snapshot(divan::black_box(&bytes)).expect("decode"));
 }
 
 #[divan::bench(args = ["canteen (1 notice)", "TARI (4 notices)"])]
@@ -45,5 +42,5 @@ fn encode(bencher: divan::Bencher, kind: &str) {
         Kind::Canteen
     };
     let position = snapshot(kind);
-    bencher.bench(|| codec::encode(divan::black_box(&position)).expect("encode"));
+    bencher.bench(|| mpayd::store::encode_snapshot(divan::black_box(&position)).expect("encode"));
 }

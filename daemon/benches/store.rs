@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use mpay_common::ledger::{Actor, Change, Event};
 use mpayd::demo::{self, Builder, Kind};
-use mpayd::store::kv::Engine;
+use mpayd::store::Engine;
 use mpayd::store::{Store, StoreOptions};
 
 #[global_allocator]

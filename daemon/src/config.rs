@@ -119,8 +119,8 @@ pub struct StoreConfig {
     /// The storage engine of a new store: sled (the default) or fjall. An existing store keeps
     /// its engine; `mpayd restore --engine` moves it. Where the file names none, the
     /// environment's `MPAY_STORE_ENGINE` does, else sled.
-    #[serde(default = "crate::store::kv::Engine::from_env")]
-    pub engine: crate::store::kv::Engine,
+    #[serde(default = "crate::store::Engine::from_env")]
+    pub engine: crate::store::Engine,
     /// sled's page cache or fjall's block cache, in MiB.
     #[serde(default = "default_cache")]
     pub cache_mib: u64,
@@ -148,7 +148,7 @@ fn default_write_buffer() -> u64 {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            engine: crate::store::kv::Engine::from_env(),
+            engine: crate::store::Engine::from_env(),
             cache_mib: default_cache(),
             write_buffer_mib: default_write_buffer(),
             position_cache: default_position_cache(),
@@ -672,9 +672,9 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
-        if let Ok(name) = std::env::var(crate::store::kv::ENGINE_VAR) {
-            name.parse::<crate::store::kv::Engine>()
-                .map_err(|e| invalid(crate::store::kv::ENGINE_VAR, e))?;
+        if let Ok(name) = std::env::var(crate::store::ENGINE_VAR) {
+            name.parse::<crate::store::Engine>()
+                .map_err(|e| invalid(crate::store::ENGINE_VAR, e))?;
         }
         if self.store.cache_mib == 0 {
             return Err(invalid("store.cache_mib", "must be at least 1"));

@@ -48,7 +48,7 @@ impl Daemon {
     /// notice unknown.
     pub fn open_with(config: Config, create: Create) -> anyhow::Result<Daemon> {
         let dir = config.store_dir();
-        if create == Create::No && crate::store::kv::Engine::found_in(&dir).is_none() {
+        if create == Create::No && crate::store::Engine::found_in(&dir).is_none() {
             anyhow::bail!(
                 "there is no store in {}: for a new installation create it with \
                  `mpayd init --config FILE` (or start once with `mpayd run --init`); if a store \

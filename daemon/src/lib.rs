@@ -19,9 +19,11 @@ pub mod service;
 pub mod simulator;
 pub mod station;
 pub mod station_http;
-pub mod store;
 pub mod telemetry;
 pub mod treasury;
+
+/// The store is its own crate, the only one that depends on a storage engine.
+pub use mpay_store as store;
 
 use std::sync::Arc;
 

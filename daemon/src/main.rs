@@ -104,7 +104,7 @@ enum Command {
         config: PathBuf,
         /// sled or fjall; the configuration's `[store] engine` if not given.
         #[arg(long)]
-        engine: Option<store::kv::Engine>,
+        engine: Option<store::Engine>,
         backup: PathBuf,
     },
     /// Verify a backup file without restoring it.
@@ -171,7 +171,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Init { config } => {
             let config = Config::load(&config)?;
             let dir = config.store_dir();
-            let existed = store::kv::Engine::found_in(&dir);
+            let existed = store::Engine::found_in(&dir);
             let engine = config.store.engine;
             let daemon = Daemon::open_with(config, mpayd::daemon::Create::Yes)?;
             daemon.app.store.close()?;

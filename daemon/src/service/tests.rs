@@ -15,7 +15,12 @@ use crate::store::Store;
 fn app(dir: &std::path::Path, at: &str) -> App {
     let any = "127.0.0.1:0".parse().expect("address");
     let config = crate::demo::config(dir, any, any);
-    let store = Store::open(&dir.join("store"), &crate::store::test_options()).expect("store");
+    // The engine is `MPAY_STORE_ENGINE`'s, as in the store's own tests.
+    let options = crate::store::StoreOptions {
+        engine: config.store.engine,
+        ..Default::default()
+    };
+    let store = Store::open(&dir.join("store"), &options).expect("store");
     App {
         config: Arc::new(config),
         store: Arc::new(store),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use super::{Batch, Entry, Tuning, Value};
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// Where fjall's files live inside a store folder: apart from mpay's own files beside them.
 pub fn dir(store_dir: &Path) -> PathBuf {
@@ -50,7 +50,7 @@ pub struct FjallTable {
 impl FjallKv {
     pub fn open(store_dir: &Path, tuning: Tuning) -> Result<FjallKv, StoreError> {
         let path = dir(store_dir);
-        crate::store::fsync::create_dir_all(&path).map_err(|e| {
+        crate::fsync::create_dir_all(&path).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
         // A store closed a moment ago in this process keeps its lock until fjall's workers let go

@@ -7,13 +7,7 @@ use mpay_common::model::PositionData;
 use mpay_common::money::Cents;
 
 use super::*;
-use crate::config::{Config, EntityConfig};
-use crate::demo::{self, Builder, Kind};
-
-fn demo_config() -> Config {
-    let any = "127.0.0.1:0".parse().expect("addr");
-    demo::config(Path::new("/nonexistent"), any, any)
-}
+use crate::fixture::{self, Builder, Entity};
 
 /// The options the store's tests run with: the engine is `MPAY_STORE_ENGINE` (sled if unset),
 /// so that the whole suite runs on each engine.
@@ -37,29 +31,20 @@ fn loaded(data: PositionData) -> Event {
 }
 
 /// `count` canteen positions (one notice each) for the entity, with fresh notice numbers.
-fn positions(
-    store: &Store,
-    entity: &EntityConfig,
-    province: &EntityConfig,
-    count: u64,
-) -> Vec<PositionData> {
+fn positions(store: &Store, entity: &Entity, count: u64) -> Vec<PositionData> {
     let range = store
         .reserve_sequence(&entity.fiscal_code, count)
         .expect("sequence");
     let first = range.start;
     let mut navs = range.map(|s| entity.iuv.notice(s).expect("nav"));
-    let mut builder = Builder::new(entity, province, 7 + first);
+    let mut builder = Builder::new(entity, 7 + first);
     (first..first + count)
-        .map(|n| {
-            builder
-                .position(n, Kind::Canteen, &mut navs)
-                .expect("position")
-        })
+        .map(|n| builder.position(n, &mut navs).expect("position"))
         .collect()
 }
 
 /// Loads `data` in one commit; their ids, in order.
-fn load_all(store: &Store, entity: &EntityConfig, data: &[PositionData]) -> Vec<PositionId> {
+fn load_all(store: &Store, entity: &Entity, data: &[PositionData]) -> Vec<PositionId> {
     store
         .load_many(
             &entity.fiscal_code,
@@ -78,11 +63,11 @@ fn first_nav(data: &PositionData) -> Nav {
 #[test]
 fn load_then_look_up_by_every_key_and_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[0];
     let data = {
         let store = open(dir.path());
-        let data = positions(&store, entity, province, 3);
+        let data = positions(&store, entity, 3);
         let results = store
             .load_many(
                 &entity.fiscal_code,
@@ -119,7 +104,7 @@ fn load_then_look_up_by_every_key_and_survive_reopen() {
         // A NAV of the same entity number space under another entity is not found.
         assert!(
             store
-                .by_nav(&config.entities[1].fiscal_code, &nav)
+                .by_nav(&entities[1].fiscal_code, &nav)
                 .expect("read")
                 .is_none()
         );
@@ -130,9 +115,9 @@ fn load_then_look_up_by_every_key_and_survive_reopen() {
 fn duplicates_are_refused_item_by_item_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
-    let data = positions(&store, entity, province, 2);
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let data = positions(&store, entity, 2);
     store
         .load(&entity.fiscal_code, loaded(data[0].clone()))
         .expect("first load");
@@ -171,9 +156,9 @@ fn duplicates_are_refused_item_by_item_and_change_nothing() {
 fn invalid_position_is_refused_with_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
-    let mut data = positions(&store, entity, province, 1).remove(0);
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let mut data = positions(&store, entity, 1).remove(0);
     data.options[0].instalments[0].amount = Cents(1);
     let err = store
         .load(&entity.fiscal_code, loaded(data))
@@ -190,13 +175,13 @@ fn invalid_position_is_refused_with_the_field() {
 fn append_applies_rules_and_keeps_the_ledger_foldable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
-    let data = positions(&store, entity, province, 1).remove(0);
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let data = positions(&store, entity, 1).remove(0);
     let nav = first_nav(&data);
     let amount = data.options[0].instalments[0].amount;
     let id = store.load(&entity.fiscal_code, loaded(data)).expect("load");
-    let today = demo::today();
+    let today = fixture::today();
 
     let cancel = Event::new(
         Timestamp::now(),
@@ -268,9 +253,9 @@ fn append_applies_rules_and_keeps_the_ledger_foldable() {
 fn a_plan_indexes_its_new_notices_and_refuses_taken_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
-    let data = positions(&store, entity, province, 3);
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let data = positions(&store, entity, 3);
     let ids = load_all(&store, entity, &data);
     // Replace the first position's notice by the second position's notice: refused.
     let mut plan = data[1].options[0].clone();
@@ -307,9 +292,9 @@ fn a_plan_indexes_its_new_notices_and_refuses_taken_ones() {
 fn concurrent_committers_share_flushes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(open(dir.path()));
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
-    let data = positions(&store, entity, province, 64 * 10);
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let data = positions(&store, entity, 64 * 10);
     let before = store.stats();
     std::thread::scope(|s| {
         for chunk in data.chunks(10) {
@@ -354,12 +339,12 @@ fn a_store_from_a_newer_format_is_refused() {
 fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("store"));
-    let config = demo_config();
-    let (entity, province) = (&config.entities[1], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[1];
     // Enough data that the backup's 1 MiB buffer reaches the sink while the ledger is still being
     // scanned: the variation below then lands mid-scan, after the cut.
     const N: u64 = 3000;
-    let data = positions(&store, entity, province, N);
+    let data = positions(&store, entity, N);
     let ids = load_all(&store, entity, &data);
     store
         .append(
@@ -468,7 +453,7 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     let next = copy.reserve_sequence(&entity.fiscal_code, 1).expect("seq");
     assert_eq!(next.start, N);
     // New positions get new ids.
-    let more = positions(&copy, entity, province, 1);
+    let more = positions(&copy, entity, 1);
     let id = copy
         .load(&entity.fiscal_code, loaded(more[0].clone()))
         .expect("load");
@@ -479,12 +464,12 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
 fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store_dir = dir.path().join("store");
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[0];
     let mut file = Vec::new();
     {
         let store = open(&store_dir);
-        let data = positions(&store, entity, province, 5);
+        let data = positions(&store, entity, 5);
         store
             .load_many(&entity.fiscal_code, data.into_iter().map(loaded).collect())
             .expect("load");
@@ -518,7 +503,7 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
     assert_eq!(open(&kept).stats().positions, 5);
 }
 
-fn receipt_record(store_entity: &EntityConfig, nav: &Nav, id: &str) -> ReceiptRecord {
+fn receipt_record(store_entity: &Entity, nav: &Nav, id: &str) -> ReceiptRecord {
     ReceiptRecord {
         entity: store_entity.fiscal_code.clone(),
         receipt_id: id.into(),
@@ -558,9 +543,9 @@ fn paid(nav: &Nav, id: &str, amount: Cents) -> Event {
 fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("store"));
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
-    let data = positions(&store, entity, province, 2);
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let data = positions(&store, entity, 2);
     let ids = load_all(&store, entity, &data);
     let nav = first_nav(&data[0]);
     let due = data[0].options[0].instalments[0].amount;
@@ -827,10 +812,10 @@ fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
 #[test]
 fn a_prepared_load_stores_what_a_direct_load_does() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[0];
     let store = open(dir.path());
-    let data = positions(&store, entity, province, 3);
+    let data = positions(&store, entity, 3);
     let event = loaded(data[0].clone());
     // The ledger value is spliced from the bare event: it must be the stored event's encoding.
     for commit in [0, 1, 127, 128, 300, u64::MAX] {
@@ -883,8 +868,8 @@ fn a_prepared_load_stores_what_a_direct_load_does() {
 #[test]
 fn numbers_taken_are_stored_by_the_load_that_uses_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[0];
     let cf = &entity.fiscal_code;
     let taken = {
         let store = open(dir.path());
@@ -893,23 +878,21 @@ fn numbers_taken_are_stored_by_the_load_that_uses_them() {
         assert_eq!(second.start, first.end, "handed out once");
         // Only the second range is used and committed: its end is what the store keeps.
         let mut navs = second.clone().map(|s| entity.iuv.notice(s).expect("nav"));
-        let mut builder = Builder::new(entity, province, 11);
+        let mut builder = Builder::new(entity, 11);
         let loads = second
             .clone()
             .map(|n| {
-                let data = builder
-                    .position(n, Kind::Canteen, &mut navs)
-                    .expect("position");
+                let data = builder.position(n, &mut navs).expect("position");
                 Store::prepare_load(cf, &loaded(data)).expect("prepare")
             })
             .collect();
         let results = store.load_prepared(cf, second.end, loads).expect("load");
         assert!(results.iter().all(Result::is_ok));
         // A load for another entity is refused.
-        let other = &config.entities[1];
+        let other = &entities[1];
         let mut navs = (0..1).map(|s| other.iuv.notice(s).expect("nav"));
-        let data = Builder::new(other, province, 12)
-            .position(0, Kind::Canteen, &mut navs)
+        let data = Builder::new(other, 12)
+            .position(0, &mut navs)
             .expect("position");
         let foreign = Store::prepare_load(&other.fiscal_code, &loaded(data)).expect("prepare");
         let results = store.load_prepared(cf, 0, vec![foreign]).expect("load");
@@ -933,19 +916,15 @@ fn numbers_taken_are_stored_by_the_load_that_uses_them() {
 #[test]
 fn by_debtor_gives_the_newest_first_of_one_entity_or_all() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = demo_config();
-    let (castelverde, montalto, province) = (
-        &config.entities[0],
-        &config.entities[1],
-        &config.entities[2],
-    );
+    let entities = fixture::entities();
+    let (castelverde, montalto) = (&entities[0], &entities[1]);
     let store = open(dir.path());
     let debtor: DebtorCode = "RSSMRA80A01H501U".parse().expect("code");
     let mut ids = Vec::new();
     // Alternating entities: castelverde, montalto, castelverde, ...
     for round in 0..3 {
         for entity in [castelverde, montalto] {
-            let mut data = positions(&store, entity, province, 1).remove(0);
+            let mut data = positions(&store, entity, 1).remove(0);
             data.iupd = format!("D-{round}").parse().expect("iupd");
             data.debtor.code = debtor.clone();
             let id = store.load(&entity.fiscal_code, loaded(data)).expect("load");
@@ -978,11 +957,11 @@ fn by_debtor_gives_the_newest_first_of_one_entity_or_all() {
 fn a_format_1_store_is_read_and_its_positions_folded_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[0];
     let (id, nav, expected) = {
         let store = open(&path);
-        let data = positions(&store, entity, province, 1);
+        let data = positions(&store, entity, 1);
         let id = load_all(&store, entity, &data)[0];
         let nav = first_nav(&data[0]);
         let pay = |change| Event::new(Timestamp::now(), Actor::System, change);
@@ -992,7 +971,7 @@ fn a_format_1_store_is_read_and_its_positions_folded_again() {
                 pay(Change::PaidOffline {
                     nav: nav.clone(),
                     channel: OfflineChannel::Counter,
-                    date: demo::today(),
+                    date: fixture::today(),
                     amount: Cents(100),
                     reference: "SLIP-1".into(),
                     transfer_amounts: None,
@@ -1042,11 +1021,11 @@ fn a_format_1_store_is_read_and_its_positions_folded_again() {
 fn the_changes_feed_pages_whole_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let config = demo_config();
-    let (entity, province) = (&config.entities[0], &config.entities[2]);
+    let entities = fixture::entities();
+    let entity = &entities[0];
     // Two commits of 30 and 5 positions, read ten at a time: nothing is skipped.
-    let first = load_all(&store, entity, &positions(&store, entity, province, 30));
-    let second = load_all(&store, entity, &positions(&store, entity, province, 5));
+    let first = load_all(&store, entity, &positions(&store, entity, 30));
+    let second = load_all(&store, entity, &positions(&store, entity, 5));
     let page = store.changes_after(0, 10).expect("page");
     assert_eq!(
         page.len(),

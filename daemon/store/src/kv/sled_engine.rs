@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{Batch, Entry, Tuning, Value};
-use crate::store::StoreError;
-use crate::store::fsync::StoreFiles;
+use crate::StoreError;
+use crate::fsync::StoreFiles;
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {

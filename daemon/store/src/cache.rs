@@ -96,13 +96,10 @@ mod tests {
     use mpay_common::ledger::{Actor, Change, Event};
 
     fn position(description: &str) -> Position {
-        let any = "127.0.0.1:0".parse().expect("addr");
-        let config = crate::demo::config(std::path::Path::new("/x"), any, any);
-        let e = &config.entities[0];
+        let [e, ..] = crate::fixture::entities();
         let nav = e.iuv.notice(1).expect("nav");
-        let mut builder = crate::demo::Builder::new(e, &config.entities[2], 1);
-        let mut data = builder
-            .position(1, crate::demo::Kind::Canteen, &mut std::iter::once(nav))
+        let mut data = crate::fixture::Builder::new(&e, 1)
+            .position(1, &mut std::iter::once(nav))
             .expect("position");
         data.description = description.into();
         let event = Event::new(jiff::Timestamp::now(), Actor::System, Change::Loaded(data));
