@@ -497,6 +497,89 @@ fn a_position_with_an_unreadable_row_is_refused_whole() {
 }
 
 #[test]
+fn windows_and_old_mac_line_endings_give_the_file_s_own_line_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let rows = [
+        "iupd;kind;debtor_code;debtor_name;description;option;due;amount;t1_category",
+        "E-1;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5.00;9/0201102SE/",
+        "E-2;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5,000;9/0201102SE/",
+        "E-3;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5.00;9/0201102SE/;x",
+        "E-4;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5.00;9/0201102SE/",
+    ];
+    for (ending, tag) in [("\r\n", "W"), ("\r", "M"), ("\n", "U")] {
+        let file = rows.join(ending).replace("E-", &format!("{tag}-")) + ending;
+        let job = finished(&d, &upload(&d, file.as_bytes()));
+        assert_eq!(job["rows_total"], 4, "{tag}: {job}");
+        assert_eq!(job["created"], 2, "{tag}: {job}");
+        let report = rejects(&d, &job);
+        assert_eq!(report.len(), 2, "{tag}: {report:?}");
+        assert!(
+            at_line(&report, "3")[1].ends_with("amount"),
+            "{tag}: {report:?}"
+        );
+        assert!(
+            at_line(&report, "4")[3].contains("line 4 has 10 fields"),
+            "{tag}: {report:?}"
+        );
+    }
+}
+
+#[test]
+fn a_line_that_never_ends_or_an_empty_file_is_refused_with_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let header = "iupd;kind;debtor_code;debtor_name;description;option;due;amount;t1_category\n";
+    let row = "L-1;MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa;single;2031-01-31;5.00;9/0201102SE/\n";
+    // A header of a million columns (2 MB on one line), and a long row after a good one.
+    let endless = ";".repeat(1 << 20);
+    let long_row = format!(
+        "{header}{row}L-2;{}\n{}",
+        "x".repeat(100_000),
+        row.replace("L-1", "L-3")
+    );
+    let cases: [(Vec<u8>, &str, &str); 5] = [
+        (
+            endless.into_bytes(),
+            "LINE_TOO_LONG",
+            "line 1 is longer than 64 KiB",
+        ),
+        (
+            long_row.into_bytes(),
+            "LINE_TOO_LONG",
+            "line 3 is longer than 64 KiB",
+        ),
+        (Vec::new(), "EMPTY_FILE", "it is empty"),
+        (b"\r\n\r\n".to_vec(), "EMPTY_FILE", "it is empty"),
+        (
+            br#"{"iupd": "J-1"}"#.to_vec(),
+            "NOT_JSON",
+            "a JSON bulk file is an array of positions",
+        ),
+    ];
+    for (file, code, reason) in cases {
+        let job = finished(&d, &upload(&d, &file));
+        assert_eq!(job["created"], 0, "{job}");
+        assert!(
+            job["file_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(reason)),
+            "{job}"
+        );
+        let report = rejects(&d, &job);
+        assert_eq!(report.len(), 1, "{report:?}");
+        assert_eq!(report[0][2], code, "{report:?}");
+    }
+    let (status, _) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/positions/L-1"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 404, "nothing of a refused file is loaded");
+}
+
+#[test]
 fn rows_go_through_the_api_rules_and_can_replace() {
     use mpay_common::ids::{AuxDigit, IuvSettings};
     let dir = tempfile::tempdir().expect("tempdir");

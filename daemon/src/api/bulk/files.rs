@@ -10,8 +10,10 @@ use std::sync::Mutex;
 
 use mpay_common::ledger::Actor;
 use mpay_common::money::Cents;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use super::lines::{LineTooLong, Lines};
 use super::load::{BATCH, Prepared, commit, load_groups, prepare};
 use super::{Job, Reject, lock};
 use crate::App;
@@ -52,7 +54,9 @@ pub(super) type Row = (u64, HashMap<String, String>, String);
 /// A position's rows; for a JSON file, one row and the position's body as the PUT takes it.
 pub(super) struct Group {
     pub(super) rows: Vec<Row>,
-    pub(super) json: Option<Value>,
+    /// A JSON file's element as written; parsed when its batch loads, so that a file costs
+    /// about twice its size in memory rather than a hundred times.
+    pub(super) json: Option<Box<RawValue>>,
     /// A row that cannot be read (line, code, reason): the whole position is refused.
     pub(super) poison: Option<(u64, &'static str, String)>,
 }
@@ -69,19 +73,36 @@ fn whole(field: &str, code: &'static str, reason: String) -> Reject {
 
 /// A CSV file opened past its header: the reader, the columns (lower case) and the separator.
 type OpenCsv = (
-    csv::Reader<std::io::Chain<std::io::Cursor<Vec<u8>>, BufReader<File>>>,
+    csv::Reader<std::io::Chain<std::io::Cursor<Vec<u8>>, BufReader<Lines<BufReader<File>>>>>,
     Vec<String>,
     u8,
 );
 
+/// Why the file could not be read: a line past the bound, or the disk's reason.
+fn unreadable(e: &std::io::Error) -> Reject {
+    match LineTooLong::of(e) {
+        Some(long) => whole("", "LINE_TOO_LONG", long.to_string()),
+        None => whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}")),
+    }
+}
+
+/// A CSV error after which nothing more can be read: the file is refused whole.
+fn unreadable_csv(e: &csv::Error) -> Option<Reject> {
+    match e.kind() {
+        csv::ErrorKind::Io(e) => Some(unreadable(e)),
+        _ => None,
+    }
+}
+
 /// Opens a CSV file of layout v1 and checks its header: a file with an unreadable header, or
 /// unknown or missing columns, is refused whole.
 fn open_csv(path: &Path) -> Result<OpenCsv, Reject> {
-    let unreadable =
-        |e: std::io::Error| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}"));
-    let mut input = BufReader::new(super::open_inbox_file(path).map_err(unreadable)?);
+    let file = super::open_inbox_file(path).map_err(|e| unreadable(&e))?;
+    let mut input = BufReader::new(Lines::new(BufReader::new(file)));
     let mut header = Vec::new();
-    input.read_until(b'\n', &mut header).map_err(unreadable)?;
+    input
+        .read_until(b'\n', &mut header)
+        .map_err(|e| unreadable(&e))?;
     let mut header = header
         .strip_prefix(b"\xEF\xBB\xBF")
         .unwrap_or(&header)
@@ -108,7 +129,16 @@ fn open_csv(path: &Path) -> Result<OpenCsv, Reject> {
         }
         lead.push(b'\n');
         header.clear();
-        input.read_until(b'\n', &mut header).map_err(unreadable)?;
+        input
+            .read_until(b'\n', &mut header)
+            .map_err(|e| unreadable(&e))?;
+    }
+    if header.iter().all(u8::is_ascii_whitespace) {
+        return Err(whole(
+            "",
+            "EMPTY_FILE",
+            "the file has no header line: it is empty".into(),
+        ));
     }
     let Ok(header_text) = std::str::from_utf8(&header) else {
         return Err(whole(
@@ -166,7 +196,13 @@ fn survey(path: &Path) -> Result<Survey, Reject> {
     let mut rows = 0;
     for record in reader.byte_records() {
         rows += 1;
-        let Ok(record) = record else { continue };
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => match unreadable_csv(&e) {
+                Some(reject) => return Err(reject),
+                None => continue,
+            },
+        };
         let line = record.position().map_or(0, |p| p.line());
         let iupd = record.get(at).unwrap_or_default();
         if iupd.is_empty() {
@@ -248,6 +284,10 @@ fn run_csv(app: &App, entity: &EntityConfig, actor: &Actor, path: &Path, job: &M
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
                     refused_row(line, "", "NOT_CSV", format!("not CSV: {e}"), String::new());
+                    // The survey read this file whole: only a failing disk stops here.
+                    if unreadable_csv(&e).is_some() {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -380,45 +420,117 @@ fn fingerprint(iupd: &[u8]) -> u128 {
 
 pub(super) fn is_json(bytes: &[u8]) -> bool {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+    matches!(
+        bytes.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'[' | b'{')
+    )
 }
 
 /// A JSON file: an array of positions, each the PUT's body plus `iupd` and an optional
-/// `action`. An element's "row" is its number in the array, from 1.
-fn read_json(bytes: &[u8]) -> Result<Vec<Group>, Reject> {
+/// `action`. An element's "row" is its number in the array, from 1. The elements are handed to
+/// `each` one at a time as they are read, kept as text until their batch loads, so that a file
+/// costs little more than its size whatever its elements; `each` returns false to stop. A
+/// first pass counts the elements and checks the whole file is JSON before anything loads.
+fn read_json(
+    bytes: &[u8],
+    mut each: impl FnMut(Group) -> bool,
+    total: impl FnOnce(u64),
+) -> Result<(), Reject> {
+    use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+
+    /// The keys of an element that are not the PUT's body.
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        iupd: Option<Value>,
+        action: Option<Value>,
+    }
+    /// Visits the array's elements: with `each`, as groups; without, only to count them.
+    struct Elements<'f>(Option<&'f mut dyn FnMut(u64, Box<RawValue>) -> bool>);
+    impl<'de> Visitor<'de> for Elements<'_> {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of positions")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<u64, A::Error> {
+            let mut row = 0;
+            match self.0.as_mut() {
+                None => {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {
+                        row += 1;
+                    }
+                }
+                Some(each) => {
+                    while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+                        row += 1;
+                        if !each(row, item) {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(row)
+        }
+    }
+
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let items: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| Reject {
+    let not_json = |reason: String| Reject {
         row: 0,
         field: String::new(),
         code: "NOT_JSON",
-        reason: format!("not a JSON array of positions: {e}"),
+        reason,
         original: String::new(),
-    })?;
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return Err(not_json(
+            "the file is one JSON object: a JSON bulk file is an array of positions, \
+             [{\"iupd\": …}, …]"
+                .into(),
+        ));
+    }
+    let walk = |elements: Elements| {
+        let mut reader = serde_json::Deserializer::from_slice(bytes);
+        let n = reader.deserialize_seq(elements)?;
+        reader.end().map(|()| n)
+    };
+    total(
+        walk(Elements(None))
+            .map_err(|e| not_json(format!("not a JSON array of positions: {e}")))?,
+    );
     let mut seen = HashSet::new();
-    let mut groups = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let row = i as u64 + 1;
-        let original: String = item.to_string().chars().take(500).collect();
+    let mut group = |row: u64, item: Box<RawValue>| {
+        let original: String = item.get().chars().take(500).collect();
         let mut values = HashMap::new();
-        let mut body = item;
-        if let Some(object) = body.as_object_mut() {
-            for key in ["iupd", "action"] {
-                if let Some(Value::String(v)) = object.remove(key) {
+        if let Ok(keys) = serde_json::from_str::<Keys>(item.get()) {
+            for (key, value) in [("iupd", keys.iupd), ("action", keys.action)] {
+                if let Some(Value::String(v)) = value {
                     values.insert(key.to_string(), v);
                 }
             }
         }
-        let iupd = values.get("iupd").cloned().unwrap_or_default();
-        if !iupd.is_empty() && !seen.insert(iupd.clone()) {
-            values.insert("duplicate".into(), iupd);
+        if let Some(iupd) = values.get("iupd").filter(|i| !i.is_empty())
+            && !seen.insert(fingerprint(iupd.as_bytes()))
+        {
+            values.insert("duplicate".into(), iupd.clone());
         }
-        groups.push(Group {
+        each(Group {
             rows: vec![(row, values, original)],
-            json: Some(body),
+            json: Some(item),
             poison: None,
-        });
+        })
+    };
+    walk(Elements(Some(&mut group)))
+        .map(drop)
+        .map_err(|e| not_json(format!("not a JSON array of positions: {e}")))
+}
+
+/// A JSON element's body as the PUT endpoint takes it: the element without `iupd` and `action`.
+pub(super) fn json_body(item: &RawValue) -> Value {
+    let mut body: Value = serde_json::from_str(item.get()).unwrap_or(Value::Null);
+    if let Some(object) = body.as_object_mut() {
+        object.remove("iupd");
+        object.remove("action");
     }
-    Ok(groups)
+    body
 }
 
 /// One position's JSON body, as the PUT endpoint takes it, from its rows.
@@ -541,7 +653,8 @@ pub(super) fn body_of(group: &Group) -> Result<(String, Value), (u64, String, St
 }
 
 /// Loads a file (blocking: called on the blocking pool). False if the store stopped it
-/// half-way; the caller marks the job done. JSON files are read whole, CSV files as a stream.
+/// half-way; the caller marks the job done. A JSON file is read into memory (it is bounded by
+/// `api.max_bulk_bytes`) and loaded an element at a time; a CSV file is read as a stream.
 pub(super) fn run(
     app: &App,
     entity: &EntityConfig,
@@ -552,14 +665,28 @@ pub(super) fn run(
     let mut start = [0u8; 64];
     let head = super::open_inbox_file(path).and_then(|mut f| f.read(&mut start));
     if head.is_ok_and(|n| is_json(&start[..n])) {
-        return match super::read_inbox_file(path)
-            .map_err(|e| whole("", "UNREADABLE_FILE", format!("cannot read the file: {e}")))
-            .and_then(|bytes| read_json(&bytes))
-        {
-            Ok(groups) => {
-                lock(job).record.rows_total = groups.len() as u64;
-                load_groups(app, entity, actor, groups, job)
+        let bytes = match super::read_inbox_file(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                refuse_file(job, unreadable(&e));
+                return true;
             }
+        };
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut going = true;
+        let read = read_json(
+            &bytes,
+            |group| {
+                batch.push(group);
+                if batch.len() == BATCH {
+                    going = load_groups(app, entity, actor, std::mem::take(&mut batch), job);
+                }
+                going
+            },
+            |rows| lock(job).record.rows_total = rows,
+        );
+        return match read {
+            Ok(()) => going && load_groups(app, entity, actor, batch, job),
             Err(reject) => {
                 refuse_file(job, reject);
                 true

@@ -9,7 +9,7 @@ use mpay_common::ids::Iupd;
 use mpay_common::ledger::{Actor, Change, Event};
 use mpay_common::requests::PositionIn;
 
-use super::files::{Group, body_of};
+use super::files::{Group, body_of, json_body};
 use super::{Job, Reject, lock};
 use crate::App;
 use crate::config::EntityConfig;
@@ -59,9 +59,9 @@ fn load_group(
         ));
     }
     let (iupd_text, body) = match &group.json {
-        Some(body) => (
+        Some(item) => (
             group.rows[0].1.get("iupd").cloned().unwrap_or_default(),
-            body.clone(),
+            json_body(item),
         ),
         None => body_of(group)?,
     };
@@ -314,7 +314,7 @@ fn new_position(app: &App, entity: &EntityConfig, group: &Group) -> Option<(Iupd
         return None;
     }
     let (iupd, body) = match &group.json {
-        Some(body) => (row.get("iupd").cloned()?, body.clone()),
+        Some(item) => (row.get("iupd").cloned()?, json_body(item)),
         None => body_of(group).ok()?,
     };
     let iupd: Iupd = iupd.parse().ok()?;

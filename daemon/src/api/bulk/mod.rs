@@ -34,6 +34,7 @@
 //! inbox), never held in memory, and moves to `done/NAME.rejects.csv` with the file.
 
 mod files;
+mod lines;
 mod load;
 
 use std::collections::{HashMap, HashSet};
@@ -62,8 +63,8 @@ pub struct Reject {
     /// Line number in the file (the header is line 1; 0 for the file as a whole).
     pub row: u64,
     pub field: String,
-    /// The API's error code, or one of the file's own (`UNREADABLE_FILE`, `NOT_UTF8`, `NOT_CSV`,
-    /// `NOT_JSON`, `UNKNOWN_LAYOUT`, `UNKNOWN_COLUMN`, `MISSING_COLUMN`, `DUPLICATE_IUPD`,
+    /// The API's error code, or one of the file's own (`UNREADABLE_FILE`, `EMPTY_FILE`,
+    /// `LINE_TOO_LONG`, `NOT_UTF8`, `NOT_CSV`, `NOT_JSON`, `UNKNOWN_LAYOUT`, `UNKNOWN_COLUMN`, `MISSING_COLUMN`, `DUPLICATE_IUPD`,
     /// `UNKNOWN_ACTION`).
     pub code: &'static str,
     pub reason: String,
@@ -654,36 +655,51 @@ pub async fn status(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
 }
 
 /// `GET /entities/{cf}/bulk/{job}/rejects`: the reject report, CSV (`;`), a header then one line
-/// per refused row, as far as the job has got.
+/// per refused row, as far as the job has got. Streamed from its file: a report of millions of
+/// rows costs the daemon one buffer.
 pub async fn rejects(State(api): State<Arc<Api>>, auth: Authorized) -> Response {
-    let read = super::blocking(move || {
+    let internal = |e: &dyn std::fmt::Display| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+    };
+    /// The report's file, or the header alone for a job that has refused nothing yet.
+    enum Report {
+        File(File),
+        HeaderOnly(Vec<u8>),
+    }
+    let opened = super::blocking(move || {
         let (record, running) = find(&api, &auth)?;
         if let Some(job) = running {
-            lock(&job).report.flush(false).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
-            })?;
+            lock(&job).report.flush(false).map_err(|e| internal(&e))?;
         }
-        match read_inbox_file(&report_path(&api.app, &record)) {
-            Ok(bytes) => Ok(bytes),
+        match open_inbox_file(&report_path(&api.app, &record)) {
+            Ok(file) => Ok(Report::File(file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut w = report_writer(Vec::new());
                 w.write_record(REPORT_HEADER)
                     .and_then(|()| w.flush().map_err(csv::Error::from))
-                    .map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
-                    })?;
-                Ok(w.into_inner().unwrap_or_default())
+                    .map_err(|e| internal(&e))?;
+                Ok(Report::HeaderOnly(w.into_inner().unwrap_or_default()))
             }
-            Err(e) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the reject report: {e}"),
-                None,
-            )),
+            Err(e) => Err(internal(&format!("cannot read the reject report: {e}"))),
         }
     })
     .await;
-    match read {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let body = match opened {
+        Ok(Report::HeaderOnly(header)) => axum::body::Body::from(header),
+        Ok(Report::File(file)) => {
+            use tokio::io::AsyncReadExt;
+            let chunks = futures::stream::try_unfold(
+                tokio::fs::File::from_std(file),
+                |mut file| async move {
+                    let mut chunk = vec![0; 64 << 10];
+                    let n = file.read(&mut chunk).await?;
+                    chunk.truncate(n);
+                    Ok::<_, std::io::Error>((n > 0).then(|| (Bytes::from(chunk), file)))
+                },
+            );
+            axum::body::Body::from_stream(chunks)
+        }
+        Err(e) => return e.into_response(),
+    };
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
