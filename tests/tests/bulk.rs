@@ -241,6 +241,42 @@ fn files_dropped_in_the_inbox_are_loaded_and_moved_to_done() {
         1,
         "the first report is still there"
     );
+
+    // A name as long as the file system allows: its report's name is cut to fit, not lost.
+    let long = format!("{}.csv", "x".repeat(251));
+    std::fs::write(inbox.join(".long.part"), file).expect("write");
+    std::fs::rename(inbox.join(".long.part"), inbox.join(&long)).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let (_, j) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{ENTITY}/bulk/4"),
+            Some(KEY),
+            None,
+        );
+        if j["status"] == "done" {
+            break j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long name was not loaded: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(job["file"], long.as_str(), "{job}");
+    let report = rejects(&d, &job);
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert!(report[0][4].contains("IN-2"), "{report:?}");
+    let names: Vec<String> = std::fs::read_dir(inbox.join("done"))
+        .expect("done")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("xxxx") && n.ends_with(".rejects.csv")),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -203,6 +203,24 @@ fn inbox_of(app: &App, entity: &str) -> PathBuf {
     app.config.data_dir.join("inbox").join(entity)
 }
 
+/// `stem` then `suffix`, as a file name no longer than the file system allows (255 bytes): a
+/// stem too long for its suffix is cut and followed by a digest of the whole, so that two long
+/// names never share a derived one and the same name always derives the same.
+fn fitted(stem: &str, suffix: &str) -> String {
+    const NAME_MAX: usize = 255;
+    if stem.len() + suffix.len() <= NAME_MAX {
+        return format!("{stem}{suffix}");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(stem.as_bytes());
+    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut keep = NAME_MAX - suffix.len() - tag.len() - 1;
+    while !stem.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{tag}{suffix}", &stem[..keep])
+}
+
 /// Where a job's reject report is: being written in the inbox while the job runs, in `done/`
 /// once it has finished.
 fn report_path(app: &App, job: &BulkJob) -> PathBuf {
@@ -210,9 +228,9 @@ fn report_path(app: &App, job: &BulkJob) -> PathBuf {
     match job.status {
         JobStatus::Done => {
             let name = job.archived.as_deref().unwrap_or(&job.file);
-            dir.join("done").join(format!("{name}.rejects.csv"))
+            dir.join("done").join(fitted(name, ".rejects.csv"))
         }
-        _ => dir.join(format!(".{}.rejects.part", job.file)),
+        _ => dir.join(fitted(&format!(".{}", job.file), ".rejects.part")),
     }
 }
 
@@ -221,7 +239,7 @@ fn report_path(app: &App, job: &BulkJob) -> PathBuf {
 fn archived_name(path: &Path, job: &BulkJob) -> String {
     let done = path.with_file_name("done");
     if done.join(&job.file).exists() {
-        format!("{}.job{}", job.file, job.id)
+        fitted(&job.file, &format!(".job{}", job.id))
     } else {
         job.file.clone()
     }
@@ -234,7 +252,7 @@ fn archive(path: &Path, report: &Path, name: &str) -> std::io::Result<()> {
     };
     let done = done_dir(dir)?;
     if report.exists() {
-        std::fs::rename(report, done.join(format!("{name}.rejects.csv")))?;
+        std::fs::rename(report, done.join(fitted(name, ".rejects.csv")))?;
     }
     std::fs::rename(path, done.join(name))?;
     sync_dir(&done)?;
@@ -337,9 +355,9 @@ fn take_document(api: &Arc<Api>, entity: &EntityConfig, path: &Path) -> std::io:
     let mut n = 1;
     while done.join(&name).exists() {
         n += 1;
-        name = format!("{file}.{n}");
+        name = fitted(&file, &format!(".{n}"));
     }
-    let report = done.join(format!("{name}.result.json"));
+    let report = done.join(fitted(&name, ".result.json"));
     std::fs::write(
         &report,
         serde_json::to_vec_pretty(&result).unwrap_or_default(),
