@@ -227,6 +227,11 @@ pub struct StationListenerConfig {
     /// Seconds in-flight requests get to finish on SIGTERM.
     #[serde(default = "default_drain")]
     pub drain_secs: u64,
+    /// A station reachable from other hosts needs `allow` or mutual TLS (`tls.client_ca`):
+    /// otherwise anyone who reaches it can mark notices paid and read debtors. Set this only
+    /// when something in front (a proxy doing mutual TLS with the node) already keeps others out.
+    #[serde(default)]
+    pub unprotected: bool,
 }
 
 fn default_max_connections() -> usize {
@@ -259,6 +264,67 @@ pub struct TlsConfig {
     /// PEM CA certificates that sign the node's client certificate: mutual TLS.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The most certificates a `client_ca` may hold: the node's or the operators' issuers, not
+    /// a bundle of public authorities (which would admit any certificate they ever signed).
+    const MAX_CLIENT_CAS: usize = 8;
+
+    /// The files exist; the key is not readable by every user of the host; `client_ca` holds
+    /// between one and [`Self::MAX_CLIENT_CAS`] certificates.
+    fn check(&self, at: &str) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let files = [("cert", &self.cert), ("key", &self.key)];
+        let ca = self.client_ca.iter().map(|p| ("client_ca", p));
+        for (name, path) in files.into_iter().chain(ca) {
+            let key = format!("{at}.{name}");
+            let meta = std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .ok_or_else(|| {
+                    invalid(&key, format!("{} is not a readable file", path.display()))
+                })?;
+            let mode = meta.permissions().mode() & 0o777;
+            if name == "key" && mode & 0o004 != 0 {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} is readable by every user of this host (mode {mode:04o}): \
+                         chmod 0640 (owner and mpayd's group) or 0600",
+                        path.display()
+                    ),
+                ));
+            }
+            if name == "client_ca" {
+                let pem = std::fs::read(path)
+                    .map_err(|e| invalid(&key, format!("{}: {e}", path.display())))?;
+                let count = pem
+                    .windows(b"-----BEGIN CERTIFICATE-----".len())
+                    .filter(|w| w == b"-----BEGIN CERTIFICATE-----")
+                    .count();
+                if count == 0 {
+                    return Err(invalid(
+                        key,
+                        format!("{} holds no PEM certificate", path.display()),
+                    ));
+                }
+                if count > Self::MAX_CLIENT_CAS {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{} holds {count} certificates, like a system bundle of public \
+                             authorities: any certificate they signed would pass. Name only \
+                             the CA that issues the client certificates (at most {})",
+                            path.display(),
+                            Self::MAX_CLIENT_CAS
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The traffic journal keeps one summary record per exchange forever and the message bodies
@@ -807,20 +873,26 @@ impl Config {
             return Err(invalid("api.max_body_bytes", "at least 1024"));
         }
         if let Some(tls) = &self.station.tls {
-            for (key, path) in [
-                ("station.tls.cert", &tls.cert),
-                ("station.tls.key", &tls.key),
-            ]
-            .into_iter()
-            .chain(tls.client_ca.iter().map(|p| ("station.tls.client_ca", p)))
-            {
-                if !path.is_file() {
-                    return Err(invalid(
-                        key,
-                        format!("{} is not a readable file", path.display()),
-                    ));
-                }
-            }
+            tls.check("station.tls")?;
+        }
+        if let Some(tls) = &self.console.tls {
+            tls.check("console.tls")?;
+        }
+        let station = &self.station;
+        let mutual_tls = station.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let allow_list = station.allow.iter().any(|net| net.prefix_len() > 0);
+        if !station.listen.ip().is_loopback() && !mutual_tls && !allow_list && !station.unprotected
+        {
+            return Err(invalid(
+                "station.listen",
+                format!(
+                    "{} is reachable from other hosts with neither station.allow nor \
+                     station.tls.client_ca: anyone who reaches it could mark notices paid and \
+                     read debtors. Name the node's networks in allow, or require its client \
+                     certificate, or set station.unprotected = true if a proxy in front does",
+                    station.listen
+                ),
+            ));
         }
         let mut entities = HashSet::new();
         // A key that opened two entities would make "which entity" ambiguous.

@@ -101,6 +101,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
             max_connections: 1024,
             header_timeout_secs: 10,
             drain_secs: 5,
+            unprotected: false,
         },
         api: ApiConfig::default(),
         journal: JournalConfig::default(),

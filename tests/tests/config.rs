@@ -94,6 +94,63 @@ fn mistakes_are_refused_with_the_key_and_the_reason() {
     }
 }
 
+#[test]
+fn an_unprotected_station_or_a_careless_tls_set_up_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let open = example().replace("allow = [\"127.0.0.0/8\"]", "allow = []");
+    let (ok, out) = check(&open);
+    assert!(!ok, "a station open to all was accepted");
+    assert!(
+        out.contains("station.listen") && out.contains("neither station.allow"),
+        "{out}"
+    );
+    let (ok, out) = check(&open.replace("allow = []", "allow = [\"0.0.0.0/0\"]"));
+    assert!(
+        !ok && out.contains("station.listen"),
+        "an allow-all list: {out}"
+    );
+    let (ok, out) = check(&open.replace("allow = []", "allow = []\nunprotected = true"));
+    assert!(ok, "said explicitly: {out}");
+    let (ok, out) = check(&open.replace("0.0.0.0:8443", "127.0.0.1:8443"));
+    assert!(ok, "loopback only: {out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path.display().to_string()
+    };
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let cert = file("station.crt", pem, 0o644);
+    let private = file("private.key", "key", 0o640);
+    let public = file("public.key", "key", 0o644);
+    let one_ca = file("ca.pem", pem, 0o644);
+    let no_ca = file("empty.pem", "", 0o644);
+    let bundle = file("bundle.pem", &pem.repeat(140), 0o644);
+    let tls = |key: &str, ca: &str| {
+        open.replace(
+            "# [station.tls]",
+            &format!("[station.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n"),
+        )
+    };
+    let (ok, out) = check(&tls(&private, &one_ca));
+    assert!(ok, "mutual TLS with a private key: {out}");
+    for (text, expected) in [
+        (tls(&public, &one_ca), "station.tls.key"),
+        (
+            tls(&public, &one_ca),
+            "readable by every user of this host (mode 0644)",
+        ),
+        (tls(&private, &no_ca), "holds no PEM certificate"),
+        (tls(&private, &bundle), "holds 140 certificates"),
+    ] {
+        let (ok, out) = check(&text);
+        assert!(!ok, "accepted, expecting {expected:?}");
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+}
+
 /// The example's API key hash.
 const EXAMPLE_KEY_HASH: &str = "8c1f8a7a5e1b3bcb5f2c7d7a2f0a7c6f1d2e3b4a5c6d7e8f9a0b1c2d3e4f5a6b";
 

@@ -509,6 +509,9 @@ fn a_remote_console_is_known_by_its_client_certificate() {
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write pem");
+        // Keys and certificates alike kept to their owner: a key others can read is refused.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         path.to_str().expect("utf-8 path").to_string()
     };
     let ca_path = write("ca.pem", &ca_pem);

@@ -120,6 +120,12 @@ fn mutual_tls_accepts_only_the_nodes_certificate() {
     ] {
         std::fs::write(dir.path().join(file), content).expect("write pem");
     }
+    // A private key readable by every user is refused: keep it to the owner.
+    std::fs::set_permissions(
+        dir.path().join("station.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     let tls = format!(
         "allow = []\n[station.tls]\ncert = \"{0}/station.crt\"\nkey = \"{0}/station.key\"\nclient_ca = \"{0}/ca.pem\"\n",
         dir.path().display()
