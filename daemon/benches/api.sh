@@ -10,19 +10,25 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 conns=${1:-32}
 count=${2:-20000}
-cargo build --release -p mpayd --bench api
-bin=target/release/mpayd
-gen=$(ls -t target/release/deps/api-* | grep -v '\.d$' | head -1)
+# The binaries where cargo puts them (CARGO_TARGET_DIR and all).
+executable() { sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1; }
+bin=$(cargo build --release -p mpayd --bin mpayd --message-format=json | executable)
+gen=$(cargo build --release -p mpayd --bench api --message-format=json | executable)
 data=.bench-api
-admin=127.0.0.1:19490
-api=127.0.0.1:19493
-rm -rf "$data"
+rm -rf "$data" "$data.ready"
 
-taskset -c 0 "$bin" demo --data-dir "$data" --traffic 0 --admin "$admin" \
-  --station 127.0.0.1:19491 --api "$api" > "$data.log" 2>&1 &
+# Listeners on free ports (the demo writes them to its ready file): never somebody else's daemon.
+taskset -c 0 "$bin" demo --data-dir "$data" --traffic 0 --admin 127.0.0.1:0 \
+  --station 127.0.0.1:0 --api 127.0.0.1:0 --ready-file "$data.ready" > "$data.log" 2>&1 &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait 2>/dev/null' EXIT
-until curl -sf "http://$admin/healthz" > /dev/null; do sleep 1; done
+until [ -s "$data.ready" ]; do
+  kill -0 $daemon 2>/dev/null || { cat "$data.log"; exit 1; }
+  sleep 1
+done
+address() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" "$data.ready"; }
+admin=$(address admin)
+api=$(address api)
 echo "store: $(curl -s "http://$admin/healthz")"
 
 load() { taskset -c 1 "$gen" --target "http://$api" --connections "$conns" "$@"; }

@@ -13,23 +13,36 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 positions=${1:-1000000}
 conns=${2:-64}
-cargo build --release -p mpayd
-bin=target/release/mpayd
+# The binary where cargo puts it (CARGO_TARGET_DIR and all).
+bin=$(cargo build --release -p mpayd --bin mpayd --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 engine=${MPAY_STORE_ENGINE:-sled}
 export MPAY_STORE_ENGINE=$engine
 data=.bench-station-$engine
-admin=127.0.0.1:19480
-station=127.0.0.1:19481
-bare=127.0.0.1:19482
 
+# Every listener on a free port of the kernel's choosing, so that the run never drives somebody
+# else's daemon: the demo writes its addresses to a ready file, the bare handler prints its own.
+rm -f "$data.ready"
 taskset -c 0 "$bin" demo --data-dir "$data" --positions "$positions" --traffic 0 \
-  --admin "$admin" --station "$station" > "$data.log" 2>&1 &
+  --admin 127.0.0.1:0 --station 127.0.0.1:0 --api 127.0.0.1:0 --ready-file "$data.ready" \
+  > "$data.log" 2>&1 &
 daemon=$!
-taskset -c 0 "$bin" bare-station --listen "$bare" > /dev/null 2>&1 &
+taskset -c 0 "$bin" bare-station --listen 127.0.0.1:0 > "$data.bare" 2>&1 &
 bare_pid=$!
 trap 'kill $daemon $bare_pid 2>/dev/null; wait 2>/dev/null' EXIT
-until curl -sf "http://$admin/healthz" > /dev/null; do sleep 1; done
+until [ -s "$data.ready" ]; do
+  kill -0 $daemon 2>/dev/null || { cat "$data.log"; exit 1; }
+  sleep 1
+done
+address() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" "$data.ready"; }
+admin=$(address admin)
+station=$(address station)
+until grep -q "bare station on" "$data.bare"; do sleep 0.2; done
+bare=$(sed -n 's|bare station on http://||p' "$data.bare")
 echo "store ($engine): $(curl -s "http://$admin/healthz")"
+# Receipts pay one notice each: on a small store, pay at most a fifth of its notices per step.
+all=$(curl -s "http://$admin/healthz" | sed -n 's/.*"positions":\([0-9]*\).*/\1/p')
+cap() { local most=$((all / 5)); echo $(($1 < most ? $1 : most)); }
 
 # RSS once a second, labelled with the phase running.
 : > "$data.rss"
@@ -60,20 +73,19 @@ sim --target "http://$station/pagopa/paForNode" --scenario verify --count 200000
 echo "== mpayd, getPayment"
 sim --target "http://$station/pagopa/paForNode" --scenario get-payment --count 200000 --notices 100000
 echo "== mpayd, receipts (durable)"
-sim --target "http://$station/pagopa/paForNode" --scenario send-rt --count 50000
+sim --target "http://$station/pagopa/paForNode" --scenario send-rt --count "$(cap 50000)"
 echo "== mpayd, full payments with faults"
-sim --target "http://$station/pagopa/paForNode" --scenario pay --count 20000 \
+sim --target "http://$station/pagopa/paForNode" --scenario pay --count "$(cap 20000)" \
   --unknown-pct 3 --wrong-station-pct 1 --malformed-pct 1 --double-pct 2 --late-pct 2
 echo "RSS: $(grep VmRSS /proc/$daemon/status)"
 
 # Memory under service load: 1M requests over every notice of the store, verify, getPayment and
 # receipts in turn. The RSS must stay flat once warm (see the .rss file for the curve).
-all=$(curl -s "http://$admin/healthz" | sed -n 's/.*"positions":\([0-9]*\).*/\1/p')
 mark warm-verify
 sim --target "http://$station/pagopa/paForNode" --scenario verify --count 400000 --notices "$all"
 mark warm-get-payment
 sim --target "http://$station/pagopa/paForNode" --scenario get-payment --count 400000 --notices "$all"
 mark warm-receipts
-sim --target "http://$station/pagopa/paForNode" --scenario send-rt --count 200000
+sim --target "http://$station/pagopa/paForNode" --scenario send-rt --count "$(cap 200000)"
 mark end
 for p in warm-verify warm-get-payment warm-receipts; do rss_of $p; done

@@ -61,6 +61,10 @@ where
         .unwrap_or_else(|e| panic!("demo constant {s:?} is invalid: {e:?}"))
 }
 
+/// The citizen whose statement the README shows: the first position of every demo entity is
+/// theirs.
+pub const DEMO_CITIZEN: &str = "VRDLGU75C12H501D";
+
 /// The demo's configuration, with its data in `data_dir`.
 pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config {
     let entity =
@@ -614,7 +618,13 @@ pub fn generate(
             let mut events = Vec::with_capacity(kinds.len());
             for (i, kind) in kinds.into_iter().enumerate() {
                 let n = done + i as u64 + 1;
-                if let Some(data) = builder.position(n, kind, &mut navs) {
+                if let Some(mut data) = builder.position(n, kind, &mut navs) {
+                    // The first position of every entity is the README's citizen's, so that
+                    // the statement example finds debts with more than one authority.
+                    if n == 1 {
+                        data.debtor.code = DEMO_CITIZEN.parse().unwrap_or(DebtorCode::Anonymous);
+                        data.debtor.name = "Luigi Verdi".into();
+                    }
                     events.push(
                         Event::new(at, actor.clone(), Change::Loaded(data))
                             .with_reason("demo data"),

@@ -543,3 +543,20 @@ fn one_authority_cannot_push_another_out_of_a_statement() {
     assert_eq!(open, 48_000 + 1000, "480.00 and the 1,000 cents listed");
     assert_eq!(s["truncated"], true, "one authority's list was cut");
 }
+
+#[test]
+fn the_readme_s_citizen_has_debts_with_every_demo_authority() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let all = read(&d, PORTAL_KEY, &statement_path(mpayd::demo::DEMO_CITIZEN));
+    let mut entities: Vec<&str> = all["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .filter_map(|p| p["entity"]["fiscal_code"].as_str())
+        .collect();
+    entities.sort_unstable();
+    entities.dedup();
+    assert_eq!(entities.len(), 3, "{all}");
+    assert!(all["totals"]["positions"].as_u64() >= Some(3), "{all}");
+}
