@@ -6,9 +6,10 @@
 #   MPAY_STORE_ENGINE=fjall daemon/benches/station.sh     # the same on fjall
 #
 # The daemon runs on CPU 0 and the load generator on CPU 1 (taskset), so they do not fight for
-# the same core. Data go to ./.bench-station-ENGINE (kept between runs: the 1M-position demo
-# store takes a few minutes to generate the first time). The daemon's RSS is sampled every second
-# into ./.bench-station-ENGINE.rss (seconds since start, phase, RSS in MiB) and summed up per phase.
+# the same core. Data go to ./.bench-station-ENGINE-POSITIONS (kept between runs: the
+# 1M-position demo store takes a few minutes to generate the first time). The daemon's RSS is
+# sampled every second into ./.bench-station-ENGINE-POSITIONS.rss (seconds since start, phase,
+# RSS in MiB) and summed up per phase.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 positions=${1:-1000000}
@@ -18,7 +19,7 @@ bin=$(cargo build --release -p mpayd --bin mpayd --message-format=json |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 engine=${MPAY_STORE_ENGINE:-sled}
 export MPAY_STORE_ENGINE=$engine
-data=.bench-station-$engine
+data=.bench-station-$engine-$positions
 
 # Every listener on a free port of the kernel's choosing, so that the run never drives somebody
 # else's daemon: the demo writes its addresses to a ready file, the bare handler prints its own.

@@ -232,6 +232,15 @@ pub struct StationListenerConfig {
     /// when something in front (a proxy doing mutual TLS with the node) already keeps others out.
     #[serde(default)]
     pub unprotected: bool,
+    /// Lookups of unknown notices (verify, getPayment) one address may make a minute; past it
+    /// they are refused until the minute is over, and logged (0: no limit). Notice numbers are
+    /// sequential: this keeps a peer from reading debtors by walking them.
+    #[serde(default = "default_unknown_lookups")]
+    pub max_unknown_lookups_per_minute: u32,
+}
+
+fn default_unknown_lookups() -> u32 {
+    600
 }
 
 fn default_max_connections() -> usize {
@@ -612,9 +621,17 @@ pub struct ServiceConfig {
     pub amount: String,
     /// Taxonomy category of the transfer.
     pub category: String,
-    /// Days from the request to the notice's due date.
+    /// Days from the request to the notice's due date, when an unpaid notice lapses.
     #[serde(default = "default_due_days")]
     pub due_days: u32,
+    /// New positions a day at most (the same request again reuses its position): a flood of
+    /// distinct requests cannot fill the store.
+    #[serde(default = "default_demands_per_day")]
+    pub max_per_day: u32,
+}
+
+fn default_demands_per_day() -> u32 {
+    1000
 }
 
 fn default_due_days() -> u32 {

@@ -87,6 +87,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
                 amount: "5.16".into(),
                 category: "9/0601108DS/".into(),
                 due_days: 30,
+                max_per_day: 1000,
             }],
             api_keys: demo_keys(cf),
             treasury_csv: Some(crate::config::TreasuryCsv::usual()),
@@ -106,6 +107,8 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
             header_timeout_secs: 10,
             drain_secs: 5,
             unprotected: false,
+            // The simulator plays unknown notices at load, from this host.
+            max_unknown_lookups_per_minute: 0,
         },
         api: ApiConfig::default(),
         journal: JournalConfig::default(),

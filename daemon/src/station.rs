@@ -6,8 +6,9 @@
 //! `outcome=KO` responses, never SOAP faults. Verify and getPayment only read; a receipt is stored
 //! durably, with its ledger effect, before OK goes back.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -32,6 +33,55 @@ use crate::store::{Disposition, ReceiptRecord, Recorded};
 
 pub struct Station {
     app: Arc<App>,
+    guesses: Mutex<Guesses>,
+    demands: Arc<Mutex<Demands>>,
+}
+
+/// Lookups of unknown notices per peer in the current minute. Notice numbers are sequential, so
+/// a peer that walks them reads debtors' names and amounts: past
+/// `[station] max_unknown_lookups_per_minute`, its lookups get `PAA_SYSTEM_ERROR` until the
+/// minute is over, and the first refusal is logged.
+#[derive(Default)]
+struct Guesses {
+    minute: i64,
+    by_peer: HashMap<IpAddr, u32>,
+}
+
+/// Positions created by `paDemandPaymentNotice` today, per entity and service: past the
+/// service's `max_per_day`, a new request is refused rather than stored.
+#[derive(Default)]
+struct Demands {
+    day: Option<Date>,
+    created: HashMap<(String, String), u32>,
+}
+
+impl Demands {
+    /// Counts a new position of `service` for `entity`; false once today's are used up.
+    fn allow(&mut self, today: Date, entity: &str, service: &ServiceConfig) -> bool {
+        if self.day != Some(today) {
+            self.day = Some(today);
+            self.created.clear();
+        }
+        let count = self
+            .created
+            .entry((entity.to_string(), service.id.clone()))
+            .or_default();
+        if *count >= service.max_per_day {
+            if *count == service.max_per_day {
+                tracing::warn!(
+                    entity,
+                    service = %service.id,
+                    "{} positions created today by paDemandPaymentNotice: further requests are \
+                     refused until tomorrow (services.max_per_day)",
+                    service.max_per_day
+                );
+                *count += 1;
+            }
+            return false;
+        }
+        *count += 1;
+        true
+    }
 }
 
 /// What one exchange produced: the response and what the journal and metrics record of it.
@@ -64,7 +114,37 @@ impl Found {
 
 impl Station {
     pub fn new(app: Arc<App>) -> Station {
-        Station { app }
+        Station {
+            app,
+            guesses: Mutex::default(),
+            demands: Arc::default(),
+        }
+    }
+
+    /// Whether `peer` is past its unknown lookups this minute; with `failed`, counts one more.
+    fn guessing(&self, peer: Option<SocketAddr>, failed: bool) -> bool {
+        let limit = self.app.config.station.max_unknown_lookups_per_minute;
+        let Some(ip) = peer.map(|p| p.ip()).filter(|_| limit > 0) else {
+            return false;
+        };
+        let minute = self.app.clock.now().as_second().div_euclid(60);
+        let mut g = self.guesses.lock().unwrap_or_else(|p| p.into_inner());
+        if g.minute != minute {
+            g.minute = minute;
+            g.by_peer.clear();
+        }
+        let count = g.by_peer.entry(ip).or_default();
+        if failed {
+            *count = count.saturating_add(1);
+            if *count == limit {
+                tracing::warn!(
+                    peer = %ip,
+                    "{limit} lookups of unknown notices from {ip} this minute: its lookups are \
+                     refused until the minute is over"
+                );
+            }
+        }
+        *count >= limit
     }
 
     /// Serves one request. Never fails: every problem becomes a KO response.
@@ -93,7 +173,24 @@ impl Station {
                 exchange.operation = operation.name().to_string();
                 exchange.entity = Some(request.header().id_pa.clone());
                 exchange.station = Some(request.header().id_station.clone());
-                self.dispatch(request, &text, &mut exchange).await
+                let lookup = matches!(request, Request::Verify { .. } | Request::GetPayment { .. });
+                if lookup && self.guessing(remote, false) {
+                    let f = fault(
+                        FaultCode::SystemError,
+                        &request.header().id_pa,
+                        "too many lookups of unknown notices from this address in the last \
+                         minute: retry later",
+                    );
+                    exchange.fault(&f);
+                    soap::fault_response(operation, &f)
+                } else {
+                    let answer = self.dispatch(request, &text, &mut exchange).await;
+                    let unknown = FaultCode::PagamentoSconosciuto.code();
+                    if lookup && exchange.fault_code.as_deref() == Some(unknown) {
+                        self.guessing(remote, true);
+                    }
+                    answer
+                }
             }
         };
         exchange.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -573,11 +670,13 @@ impl Station {
             ));
         };
         // The same request data always names the same position: a retried demand gets the same
-        // notice back.
+        // notice back; only a new position counts against the service's daily cap.
         let cf = entity.fiscal_code.clone();
         let settings = entity.clone();
         let clock = self.app.clock.clone();
         let data = data.to_vec();
+        let demands = Arc::clone(&self.demands);
+        let entity_id = id.clone();
         let (_, position) = self
             .blocking(&id, move |store| {
                 // The same request again gets the same notice while it is payable; once it
@@ -599,6 +698,17 @@ impl Station {
                         }
                     }
                 };
+                let today = clock.today();
+                let allowed = demands
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allow(today, &entity_id, &service);
+                if !allowed {
+                    return Ok(Err(format!(
+                        "service {}/{} has created its {} notices of today: ask again tomorrow",
+                        service.id, service.subject_id, service.max_per_day
+                    )));
+                }
                 let seq = store.reserve_sequence(&cf, 1)?;
                 let built =
                     demand_position(&settings, &service, iupd.clone(), seq.start, clock.today());
@@ -744,7 +854,9 @@ fn demand_position(
         },
         description: service.description.clone(),
         validity: None,
-        expiry: None,
+        // Asked for, not owed: an unpaid notice lapses at its due date instead of staying open
+        // debt for ever.
+        expiry: Some(due),
         options: vec![PaymentOption {
             kind: OptionKind::Single,
             instalments: vec![Instalment {

@@ -551,3 +551,80 @@ fn idle_and_slow_clients_are_cut_and_connections_are_capped() {
     );
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_peer_walking_notice_numbers_is_stopped_and_demands_are_capped_per_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 20).ready();
+    let data = d.data_dir.clone();
+    assert!(d.stop().success());
+    let config = data.join("mpayd.toml");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(
+            "max_unknown_lookups_per_minute = 0",
+            "max_unknown_lookups_per_minute = 5",
+        )
+        .replace("max_per_day = 1000", "max_per_day = 2");
+    std::fs::write(&config, text).expect("write config");
+    let d = Daemon::run_config(&config, &data).ready();
+    let c = caller(ENTITY, V2_STATION);
+    let known = payable(&d, ENTITY)[0]["nav"]
+        .as_str()
+        .expect("nav")
+        .to_string();
+    let numbering = mpay_common::ids::IuvSettings {
+        aux: mpay_common::ids::AuxDigit::Three,
+        segregation_code: Some(1),
+        application_code: None,
+    };
+    let verify = |nav: &str| {
+        ask(
+            &d,
+            "paVerifyPaymentNotice",
+            &requests::verify(&c, ENTITY, nav),
+        )
+    };
+    // Notice numbers in a row that nobody was given, as a peer walking them asks; past five in
+    // a minute even a real notice is refused. A minute that ends half-way starts it again.
+    let mut stopped = false;
+    for attempt in 0..2u64 {
+        for i in 0..5 {
+            let nav = numbering.notice(9_000_000 + attempt * 10 + i).expect("nav");
+            assert_eq!(
+                fault(&verify(nav.as_ref())),
+                "PAA_PAGAMENTO_SCONOSCIUTO"
+            );
+        }
+        let answer = verify(&known);
+        if fault(&answer) == "PAA_SYSTEM_ERROR" {
+            stopped = true;
+            break;
+        }
+        assert_eq!(answer.outcome, "OK", "{answer:?}");
+    }
+    assert!(stopped, "five unknown lookups did not stop the peer");
+    assert!(
+        d.log_text()
+            .contains("lookups of unknown notices from 127.0.0.1"),
+        "{}",
+        d.log_text()
+    );
+
+    // Two distinct demands make two notices; the third of the day is refused; the first asked
+    // again still gets its own notice.
+    let demand = |data: &str| {
+        ask(
+            &d,
+            "paDemandPaymentNotice",
+            &requests::demand(&c, "00001", "00001", data),
+        )
+    };
+    let first = demand("QUFBQQ==");
+    assert_eq!(first.outcome, "OK", "{first:?}");
+    assert_eq!(demand("QkJCQg==").outcome, "OK");
+    let third = demand("Q0NDQw==");
+    assert_eq!(fault(&third), "PAA_SEMANTICA", "{third:?}");
+    let again = demand("QUFBQQ==");
+    assert_eq!(again.notice_number, first.notice_number, "{again:?}");
+}
