@@ -729,3 +729,65 @@ fn report_cells_that_look_like_formulas_are_kept_as_text() {
     assert!(originals[0].starts_with("'=HYPERLINK"), "{report:?}");
     assert!(originals[1].starts_with("'@SUM"), "{report:?}");
 }
+
+#[test]
+fn an_entity_lists_its_own_jobs_newest_first_and_each_is_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    let ids: Vec<u64> = (0..3)
+        .map(|_| {
+            let job = finished(&d, &upload(&d, FILE.as_bytes()));
+            job["id"].as_u64().expect("id")
+        })
+        .collect();
+    // Another entity's job is not among this one's.
+    let other = d.bulk_upload("00987654324", "demo-montalto-key", FILE.as_bytes());
+    d.bulk_finished("00987654324", "demo-montalto-key", &other);
+    let list = |query: &str| {
+        let (status, page) = d.api_call(
+            "GET",
+            &format!("/api/v1/entities/{ENTITY}/bulk{query}"),
+            Some(KEY),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        page
+    };
+    let all = list("");
+    let listed: Vec<u64> = all["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(
+        listed,
+        ids.iter().rev().copied().collect::<Vec<_>>(),
+        "{all}"
+    );
+    assert!(all["next"].is_null(), "{all}");
+    assert_eq!(all["jobs"][0]["created"], 0, "{all}");
+    let first = list("?limit=2");
+    assert_eq!(first["jobs"].as_array().map(Vec::len), Some(2), "{first}");
+    let rest = list(&format!("?limit=2&before={}", first["next"]));
+    assert_eq!(rest["jobs"][0]["id"], ids[0], "{rest}");
+    assert!(rest["next"].is_null(), "{rest}");
+    let (status, bad) = d.api_call(
+        "GET",
+        &format!("/api/v1/entities/{ENTITY}/bulk?limit=0"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(
+        (status, &bad["field"]),
+        (400, &serde_json::json!("limit")),
+        "{bad}"
+    );
+    let log = d.log_text();
+    for id in ids {
+        assert!(
+            log.contains(&format!("job={id}")) && log.contains("bulk job done"),
+            "{log}"
+        );
+    }
+}

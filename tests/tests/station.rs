@@ -591,10 +591,7 @@ fn a_peer_walking_notice_numbers_is_stopped_and_demands_are_capped_per_day() {
     for attempt in 0..2u64 {
         for i in 0..5 {
             let nav = numbering.notice(9_000_000 + attempt * 10 + i).expect("nav");
-            assert_eq!(
-                fault(&verify(nav.as_ref())),
-                "PAA_PAGAMENTO_SCONOSCIUTO"
-            );
+            assert_eq!(fault(&verify(nav.as_ref())), "PAA_PAGAMENTO_SCONOSCIUTO");
         }
         let answer = verify(&known);
         if fault(&answer) == "PAA_SYSTEM_ERROR" {

@@ -89,6 +89,7 @@ fn routes(bulk_limit: usize) -> Vec<(&'static str, String, MethodRouter<Arc<Api>
             "/api/v1/entities/{cf}/bulk".into(),
             post(bulk::upload).layer(DefaultBodyLimit::max(bulk_limit)),
         ),
+        ("get", "/api/v1/entities/{cf}/bulk".into(), get(bulk::list)),
         (
             "get",
             "/api/v1/entities/{cf}/bulk/{job}".into(),

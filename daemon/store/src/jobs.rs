@@ -170,6 +170,31 @@ impl Store {
             .collect()
     }
 
+    /// One entity's jobs, newest first, older than the job `before` if given, at most `limit`.
+    pub fn jobs_of(
+        &self,
+        entity: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BulkJob>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .jobs
+            .range(job_key(0)..job_key(before.unwrap_or(u64::MAX)))
+            .rev()
+        {
+            if out.len() == limit {
+                break;
+            }
+            let (_, v) = entry?;
+            let job: BulkJob = codec::decode(&v, "a bulk job")?;
+            if job.entity == entity {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
     /// The jobs that were running when the daemon last stopped, or are running now.
     pub fn running_jobs(&self) -> Result<Vec<BulkJob>, StoreError> {
         let mut out = Vec::new();

@@ -179,6 +179,11 @@ fn lock(job: &Mutex<Job>) -> std::sync::MutexGuard<'_, Job> {
 }
 
 fn job_answer(status: StatusCode, job: &BulkJob) -> Response {
+    (status, axum::Json(job_value(job))).into_response()
+}
+
+/// A job as the API shows it.
+fn job_value(job: &BulkJob) -> serde_json::Value {
     let mut value = serde_json::to_value(job).unwrap_or_default();
     if let Some(fields) = value.as_object_mut() {
         // Bookkeeping for resuming, not for the authority.
@@ -189,7 +194,7 @@ fn job_answer(status: StatusCode, job: &BulkJob) -> Response {
         "/api/v1/entities/{}/bulk/{}/rejects",
         job.entity, job.id
     ));
-    (status, axum::Json(value)).into_response()
+    value
 }
 
 /// An entity's inbox: CSV files dropped (or uploaded) there are loaded, then moved to `done/`
@@ -446,11 +451,19 @@ fn start_file(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(record.id, Arc::clone(&job));
+    tracing::info!(
+        job = record.id,
+        entity = %record.entity,
+        file = %record.file,
+        resumed_after = record.resume_after,
+        "bulk job started"
+    );
     let api = Arc::clone(api);
     tokio::task::spawn_blocking(move || {
         let id = record.id;
-        if files::run(&api.app, &entity, &actor, &path, &job) && !finish(&api, &path, &report, &job)
-        {
+        let loaded = files::run(&api.app, &entity, &actor, &path, &job);
+        log_end(&lock(&job).record, loaded);
+        if loaded && !finish(&api, &path, &report, &job) {
             // The file could not leave the inbox: it stays claimed, or it would be loaded
             // again every few seconds; the next start loads it again (all unchanged).
             return;
@@ -645,6 +658,29 @@ pub async fn upload(
     }
 }
 
+/// The log line of a job's end: what it did, or why it stopped.
+fn log_end(job: &BulkJob, loaded: bool) {
+    let (id, entity, file) = (job.id, &job.entity, &job.file);
+    if !loaded {
+        tracing::warn!(job = id, %entity, %file, rows_done = job.rows_done, "bulk job stopped: the store is unavailable; it carries on at the next start");
+    } else if let Some(error) = &job.file_error {
+        tracing::warn!(job = id, %entity, %file, "bulk file refused: {error}");
+    } else {
+        tracing::info!(
+            job = id,
+            %entity,
+            %file,
+            rows = job.rows_total,
+            created = job.created,
+            replaced = job.replaced,
+            unchanged = job.unchanged,
+            cancelled = job.cancelled,
+            rejected_rows = job.rejected_rows,
+            "bulk job done"
+        );
+    }
+}
+
 /// A job as it stands, and the running job if it runs in this daemon.
 type Found = (BulkJob, Option<Arc<Mutex<Job>>>);
 
@@ -662,6 +698,58 @@ fn find(api: &Api, auth: &Authorized) -> Result<Found, ApiError> {
     }
     let record = api.app.store.job(id)?.filter(|j| j.entity == entity);
     Ok((record.ok_or_else(missing)?, None))
+}
+
+/// `GET /entities/{cf}/bulk?limit=&before=`: the entity's jobs, newest first, a page at a time.
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    auth: Authorized,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    const MAX_LIMIT: usize = 500;
+    let (mut limit, mut before) = (50, None);
+    for (key, value) in &params {
+        match key.as_str() {
+            "limit" => match value.parse() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => {
+                    let e = format!("an integer from 1 to {MAX_LIMIT}");
+                    return ApiError::field("limit", e).into_response();
+                }
+            },
+            "before" => match value.parse() {
+                Ok(id) => before = Some(id),
+                Err(_) => {
+                    let e = "the `next` of the previous page";
+                    return ApiError::field("before", e).into_response();
+                }
+            },
+            other => {
+                let e = "unknown parameter: use limit or before";
+                return ApiError::field(other, e).into_response();
+            }
+        }
+    }
+    let page = super::blocking(move || {
+        let entity = auth.entity(&api.app).fiscal_code.as_str();
+        let mut jobs = api.app.store.jobs_of(entity, before, limit + 1)?;
+        let next = (jobs.len() > limit).then(|| jobs[limit - 1].id);
+        jobs.truncate(limit);
+        let jobs: Vec<_> = jobs
+            .into_iter()
+            .map(|job| match api.jobs.running(entity, job.id) {
+                // A running job's counters move ahead of its stored record.
+                Some(running) => job_value(&lock(&running).record),
+                None => job_value(&job),
+            })
+            .collect();
+        Ok(json!({ "jobs": jobs, "next": next }))
+    })
+    .await;
+    match page {
+        Ok(page) => axum::Json(page).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /entities/{cf}/bulk/{job}`: progress and counters.
