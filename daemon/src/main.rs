@@ -107,8 +107,14 @@ enum Command {
         engine: Option<store::Engine>,
         backup: PathBuf,
     },
-    /// Verify a backup file without restoring it.
-    VerifyBackup { backup: PathBuf },
+    /// Verify a backup file without restoring it; prints its SHA-256.
+    VerifyBackup {
+        backup: PathBuf,
+        /// The SHA-256 that `mpayd backup` printed, kept apart from the file: a file rewritten
+        /// since (even with a matching digest inside) is refused.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
     /// Run a day's reconciliation now, through the running daemon (its admin listener): fetch
     /// the new flows from the node, reconcile, and write every entity's daily report into
     /// DATA_DIR/outbox/<entity>/<date>.csv and .json. Prints the run's record.
@@ -311,8 +317,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{text}");
             Ok(())
         }
-        Command::VerifyBackup { backup } => {
+        Command::VerifyBackup { backup, sha256 } => {
             let summary = store::verify(&backup)?;
+            let found = summary.file_sha256.as_deref().unwrap_or_default();
+            if let Some(recorded) = sha256
+                && !recorded.trim().eq_ignore_ascii_case(found)
+            {
+                anyhow::bail!(
+                    "{}: its SHA-256 is {found}, not the {} recorded when it was taken: the \
+                     file has been changed",
+                    backup.display(),
+                    recorded.trim()
+                );
+            }
             println!(
                 "{}: valid, {} positions, {} records, commit {}, taken {} by mpay {}",
                 backup.display(),
@@ -322,6 +339,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 summary.created_at,
                 summary.mpay_version
             );
+            println!("sha256 {found}");
             Ok(())
         }
     }
@@ -374,6 +392,11 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
                 summary.positions,
                 summary.records,
                 summary.commit
+            );
+            // Kept apart from the file (`verify-backup --sha256`), it shows the file unchanged.
+            println!(
+                "sha256 {}",
+                summary.file_sha256.as_deref().unwrap_or_default()
             );
             Ok(())
         }

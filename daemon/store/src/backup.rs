@@ -5,9 +5,12 @@
 //! Snapshots and indexes are derived, and a restore rebuilds them by folding every ledger, which
 //! also proves the backup readable before anything is replaced.
 //!
-//! File layout: `MPAYBAK1`, a length-prefixed JSON header, records
+//! File layout: `MPAYBAK2`, a length-prefixed JSON header, records
 //! `[tree u8][key len u32][key][value len u32][value]`, then `0xFF`, the record count (u64) and the
-//! CRC-32 of everything before it. Integers are big-endian.
+//! SHA-256 of everything before it. Integers are big-endian. `MPAYBAK1` files, which end with a
+//! CRC-32 instead, are still read. A digest inside the file finds damage; it cannot prove that
+//! nobody rewrote the file, so `mpayd backup` prints the SHA-256 of the whole file for the
+//! operator to keep elsewhere, and `verify-backup --sha256` compares it.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -15,11 +18,14 @@ use std::path::{Path, PathBuf};
 
 use mpay_common::ledger::Position;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::kv::{Batch, Engine, Table};
 use super::{Store, StoreError, StoreOptions, StoredEvent, TREES, codec, keys};
 
-const MAGIC: &[u8; 8] = b"MPAYBAK1";
+const MAGIC: &[u8; 8] = b"MPAYBAK2";
+/// The first format, whose trailer is a CRC-32.
+const MAGIC_V1: &[u8; 8] = b"MPAYBAK1";
 const END: u8 = 0xFF;
 const DATA_TREE: u8 = 0;
 /// Largest key or value a backup may hold; anything bigger is a damaged file.
@@ -36,22 +42,25 @@ pub struct BackupSummary {
     pub records: u64,
     #[serde(default)]
     pub positions: u64,
+    /// The SHA-256 of the whole file, in hex, once it has been read (never in the file).
+    #[serde(skip)]
+    pub file_sha256: Option<String>,
 }
 
 fn err(msg: impl Into<String>) -> StoreError {
     StoreError::Backup(msg.into())
 }
 
-/// Writes and checksums at once.
+/// Writes and digests at once.
 struct Sink<W: Write> {
     out: W,
-    crc: crc32fast::Hasher,
+    digest: Sha256,
     records: u64,
 }
 
 impl<W: Write> Sink<W> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.crc.update(bytes);
+        self.digest.update(bytes);
         self.out
             .write_all(bytes)
             .map_err(|e| err(format!("cannot write: {e}")))
@@ -88,10 +97,11 @@ impl Store {
             commit,
             records: 0,
             positions: 0,
+            file_sha256: None,
         };
         let mut sink = Sink {
             out: BufWriter::with_capacity(1 << 20, out),
-            crc: crc32fast::Hasher::new(),
+            digest: Sha256::new(),
             records: 0,
         };
         let header = serde_json::to_vec(&summary).map_err(|e| err(e.to_string()))?;
@@ -131,9 +141,9 @@ impl Store {
         let records = sink.records;
         sink.put(&[END])?;
         sink.put(&records.to_be_bytes())?;
-        let crc = sink.crc.clone().finalize();
+        let digest = sink.digest.clone().finalize();
         sink.out
-            .write_all(&crc.to_be_bytes())
+            .write_all(&digest)
             .and_then(|()| sink.out.flush())
             .map_err(|e| err(format!("cannot write: {e}")))?;
         summary.records = records;
@@ -141,10 +151,46 @@ impl Store {
     }
 }
 
-/// Reads a backup record by record, checking lengths and, at the end, count and CRC.
+/// The trailer's check: SHA-256, or CRC-32 in the first format.
+enum Check {
+    Sha256(Sha256),
+    Crc32(crc32fast::Hasher),
+}
+
+impl Check {
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Check::Sha256(d) => d.update(bytes),
+            Check::Crc32(c) => c.update(bytes),
+        }
+    }
+
+    fn expected(&self) -> Vec<u8> {
+        match self {
+            Check::Sha256(d) => d.clone().finalize().to_vec(),
+            Check::Crc32(c) => c.clone().finalize().to_be_bytes().to_vec(),
+        }
+    }
+}
+
+/// A reader that digests every byte read: the SHA-256 of the whole file, trailer included.
+struct Digesting<R> {
+    inner: R,
+    digest: Sha256,
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a backup record by record, checking lengths and, at the end, count and digest.
 struct Source<R: Read> {
-    input: R,
-    crc: crc32fast::Hasher,
+    input: Digesting<R>,
+    check: Check,
     records: u64,
 }
 
@@ -159,7 +205,7 @@ impl<R: Read> Source<R> {
         self.input
             .read_exact(&mut buf)
             .map_err(|_| err("the file is truncated"))?;
-        self.crc.update(&buf);
+        self.check.update(&buf);
         Ok(buf)
     }
 
@@ -179,12 +225,12 @@ impl<R: Read> Source<R> {
         if tree == END {
             let count = self.take(8)?;
             let count = u64::from_be_bytes(count.try_into().map_err(|_| err("count"))?);
-            let expected = self.crc.clone().finalize();
-            let mut crc = [0u8; 4];
+            let expected = self.check.expected();
+            let mut found = vec![0u8; expected.len()];
             self.input
-                .read_exact(&mut crc)
+                .read_exact(&mut found)
                 .map_err(|_| err("the file is truncated"))?;
-            if u32::from_be_bytes(crc) != expected {
+            if found != expected {
                 return Err(err("checksum mismatch: the file is damaged"));
             }
             if count != self.records {
@@ -213,14 +259,25 @@ impl<R: Read> Source<R> {
 
 fn open_source(path: &Path) -> Result<(Source<BufReader<File>>, BackupSummary), StoreError> {
     let file = File::open(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let mut input = Digesting {
+        inner: BufReader::with_capacity(1 << 20, file),
+        digest: Sha256::new(),
+    };
+    let mut magic = [0u8; 8];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| err(format!("{} is not an mpay backup", path.display())))?;
+    let mut check = match &magic {
+        MAGIC => Check::Sha256(Sha256::new()),
+        MAGIC_V1 => Check::Crc32(crc32fast::Hasher::new()),
+        _ => return Err(err(format!("{} is not an mpay backup", path.display()))),
+    };
+    check.update(&magic);
     let mut source = Source {
-        input: BufReader::with_capacity(1 << 20, file),
-        crc: crc32fast::Hasher::new(),
+        input,
+        check,
         records: 0,
     };
-    if source.take(8)? != MAGIC {
-        return Err(err(format!("{} is not an mpay backup", path.display())));
-    }
     let n = source.len()?;
     let header: BackupSummary = serde_json::from_slice(&source.take(n)?)
         .map_err(|e| err(format!("unreadable header: {e}")))?;
@@ -328,6 +385,8 @@ fn rebuild_records(path: &Path, dir: &Path, engine: Engine) -> Result<BackupSumm
     store.close()?;
     summary.records = source.records;
     summary.positions = positions;
+    let whole = source.input.digest.finalize();
+    summary.file_sha256 = Some(whole.iter().map(|b| format!("{b:02x}")).collect());
     Ok(summary)
 }
 

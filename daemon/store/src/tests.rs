@@ -6,6 +6,8 @@ use mpay_common::ledger::{Actor, Change, Event, InstalmentStatus, LedgerError, O
 use mpay_common::model::PositionData;
 use mpay_common::money::Cents;
 
+use sha2::Digest;
+
 use super::*;
 use crate::fixture::{self, Builder, Entity};
 
@@ -497,7 +499,21 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
         assert_eq!(entries.len(), 2, "no leftovers: {entries:?}");
         assert_eq!(open(&store_dir).stats().positions, 5);
     }
+    // The same backup in the first format (CRC-32 trailer) is still read.
+    let body = &file[..file.len() - 32];
+    let mut v1 = [b"MPAYBAK1".as_slice(), &body[8..]].concat();
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_be_bytes());
+    std::fs::write(&path, &v1).expect("write");
+    assert_eq!(verify(&path).expect("a format-1 backup").positions, 5);
+
     std::fs::write(&path, &file).expect("write");
+    let summary = verify(&path).expect("verify");
+    let whole: String = sha2::Sha256::digest(&file)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(summary.file_sha256, Some(whole));
     let (_, kept) = restore(&path, &store_dir, options().engine).expect("restore");
     let kept = kept.expect("old store kept aside");
     assert_eq!(open(&kept).stats().positions, 5);
