@@ -38,6 +38,7 @@ impl ModelError {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub key: String,
     pub value: String,
@@ -45,6 +46,7 @@ pub struct Metadata {
 
 /// The person or company who owes the money.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Debtor {
     pub code: DebtorCode,
     pub name: String,
@@ -65,6 +67,7 @@ pub struct Debtor {
 /// A digital revenue stamp (marca da bollo digitale): the PSP sells the stamp, no money reaches
 /// the authority for this transfer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RevenueStamp {
     /// `tipoBollo`, "01" for the 16 EUR stamp.
     pub stamp_type: String,
@@ -144,7 +147,10 @@ pub struct PositionData {
     pub options: Vec<PaymentOption>,
 }
 
-pub(crate) fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), ModelError> {
+/// The one rule for free text, everywhere: at most `max` characters, not blank when required, and
+/// no control characters (a newline would forge log lines; a NUL or an escape reaches the node's
+/// XML and the offices' spreadsheets).
+pub fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), ModelError> {
     if required && value.trim().is_empty() {
         return Err(ModelError::new(field, "must not be empty"));
     }
@@ -155,7 +161,66 @@ pub(crate) fn text(field: &str, value: &str, max: usize, required: bool) -> Resu
             format!("at most {max} characters, found {len}"),
         ));
     }
+    if let Some((at, c)) = value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(ModelError::new(
+            field,
+            format!(
+                "contains a control character (U+{:04X}) at character {}: one line of \
+                 printable text",
+                u32::from(c),
+                at + 1
+            ),
+        ));
+    }
     Ok(())
+}
+
+impl Debtor {
+    /// The lengths of pagoPA's `ctSubject`; a country is two capital letters (ISO 3166), an
+    /// Italian province too; an e-mail is one address.
+    pub fn validate(&self, field: &str) -> Result<(), ModelError> {
+        let optional = |name: &str, value: &Option<String>, max: usize| match value {
+            Some(v) => text(&format!("{field}.{name}"), v, max, false),
+            None => Ok(()),
+        };
+        let two_capitals = |v: &str| v.len() == 2 && v.chars().all(|c| c.is_ascii_uppercase());
+        text(&format!("{field}.name"), &self.name, 70, true)?;
+        optional("street", &self.street, 70)?;
+        optional("postal_code", &self.postal_code, 16)?;
+        optional("city", &self.city, 35)?;
+        optional("province", &self.province, 35)?;
+        optional("country", &self.country, 2)?;
+        optional("email", &self.email, 256)?;
+        if let Some(country) = self.country.as_deref().filter(|c| !two_capitals(c)) {
+            return Err(ModelError::new(
+                format!("{field}.country"),
+                format!("{country:?} is not a country code: two capital letters, e.g. IT"),
+            ));
+        }
+        let italian = self.country.as_deref().is_none_or(|c| c == "IT");
+        if let Some(province) = self
+            .province
+            .as_deref()
+            .filter(|p| italian && !two_capitals(p))
+        {
+            return Err(ModelError::new(
+                format!("{field}.province"),
+                format!("{province:?} is not an Italian province: two capital letters, e.g. AN"),
+            ));
+        }
+        if let Some(email) = &self.email {
+            let shaped = email.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty() && host.contains('.') && !host.contains('@')
+            });
+            if !shaped || email.chars().any(char::is_whitespace) {
+                return Err(ModelError::new(
+                    format!("{field}.email"),
+                    format!("{email:?} is not an e-mail address"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn metadata(field: &str, items: &[Metadata]) -> Result<(), ModelError> {
@@ -346,7 +411,7 @@ impl PositionData {
     pub fn validate(&self, entity: &EntityFiscalCode) -> Result<(), ModelError> {
         text("kind", &self.kind, 35, true)?;
         text("description", &self.description, MAX_TEXT, true)?;
-        text("debtor.name", &self.debtor.name, 70, true)?;
+        self.debtor.validate("debtor")?;
         if let (Some(from), Some(to)) = (self.validity, self.expiry)
             && to < from
         {

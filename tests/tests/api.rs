@@ -790,3 +790,98 @@ fn a_body_that_is_not_json_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn free_text_and_dates_follow_one_rule_and_name_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = start(&dir);
+    let p = create(&d, "TXT-1", &tari());
+    let nav = first_nav(&p);
+    let put = |edit: &dyn Fn(&mut Value)| {
+        let mut body = tari();
+        edit(&mut body);
+        ("PUT", positions("/TXT-1"), body)
+    };
+    let bad = (400, "INVALID_FIELD");
+    let long = "x".repeat(10_000);
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["debtor"]["street"] = json!(long)),
+        bad,
+        "debtor.street",
+    );
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["description"] = json!("TARI\u{0}2026")),
+        bad,
+        "description",
+    );
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["debtor"]["name"] = json!("Mario\nRossi")),
+        bad,
+        "debtor.name",
+    );
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["debtor"]["email"] = json!("mario@example.it\r\nBcc: x@y.z")),
+        bad,
+        "debtor.email",
+    );
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["debtor"]["province"] = json!("ZZZZZZ")),
+        bad,
+        "debtor.province",
+    );
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["debtor"]["country"] = json!("Italia")),
+        bad,
+        "debtor.country",
+    );
+    // A typo in the debtor is refused, as anywhere else in the body.
+    refused(
+        &d,
+        "TXT-1",
+        put(&|b| b["debtor"]["citta"] = json!("Ancona")),
+        bad,
+        "debtor",
+    );
+    // A foreign province is free text.
+    let mut abroad = tari();
+    abroad["debtor"]["country"] = json!("DE");
+    abroad["debtor"]["province"] = json!("Bayern");
+    let (status, body) = api(&d, "PUT", &positions("/TXT-1"), Some(&abroad));
+    assert_eq!(status, 200, "{body}");
+
+    let pay = |date: &str, reason: &str| {
+        (
+            "POST",
+            positions(&format!("/TXT-1/instalments/{nav}/offline-payments")),
+            json!({"channel": "Counter", "date": date, "amount": "100.00",
+                   "reference": "Q-9", "reason": reason}),
+        )
+    };
+    refused(
+        &d,
+        "TXT-1",
+        pay("2099-01-01", "allo sportello"),
+        bad,
+        "date",
+    );
+    refused(
+        &d,
+        "TXT-1",
+        pay("1900-01-01", "allo sportello"),
+        bad,
+        "date",
+    );
+    refused(&d, "TXT-1", pay("2026-03-01", &long), bad, "reason");
+}

@@ -122,7 +122,9 @@ impl Position {
             Change::Loaded(_) => Err(LedgerError::AlreadyLoaded),
             Change::Updated(data) => self.replace(data, strict),
             Change::DebtorUpdated(debtor) => {
-                crate::model::text("debtor.name", &debtor.name, 70, true)?;
+                if strict {
+                    debtor.validate("debtor")?;
+                }
                 self.debtor = debtor.clone();
                 Ok(())
             }

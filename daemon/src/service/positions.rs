@@ -19,18 +19,9 @@ use crate::config::EntityConfig;
 use crate::store::{PositionId, StoredEvent};
 
 /// A required free text of at most `max` characters.
+/// A required free-text field of a request: the model's one rule for text.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
-    if value.trim().is_empty() {
-        return Err(ServiceError::field(field, "must not be empty"));
-    }
-    let n = value.chars().count();
-    if n > max {
-        return Err(ServiceError::field(
-            field,
-            format!("at most {max} characters, found {n}"),
-        ));
-    }
-    Ok(())
+    Ok(mpay_common::model::text(field, value, max, true)?)
 }
 
 /// The position `iupd` of `entity`.
@@ -192,6 +183,21 @@ pub fn pay_offline(
     body: OfflinePaymentIn,
 ) -> Result<Position, ServiceError> {
     text("reference", &body.reference, MAX_TEXT)?;
+    if let Some(reason) = &body.reason {
+        text("reason", reason, MAX_TEXT)?;
+    }
+    // Money collected today or earlier, within the ten years a debt can be claimed.
+    let today = app.clock.today();
+    let oldest = today.saturating_sub(jiff::Span::new().years(10));
+    if body.date > today || body.date < oldest {
+        return Err(ServiceError::field(
+            "date",
+            format!(
+                "{}: a payment is dated between {oldest} and today",
+                body.date
+            ),
+        ));
+    }
     vary(app, entity, iupd, None, |p| {
         if p.instalment(nav).is_none() {
             return Err(ServiceError::not_found(format!(
