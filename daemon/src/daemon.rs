@@ -175,6 +175,7 @@ impl Daemon {
         );
         on_ready(&ready);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        feed_watchdog(Arc::clone(&self.app));
 
         let router = crate::admin::router(Arc::clone(&self.app));
         let mut admin_stop = stop.clone();
@@ -211,6 +212,55 @@ impl Daemon {
             .context("store close task")??;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec=` in the unit) for as long as the daemon can serve: its
+/// runtime runs a task within the bound, and the store has neither failed a flush nor hung in
+/// one. A daemon that hangs (a disk that never answers, a runtime whose workers are all blocked)
+/// stops feeding it, and systemd restarts it. Its own thread, so that it cannot hang with them.
+fn feed_watchdog(app: Arc<App>) {
+    let Some(bound) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = bound / 3;
+    let runtime = tokio::runtime::Handle::current();
+    let fed = std::thread::Builder::new()
+        .name("mpay-watchdog".into())
+        .spawn(move || {
+            let mut starving = false;
+            loop {
+                std::thread::sleep(every);
+                let (answer, answered) = std::sync::mpsc::channel();
+                runtime.spawn(async move {
+                    let _ = answer.send(());
+                });
+                let runtime_ok = answered.recv_timeout(every).is_ok();
+                let store = match (app.store.healthy(), app.store.flush_running_for()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(t)) if t > every => Err(format!("a flush has run for {t:?}")),
+                    (Ok(()), _) => Ok(()),
+                };
+                match (runtime_ok, store) {
+                    (true, Ok(())) => {
+                        starving = false;
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                    (runtime_ok, store) if !starving => {
+                        starving = true;
+                        tracing::error!(
+                            runtime_answers = runtime_ok,
+                            store = store.err().as_deref().unwrap_or("ok"),
+                            "not feeding systemd's watchdog: the daemon is stuck and will be \
+                             restarted"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        });
+    if let Err(e) = fed {
+        tracing::error!("cannot start the watchdog thread: {e}");
     }
 }
 

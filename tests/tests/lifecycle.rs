@@ -235,3 +235,30 @@ fn a_store_that_came_back_with_less_than_it_had_is_refused() {
     assert_eq!(again.health()["store"]["positions"], 30);
     assert!(again.stop().success());
 }
+
+#[test]
+fn under_systemd_the_daemon_says_ready_and_feeds_its_watchdog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket).expect("bind");
+    systemd
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let notify = format!("NOTIFY_SOCKET={}", socket.display());
+    // A 0.6 s watchdog: fed every 0.2 s while the runtime and the store answer.
+    let wrapper = ["env", notify.as_str(), "WATCHDOG_USEC=600000"];
+    let d = Daemon::demo_under(&wrapper, &dir.path().join("demo"), 10).ready();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 512];
+    while heard
+        .iter()
+        .filter(|m: &&String| *m == "WATCHDOG=1")
+        .count()
+        < 3
+    {
+        let n = systemd.recv(&mut buf).expect("the daemon's notifications");
+        heard.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+    }
+    assert!(heard.iter().any(|m| m.contains("READY=1")), "{heard:?}");
+    assert!(d.stop().success());
+}

@@ -29,6 +29,8 @@ struct State {
     applying: usize,
     failure: Option<String>,
     stop: bool,
+    /// When the flush under way started.
+    flushing_since: Option<Instant>,
 }
 
 pub struct GroupCommit {
@@ -134,6 +136,7 @@ impl GroupCommit {
                         .map(|(g, _)| g)
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
+                s.flushing_since = Some(Instant::now());
                 s.requested
             };
             let reached = mark.before_flush();
@@ -142,6 +145,7 @@ impl GroupCommit {
                     .map_err(|e| format!("cannot write the durable mark: {e}"))
             });
             let mut s = self.lock();
+            s.flushing_since = None;
             match result {
                 Ok(()) => {
                     s.flushed = target;
@@ -179,6 +183,10 @@ impl GroupCommit {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
         Ok(())
+    }
+
+    pub fn flush_running_for(&self) -> Option<Duration> {
+        self.lock().flushing_since.map(|t| t.elapsed())
     }
 
     pub fn flushes(&self) -> u64 {

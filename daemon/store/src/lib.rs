@@ -188,6 +188,9 @@ pub struct Store {
     group: Arc<GroupCommit>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     commits: Arc<AtomicU64>,
+    /// The writer's position count, readable without its lock: health checks must answer while
+    /// a writer is stuck.
+    positions: AtomicU64,
     /// The last commit when the store was opened.
     commits_at_open: u64,
     journal_seq: AtomicU64,
@@ -326,6 +329,7 @@ impl Store {
             sequences: Mutex::new(Default::default()),
             commits,
             commits_at_open: writer.commit,
+            positions: AtomicU64::new(writer.positions),
             db,
             data,
             writer: Mutex::new(writer),
@@ -407,6 +411,7 @@ impl Store {
         self.data.apply(batch)?;
         w.commit = commit;
         counters(&mut w);
+        self.positions.store(w.positions, Ordering::Relaxed);
         self.cache.written(updated);
         drop(w);
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -1031,7 +1036,7 @@ impl Store {
         let memory = self.db.memory();
         let (cached, cache_limit) = self.cache.usage();
         StoreStats {
-            positions: self.writer().positions,
+            positions: self.positions.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             commits_since_start: self
                 .commits
@@ -1051,6 +1056,12 @@ impl Store {
     /// Healthy while no flush has failed.
     pub fn healthy(&self) -> Result<(), String> {
         self.group.healthy()
+    }
+
+    /// How long the flush under way has been running, if one is: a disk that hangs shows here
+    /// (the daemon's watchdog stops feeding systemd past a bound).
+    pub fn flush_running_for(&self) -> Option<std::time::Duration> {
+        self.group.flush_running_for()
     }
 
     /// Stops the flusher thread, which makes everything durable before it ends. Later writes
