@@ -104,6 +104,9 @@ impl Journal {
         let writer = Arc::clone(&store);
         let written = tokio::spawn(async move {
             let mut batch = Vec::new();
+            // Bodies written since the last pruning: past an eighth of the budget, the writer
+            // prunes at once, so that a flood of large bodies cannot outrun the 10-minute pruner.
+            let mut unpruned = 0u64;
             while rx.recv_many(&mut batch, 4096).await > 0 {
                 // Gather for up to 10 ms, so that one write and one fsync serve every exchange of
                 // that window: a record is durable within about 10 ms plus one flush.
@@ -115,8 +118,23 @@ impl Journal {
                     }
                 }
                 let records = std::mem::take(&mut batch);
+                unpruned += records
+                    .iter()
+                    .map(|(_, b)| (b.request.len() + b.response.len()) as u64)
+                    .sum::<u64>();
+                let prune = unpruned > (max_bytes / 8).max(1 << 20);
+                if prune {
+                    unpruned = 0;
+                }
                 let store = Arc::clone(&writer);
-                match tokio::task::spawn_blocking(move || store.append_journal(records)).await {
+                let appended = tokio::task::spawn_blocking(move || {
+                    let written = store.append_journal(records);
+                    if prune && let Err(e) = store.prune_journal_bodies(retention, max_bytes) {
+                        tracing::error!("journal pruning: {e}");
+                    }
+                    written
+                });
+                match appended.await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!("journal records lost: {e}"),
                     Err(e) => tracing::error!("journal writer: {e}"),
@@ -138,7 +156,7 @@ impl Journal {
                 .await;
                 match pruned {
                     Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!(days = n, "journal bodies pruned"),
+                    Ok(Ok(n)) => tracing::info!(files = n, "journal bodies pruned"),
                     Ok(Err(e)) => tracing::error!("journal pruning: {e}"),
                     Err(e) => tracing::error!("journal pruning: {e}"),
                 }

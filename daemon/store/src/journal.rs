@@ -2,10 +2,12 @@
 //! kept for good in the `journal` tree, and the message bodies, kept within a retention budget.
 //!
 //! Bodies are most of the journal's bytes and are only ever appended, read rarely and dropped by
-//! age: they go to append-only files, one per UTC day (`journal-bodies/YYYYMMDD.log` in the
-//! store's folder), not into the engine. A summary points into its day's file; pruning deletes whole
-//! days, oldest first, never today's. Writes come from a background writer in batches: the file
-//! is synced, then the summaries commit like any other write.
+//! age: they go to append-only files per UTC day (`journal-bodies/YYYYMMDD-N.log` in the
+//! store's folder), not into the engine. A summary points into its segment; a segment ends at
+//! `SEGMENT_BYTES`. Pruning deletes days older than the retention, then segments oldest first
+//! while the budget is exceeded, today's included, never the one being written. Writes come
+//! from a background writer in batches: the file is synced, then the summaries commit like any
+//! other write.
 //!
 //! A summary carries the CRC-32 of its bodies, checked on every read: a damaged or replaced file
 //! is reported, never served as another exchange's bodies. Each process writes a day into a new
@@ -94,6 +96,10 @@ fn day_file(dir: &Path, day: u32, segment: u32) -> PathBuf {
     }
 }
 
+/// Bytes after which a day's segment ends and the next begins, so that a busy day's bodies can
+/// be pruned a segment at a time within the budget.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
 /// A body file's day and segment, from its name.
 fn parse_name(name: &str) -> Option<(u32, u32)> {
     let stem = name.strip_suffix(".log")?;
@@ -155,14 +161,17 @@ impl Store {
         let mut pending = Vec::new();
         for (mut entry, body) in records {
             let day = day_of(body.at);
-            if open.as_ref().is_none_or(|(d, _, _)| *d != day) {
+            let full = open
+                .as_ref()
+                .is_some_and(|(_, _, end)| end + pending.len() as u64 >= SEGMENT_BYTES);
+            if full || open.as_ref().is_none_or(|(d, _, _)| *d != day) {
                 if let Some((_, mut file, _)) = open.take() {
                     file.write_all(&pending).map_err(|e| io("write", e))?;
                     file.sync_data().map_err(|e| io("sync", e))?;
                     pending.clear();
                 }
                 let n = match segment.current {
-                    Some((d, n)) if d == day => n,
+                    Some((d, n)) if d == day && !full => n,
                     _ => self.new_segment(day)?,
                 };
                 segment.current = Some((day, n));
@@ -278,15 +287,15 @@ impl Store {
         }))
     }
 
-    /// Deletes whole days of bodies, oldest first, until none is older than `max_age` and they
-    /// total at most `max_bytes`; today's file always stays. Summary records stay. Returns how
-    /// many days were deleted.
+    /// Deletes bodies, oldest first: every day older than `max_age`, then segments while they
+    /// total more than `max_bytes`, today's included, never the segment being written. Summary
+    /// records stay (their bodies then read as pruned). Returns how many files were deleted.
     pub fn prune_journal_bodies(
         &self,
         max_age: std::time::Duration,
         max_bytes: u64,
     ) -> Result<u64, StoreError> {
-        let _writer = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
+        let segment = self.journal_files.lock().unwrap_or_else(|p| p.into_inner());
         let now = Timestamp::now();
         let cutoff = day_of(
             now.checked_sub(
@@ -294,21 +303,20 @@ impl Store {
             )
             .unwrap_or(Timestamp::MIN),
         );
-        let today = day_of(now);
         let files = body_files(&self.bodies_dir);
         let mut total: u64 = files.iter().map(|(_, _, _, size)| size).sum();
-        let mut deleted = std::collections::BTreeSet::new();
-        for (day, _, path, size) in files {
-            if day >= today || (day >= cutoff && total <= max_bytes && !deleted.contains(&day)) {
+        let mut deleted = 0;
+        for (day, n, path, size) in files {
+            if segment.current == Some((day, n)) || (day >= cutoff && total <= max_bytes) {
                 break;
             }
             std::fs::remove_file(&path).map_err(|e| {
                 StoreError::Unavailable(format!("cannot prune {}: {e}", path.display()))
             })?;
             total = total.saturating_sub(size);
-            deleted.insert(day);
+            deleted += 1;
         }
-        Ok(deleted.len() as u64)
+        Ok(deleted)
     }
 
     /// Bytes of bodies on disk.
