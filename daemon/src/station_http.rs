@@ -130,6 +130,28 @@ async fn soap(
 
 /// Builds the TLS acceptor: the station's certificate, and the node's client certificate
 /// required when `client_ca` is set.
+/// Whether the client certificate of `stream` is one of `pins` (SHA-256 of its DER, hex); any
+/// is when there are none.
+fn pinned<S>(pins: &[String], stream: &tokio_rustls::server::TlsStream<S>) -> bool {
+    use sha2::Digest;
+    if pins.is_empty() {
+        return true;
+    }
+    let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    else {
+        return false;
+    };
+    let digest: String = sha2::Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    pins.contains(&digest)
+}
+
 pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     tls_acceptor_for("station.tls", tls)
 }
@@ -195,6 +217,13 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let header_timeout = Duration::from_secs(config.header_timeout_secs.max(1));
+    let pins: Arc<Vec<String>> = Arc::new(
+        config
+            .node_certificate_sha256
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect(),
+    );
     let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -247,12 +276,21 @@ pub async fn serve(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
+                let pins = Arc::clone(&pins);
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _slot = slot;
                     let handshake =
                         tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await;
                     let stream = match handshake {
+                        Ok(Ok(s)) if !pinned(&pins, &s) => {
+                            tracing::warn!(
+                                %peer,
+                                "station TLS refused: the client certificate is none of \
+                                 station.node_certificate_sha256"
+                            );
+                            return;
+                        }
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, "station TLS handshake refused: {e}");

@@ -15,6 +15,10 @@ struct Pki {
     ca_pem: String,
     server: (String, String),
     client: (String, String),
+    /// The SHA-256 of the client certificate's DER, hex.
+    client_sha256: String,
+    /// Another client certificate of the same CA (another service the CA serves).
+    sibling: (String, String),
     stranger: (String, String),
 }
 
@@ -25,10 +29,20 @@ fn pem((cert, key, _): (String, String, Vec<u8>)) -> (String, String) {
 fn pki() -> Pki {
     let (ca_pem, issuer) = ca("pagoPA test CA");
     let (_, other) = ca("someone else's CA");
+    let client = leaf("nodo-dei-pagamenti", &issuer, false);
+    let client_sha256 = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&client.2)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     Pki {
         ca_pem,
         server: pem(leaf("localhost", &issuer, true)),
-        client: pem(leaf("nodo-dei-pagamenti", &issuer, false)),
+        client: pem(client),
+        client_sha256,
+        sibling: pem(leaf("altro-servizio", &issuer, false)),
         stranger: pem(leaf("nodo-dei-pagamenti", &other, false)),
     }
 }
@@ -109,27 +123,61 @@ fn verify_over_tls(
     Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
-#[test]
-fn mutual_tls_accepts_only_the_nodes_certificate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki();
+/// The station's PEM files in `dir`, its key kept to its owner, and the `[station]` lines that
+/// use them with `more` before the table.
+fn station_tls(dir: &Path, pki: &Pki, more: &str) -> String {
     for (file, content) in [
         ("station.crt", &pki.server.0),
         ("station.key", &pki.server.1),
         ("ca.pem", &pki.ca_pem),
     ] {
-        std::fs::write(dir.path().join(file), content).expect("write pem");
+        std::fs::write(dir.join(file), content).expect("write pem");
     }
     // A private key readable by every user is refused: keep it to the owner.
     std::fs::set_permissions(
-        dir.path().join("station.key"),
+        dir.join("station.key"),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod");
-    let tls = format!(
-        "allow = []\n[station.tls]\ncert = \"{0}/station.crt\"\nkey = \"{0}/station.key\"\nclient_ca = \"{0}/ca.pem\"\n",
-        dir.path().display()
+    format!(
+        "allow = []\n{more}\n[station.tls]\ncert = \"{0}/station.crt\"\nkey = \"{0}/station.key\"\nclient_ca = \"{0}/ca.pem\"\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn a_pinned_station_takes_only_the_node_certificate_it_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let pin = format!("node_certificate_sha256 = [\"{}\"]", pki.client_sha256);
+    let tls = station_tls(dir.path(), &pki, &pin);
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let station: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let path = config(dir.path(), admin, station, &tls);
+    let daemon = Daemon::run(&path, admin, station, &dir.path().join("data")).ready();
+    let ok = verify_over_tls(station, client_config(&pki, Some(&pki.client))).expect("pinned");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    // Signed by the same CA, but not the node's: refused before any request is read.
+    let sibling = verify_over_tls(station, client_config(&pki, Some(&pki.sibling)));
+    assert!(
+        sibling.as_ref().map_or(true, |r| !r.contains("200 OK")),
+        "{sibling:?}"
     );
+    assert!(
+        daemon
+            .log_text()
+            .contains("none of station.node_certificate_sha256"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn mutual_tls_accepts_only_the_nodes_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let tls = station_tls(dir.path(), &pki, "");
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let station: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let path = config(dir.path(), admin, station, &tls);
