@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
 
     // Positions, then one payment each (not timed with the day).
     let started = Instant::now();
-    mpayd::demo::generate(&app.store, &config, receipts, 2026)?;
+    mpayd::demo::generate(&app.store, &config, receipts, 2026, &mut |_| {})?;
     phase("set-up: positions generated", started);
     let started = Instant::now();
     let mut todo = Vec::new();

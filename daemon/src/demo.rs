@@ -107,6 +107,7 @@ pub fn config(data_dir: &Path, admin: SocketAddr, station: SocketAddr) -> Config
             header_timeout_secs: 10,
             drain_secs: 5,
             unprotected: false,
+            node_certificate_sha256: Vec::new(),
             // The simulator plays unknown notices at load, from this host.
             max_unknown_lookups_per_minute: 0,
         },
@@ -591,11 +592,14 @@ pub struct DemoSummary {
 
 /// Generates `count` positions spread over the demo entities, with a realistic share of
 /// variations. Does nothing if the store already has positions.
+/// Generates `count` positions (none if the store has some), telling `progress` how many are
+/// in after each batch.
 pub fn generate(
     store: &Store,
     config: &Config,
     count: u64,
     seed: u64,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<DemoSummary, StoreError> {
     let mut summary = DemoSummary::default();
     if store.stats().positions > 0 {
@@ -655,6 +659,7 @@ pub fn generate(
                 }
             }
             done += batch;
+            progress(summary.positions);
         }
     }
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);

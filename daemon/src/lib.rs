@@ -14,6 +14,7 @@ pub mod live;
 pub mod metrics;
 pub mod node;
 pub mod pagopa;
+pub mod progress;
 pub mod rpc;
 pub mod service;
 pub mod simulator;

@@ -273,7 +273,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = Config::load(&file)?;
             let engine = engine.unwrap_or(config.store.engine);
-            let (summary, kept) = store::restore(&backup, &config.store_dir(), engine)?;
+            let mut progress = mpayd::progress::Progress::new("restore", "records", None);
+            let (summary, kept) =
+                store::restore(&backup, &config.store_dir(), engine, &mut |records| {
+                    progress.update(records)
+                })?;
+            progress.finish(summary.records);
             println!(
                 "restored {} positions (commit {}) from {} into {} ({engine})",
                 summary.positions,
@@ -366,9 +371,14 @@ fn backup(config: &Config, output: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", partial.display()))?
     };
     let url = format!("http://{}/backup", config.admin.listen);
+    let mut progress = mpayd::progress::Progress::new("backup", "MiB", None);
+    let mut received = 0u64;
     let fetched = runtime()?.block_on(mpayd::http_client::get_to(&url, |chunk| {
+        received += chunk.len() as u64;
+        progress.update(received >> 20);
         file.write_all(chunk)
     }));
+    progress.finish(received >> 20);
     let finished = fetched.and_then(|()| {
         file.sync_all()?;
         Ok(store::verify(&partial)?)
@@ -473,7 +483,11 @@ fn demo_run(
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let daemon = Daemon::open(config.clone())?;
     let started = std::time::Instant::now();
-    let summary = demo::generate(&daemon.app.store, &config, positions, seed)?;
+    let mut progress = mpayd::progress::Progress::new("demo data", "positions", Some(positions));
+    let summary = demo::generate(&daemon.app.store, &config, positions, seed, &mut |done| {
+        progress.update(done)
+    })?;
+    progress.finish(summary.positions);
     if summary.positions > 0 {
         tracing::info!(
             positions = summary.positions,

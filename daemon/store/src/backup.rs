@@ -294,16 +294,27 @@ fn open_source(path: &Path) -> Result<(Source<BufReader<File>>, BackupSummary), 
 /// The ledger entries of one position, gathered until the next position's begin.
 type PendingLedger = (keys::PositionId, Vec<(Vec<u8>, Vec<u8>)>);
 
-/// Rebuilds a store in `dir` (which must not exist) from a backup, folding every ledger.
-fn rebuild(path: &Path, dir: &Path, engine: Engine) -> Result<BackupSummary, StoreError> {
+/// Rebuilds a store in `dir` (which must not exist) from a backup, folding every ledger;
+/// `progress` hears how many records are in, every 10,000.
+fn rebuild(
+    path: &Path,
+    dir: &Path,
+    engine: Engine,
+    progress: &mut dyn FnMut(u64),
+) -> Result<BackupSummary, StoreError> {
     // A record that does not decode is damage in the file, not in any store.
-    rebuild_records(path, dir, engine).map_err(|e| match e {
+    rebuild_records(path, dir, engine, progress).map_err(|e| match e {
         StoreError::Corrupt(m) => err(format!("the file is damaged: {m}")),
         other => other,
     })
 }
 
-fn rebuild_records(path: &Path, dir: &Path, engine: Engine) -> Result<BackupSummary, StoreError> {
+fn rebuild_records(
+    path: &Path,
+    dir: &Path,
+    engine: Engine,
+    progress: &mut dyn FnMut(u64),
+) -> Result<BackupSummary, StoreError> {
     let (mut source, mut summary) = open_source(path)?;
     let options = StoreOptions {
         engine,
@@ -378,6 +389,9 @@ fn rebuild_records(path: &Path, dir: &Path, engine: Engine) -> Result<BackupSumm
             store.data.apply(std::mem::take(&mut batch))?;
             batched = 0;
         }
+        if source.records % 10_000 == 0 {
+            progress(source.records);
+        }
     }
     positions += flush_position(&mut pending, &mut batch)?;
     batch.insert(keys::META_POSITIONS, positions.to_be_bytes());
@@ -423,7 +437,7 @@ fn entity_of(
 /// next to nothing of the user's, then throws the scratch copy away.
 pub fn verify(path: &Path) -> Result<BackupSummary, StoreError> {
     let scratch = tempdir_near(&std::env::temp_dir())?;
-    let result = rebuild(path, &scratch.join("store"), Engine::default());
+    let result = rebuild(path, &scratch.join("store"), Engine::default(), &mut |_| {});
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
@@ -478,7 +492,8 @@ fn ensure_not_in_use(store_dir: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Restores a backup into `store_dir`. The backup is rebuilt and verified in a new folder beside
+/// Restores a backup into `store_dir`, telling `progress` how many records are in every 10,000.
+/// The backup is rebuilt and verified in a new folder beside
 /// it first; only then is the current store (if any) moved aside, never deleted, and the new one
 /// put in its place. Refuses while a daemon has the store open; never opens the current store,
 /// so a damaged one can always be replaced. The new store is of `engine`, whatever the old one
@@ -487,6 +502,7 @@ pub fn restore(
     backup: &Path,
     store_dir: &Path,
     engine: Engine,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<(BackupSummary, Option<PathBuf>), StoreError> {
     if store_dir.exists() {
         ensure_not_in_use(store_dir)?;
@@ -499,7 +515,7 @@ pub fn restore(
         .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
     let staging = tempdir_near(parent)?;
     let built = staging.join("store");
-    let summary = match rebuild(backup, &built, engine) {
+    let summary = match rebuild(backup, &built, engine, progress) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);

@@ -424,7 +424,7 @@ fn backup_is_a_consistent_cut_and_restores_to_the_same_state() {
     std::fs::write(&path, &file).expect("write");
 
     let target = dir.path().join("restored");
-    let (restored, kept) = restore(&path, &target, options().engine).expect("restore");
+    let (restored, kept) = restore(&path, &target, options().engine, &mut |_| {}).expect("restore");
     assert!(kept.is_none());
     assert_eq!(restored.positions, N);
     let copy = open(&target);
@@ -490,7 +490,7 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
         let mut bad = file.clone();
         damage(&mut bad);
         std::fs::write(&path, &bad).expect("write");
-        let err = restore(&path, &store_dir, options().engine).expect_err("refused");
+        let err = restore(&path, &store_dir, options().engine, &mut |_| {}).expect_err("refused");
         assert!(matches!(err, StoreError::Backup(_)), "{err}");
         let entries: Vec<_> = std::fs::read_dir(dir.path())
             .expect("ls")
@@ -514,7 +514,7 @@ fn a_damaged_backup_is_refused_and_the_current_store_is_untouched() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(summary.file_sha256, Some(whole));
-    let (_, kept) = restore(&path, &store_dir, options().engine).expect("restore");
+    let (_, kept) = restore(&path, &store_dir, options().engine, &mut |_| {}).expect("restore");
     let kept = kept.expect("old store kept aside");
     assert_eq!(open(&kept).stats().positions, 5);
 }
@@ -621,7 +621,7 @@ fn a_receipt_is_stored_once_with_its_payment_and_survives_backup() {
     let path = dir.path().join("b.mpaybak");
     std::fs::write(&path, &file).expect("write");
     let target = dir.path().join("restored");
-    restore(&path, &target, options().engine).expect("restore");
+    restore(&path, &target, options().engine, &mut |_| {}).expect("restore");
     let copy = open(&target);
     assert_eq!(copy.receipts().count(), 4);
     let r1 = copy
@@ -728,7 +728,7 @@ fn journal_bodies_are_checked_and_never_read_from_bytes_written_after_them() {
 }
 
 #[test]
-fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
+fn the_journal_keeps_summaries_and_prunes_bodies_by_age_then_by_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let record = |n: u64, at: Timestamp| {
@@ -798,6 +798,7 @@ fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
         "<request 9/>"
     );
     assert_eq!(store.journal_body_bytes(), (5..10).map(size).sum::<u64>());
+
     // Summaries stay, all of them, and sequence numbers go on after a reopen.
     assert_eq!(store.journal(0, 100).expect("journal").len(), 10);
     assert_eq!(store.journal_tail(1).expect("tail")[0].seq, 9);
@@ -823,6 +824,31 @@ fn the_journal_keeps_summaries_and_prunes_bodies_by_whole_days() {
             .request,
         "<request 9/>"
     );
+
+    // A busy day's bodies go to new segments as they grow, so that today's can be pruned too,
+    // all but the segment being written.
+    let big = |n: u64| {
+        let (entry, mut bodies) = record(n, Timestamp::now());
+        bodies.response = "b".repeat(8 << 20);
+        (entry, bodies)
+    };
+    let seqs = store
+        .append_journal((0..9).map(big).collect())
+        .expect("append");
+    store
+        .prune_journal_bodies(std::time::Duration::from_secs(110 * 86_400), 1)
+        .expect("prune");
+    assert!(store.journal_bodies(seqs[0]).expect("read").is_none());
+    assert!(
+        store.journal_bodies(10).expect("read").is_none(),
+        "today's first segment"
+    );
+    let last = store
+        .journal_bodies(seqs[8])
+        .expect("read")
+        .expect("the segment being written");
+    assert_eq!(last.response.len(), 8 << 20);
+    assert!(store.journal_body_bytes() < 2 * (8 << 20));
 }
 
 #[test]
