@@ -175,10 +175,26 @@ pub struct ApiConfig {
     /// Bulk files (`POST .../bulk`) larger than this are refused with 413.
     #[serde(default = "default_bulk_limit")]
     pub max_bulk_bytes: usize,
+    /// What one entity's inbox folder (its files, `done/` and reject reports) may hold, in MiB:
+    /// an upload past it is refused with 507, so that one authority cannot fill the disk that
+    /// every receipt needs. Old files in `done/` are the operator's to archive.
+    #[serde(default = "default_inbox_quota")]
+    pub inbox_quota_mib: u64,
+    /// Uploads one entity may have loading at once; another is refused with 429.
+    #[serde(default = "default_jobs_per_entity")]
+    pub max_running_jobs: usize,
 }
 
 fn default_bulk_limit() -> usize {
     64 << 20
+}
+
+fn default_inbox_quota() -> u64 {
+    2048
+}
+
+fn default_jobs_per_entity() -> usize {
+    4
 }
 
 fn default_api_listen() -> SocketAddr {
@@ -195,6 +211,8 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             max_body_bytes: default_api_body_limit(),
             max_bulk_bytes: default_bulk_limit(),
+            inbox_quota_mib: default_inbox_quota(),
+            max_running_jobs: default_jobs_per_entity(),
         }
     }
 }
@@ -232,6 +250,12 @@ pub struct StationListenerConfig {
     /// when something in front (a proxy doing mutual TLS with the node) already keeps others out.
     #[serde(default)]
     pub unprotected: bool,
+    /// With mutual TLS: the SHA-256 fingerprints (hex) of the node's client certificates to
+    /// accept, when any certificate the CA signs is too many (a CA shared with other services).
+    /// Empty: any certificate `client_ca` signs. List the next certificate before the node
+    /// rotates it.
+    #[serde(default)]
+    pub node_certificate_sha256: Vec<String>,
     /// Lookups of unknown notices (verify, getPayment) one address may make a minute; past it
     /// they are refused until the minute is over, and logged (0: no limit). Notice numbers are
     /// sequential: this keeps a peer from reading debtors by walking them.
@@ -889,6 +913,12 @@ impl Config {
         if self.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "at least 1024"));
         }
+        if self.api.inbox_quota_mib == 0 {
+            return Err(invalid("api.inbox_quota_mib", "at least 1"));
+        }
+        if self.api.max_running_jobs == 0 {
+            return Err(invalid("api.max_running_jobs", "at least 1"));
+        }
         if let Some(tls) = &self.station.tls {
             tls.check("station.tls")?;
         }
@@ -897,6 +927,18 @@ impl Config {
         }
         let station = &self.station;
         let mutual_tls = station.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        for (i, pin) in station.node_certificate_sha256.iter().enumerate() {
+            let key = format!("station.node_certificate_sha256[{i}]");
+            if !mutual_tls {
+                return Err(invalid(
+                    key,
+                    "needs station.tls with client_ca (mutual TLS)",
+                ));
+            }
+            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid(key, "64 hexadecimal digits (sha256sum of the DER)"));
+            }
+        }
         let allow_list = station.allow.iter().any(|net| net.prefix_len() > 0);
         if !station.listen.ip().is_loopback() && !mutual_tls && !allow_list && !station.unprotected
         {

@@ -472,6 +472,18 @@ impl Daemon {
         self.wait(Duration::from_secs(30))
     }
 
+    /// Stops a demo daemon, changes its `mpayd.toml` with `edit`, and runs it again on it.
+    pub fn reconfigured(self, edit: impl Fn(&str) -> String) -> Daemon {
+        let data = self.data_dir.clone();
+        assert!(self.stop().success(), "the daemon stopped cleanly");
+        let config = data.join("mpayd.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let changed = edit(&text);
+        assert_ne!(changed, text, "the edit changed nothing");
+        std::fs::write(&config, changed).expect("write config");
+        Daemon::run_config(&config, &data).ready()
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(mut self) -> ExitStatus {
         self.signal("KILL");

@@ -791,3 +791,42 @@ fn an_entity_lists_its_own_jobs_newest_first_and_each_is_logged() {
         );
     }
 }
+
+#[test]
+fn an_entity_s_inbox_has_a_quota_and_cut_uploads_are_cleaned_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::demo(&dir.path().join("demo"), 10).ready();
+    // An upload cut short by a crash, and an authority's own hidden file.
+    let inbox = d.data_dir.join("inbox").join(ENTITY);
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    std::fs::write(
+        inbox.join(".upload-20261201T000000.000000Z.part"),
+        "iupd;kin",
+    )
+    .expect("write");
+    std::fs::write(inbox.join(".mensa.part"), "iupd;kind").expect("write");
+    let d = d.reconfigured(|text| text.replace("inbox_quota_mib = 2048", "inbox_quota_mib = 1"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inbox.join(".upload-20261201T000000.000000Z.part").exists() {
+        assert!(Instant::now() < deadline, "the cut upload is still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(inbox.join(".mensa.part").exists(), "not ours to remove");
+    // Small files fit; one that would take the inbox past 1 MiB is refused, and not kept.
+    finished(&d, &upload(&d, FILE.as_bytes()));
+    let big = format!("{FILE}{}", "#".repeat(1 << 20));
+    let addr = d.api.expect("api address");
+    let (status, body) = mpay_tests::http_request(
+        addr,
+        "POST",
+        &format!("/api/v1/entities/{ENTITY}/bulk"),
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        big.as_bytes(),
+    )
+    .expect("upload");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 507, "{text}");
+    assert!(text.contains("api.inbox_quota_mib"), "{text}");
+    let files = std::fs::read_dir(&inbox).expect("inbox").count();
+    assert_eq!(files, 2, "only done/ and the authority's own file");
+}

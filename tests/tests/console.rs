@@ -178,12 +178,7 @@ fn a_reduction_made_at_the_console_is_seen_by_the_api_the_station_and_the_audit(
 
 /// The demo's configuration with its one operator changed by `edit`.
 fn with_operator(d: Daemon, edit: impl Fn(&str) -> String) -> Daemon {
-    let data = d.data_dir.clone();
-    assert!(d.stop().success());
-    let config = data.join("mpayd.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, edit(&text)).expect("write config");
-    Daemon::run_config(&config, &data).ready()
+    d.reconfigured(edit)
 }
 
 #[test]

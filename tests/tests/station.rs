@@ -555,19 +555,15 @@ fn idle_and_slow_clients_are_cut_and_connections_are_capped() {
 #[test]
 fn a_peer_walking_notice_numbers_is_stopped_and_demands_are_capped_per_day() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::demo(&dir.path().join("demo"), 20).ready();
-    let data = d.data_dir.clone();
-    assert!(d.stop().success());
-    let config = data.join("mpayd.toml");
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace(
-            "max_unknown_lookups_per_minute = 0",
-            "max_unknown_lookups_per_minute = 5",
-        )
-        .replace("max_per_day = 1000", "max_per_day = 2");
-    std::fs::write(&config, text).expect("write config");
-    let d = Daemon::run_config(&config, &data).ready();
+    let d = Daemon::demo(&dir.path().join("demo"), 20)
+        .ready()
+        .reconfigured(|text| {
+            text.replace(
+                "max_unknown_lookups_per_minute = 0",
+                "max_unknown_lookups_per_minute = 5",
+            )
+            .replace("max_per_day = 1000", "max_per_day = 2")
+        });
     let c = caller(ENTITY, V2_STATION);
     let known = payable(&d, ENTITY)[0]["nav"]
         .as_str()

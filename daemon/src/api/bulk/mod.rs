@@ -513,7 +513,55 @@ fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
 
 /// Jobs recorded as running whose file is no longer in the inbox (removed while the daemon was
 /// down) will never finish: they are recorded as abandoned.
+/// Bytes of the files in `dir` and below (links not followed).
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+        .map(|(path, kind)| {
+            if kind.is_dir() {
+                folder_bytes(&path)
+            } else if kind.is_file() {
+                std::fs::symlink_metadata(&path).map_or(0, |m| m.len())
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+/// Removes what uploads cut short by a crash left in the inboxes (`.upload-*.part`): no job
+/// knows them, and nobody else writes that name.
+fn remove_cut_uploads(api: &Api) {
+    for entity in &api.app.config.entities {
+        let dir = inbox(&api.app, entity);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // `.upload-STAMP.part`; not `.upload-STAMP.csv.rejects.part`, the report of an
+            // upload that a crash interrupted, which its job carries on with.
+            let cut = name.starts_with(".upload-")
+                && name.ends_with(".part")
+                && !name.ends_with(".rejects.part");
+            if cut {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::info!(file = %entry.path().display(), "cut upload removed"),
+                    Err(e) => {
+                        tracing::warn!(file = %entry.path().display(), "cannot remove a cut upload: {e}")
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn abandon_orphans(api: &Api) {
+    remove_cut_uploads(api);
     let orphans = match api.app.store.running_jobs() {
         Ok(jobs) => jobs,
         Err(e) => {
@@ -610,6 +658,42 @@ pub async fn upload(
     };
     let entity = auth.entity(&api.app).clone();
     let dir = inbox(&api.app, &entity);
+    let limits = &api.app.config.api;
+    let running = api
+        .jobs
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|j| {
+            let j = lock(j);
+            j.record.entity == entity.fiscal_code.as_str() && j.record.status != JobStatus::Done
+        })
+        .count();
+    if running >= limits.max_running_jobs {
+        let reason = format!(
+            "{running} uploads of this entity are loading (api.max_running_jobs): send this \
+             one when one of them is done"
+        );
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason, None).into_response();
+    }
+    let quota = limits.inbox_quota_mib << 20;
+    let held = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || folder_bytes(&dir))
+            .await
+            .unwrap_or(0)
+    };
+    if held + body.len() as u64 > quota {
+        let reason = format!(
+            "the entity's inbox holds {} MiB and this file {} MiB, over its quota of {} MiB \
+             (api.inbox_quota_mib): archive old files from its done/ folder",
+            held >> 20,
+            (body.len() as u64).div_ceil(1 << 20),
+            quota >> 20
+        );
+        return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, reason, None).into_response();
+    }
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%S%.6fZ")
         .to_string();
@@ -645,6 +729,8 @@ pub async fn upload(
                 sync_dir(&dir)
             })();
             if let Err(e) = written {
+                // A full disk, most likely: what was written of the file goes.
+                let _ = std::fs::remove_file(&partial);
                 release(&api, &path);
                 return Err(io(e));
             }
