@@ -183,6 +183,12 @@ pub struct ApiConfig {
     /// Uploads one entity may have loading at once; another is refused with 429.
     #[serde(default = "default_jobs_per_entity")]
     pub max_running_jobs: usize,
+    /// Connections held at once; past it a new one is closed at once (logged once a minute).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds to send a request's headers, and to stay idle between requests.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
 }
 
 fn default_bulk_limit() -> usize {
@@ -213,6 +219,8 @@ impl Default for ApiConfig {
             max_bulk_bytes: default_bulk_limit(),
             inbox_quota_mib: default_inbox_quota(),
             max_running_jobs: default_jobs_per_entity(),
+            max_connections: default_max_connections(),
+            header_timeout_secs: default_header_timeout(),
         }
     }
 }

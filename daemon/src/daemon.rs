@@ -4,12 +4,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::App;
 use crate::config::Config;
+use crate::listener::Limits;
 use crate::store::{Store, StoreOptions};
+
+/// Connections the admin listener holds at once (health checks, metrics scrapes, backups).
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// An opened daemon, not yet serving.
 pub struct Daemon {
@@ -157,14 +162,17 @@ impl Daemon {
             journal,
             stop.clone(),
         ));
-        let mut api_stop = stop.clone();
-        let api_task = tokio::spawn(async move {
-            axum::serve(api, api_router)
-                .with_graceful_shutdown(async move {
-                    let _ = api_stop.changed().await;
-                })
-                .await
-        });
+        let api_limits = Limits::plain(
+            "api",
+            config.api.max_connections,
+            Duration::from_secs(config.api.header_timeout_secs),
+        );
+        let api_task = tokio::spawn(crate::listener::serve(
+            api,
+            api_router,
+            api_limits,
+            stop.clone(),
+        ));
         tracing::info!(
             admin = %ready.admin,
             api = %ready.api,
@@ -178,11 +186,9 @@ impl Daemon {
         feed_watchdog(Arc::clone(&self.app));
 
         let router = crate::admin::router(Arc::clone(&self.app));
-        let mut admin_stop = stop.clone();
-        axum::serve(admin, router)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.changed().await;
-            })
+        // Loopback or a management network: a few connections, the usual timeouts.
+        let admin_limits = Limits::plain("admin", ADMIN_CONNECTIONS, Duration::from_secs(10));
+        crate::listener::serve(admin, router, admin_limits, stop.clone())
             .await
             .context("admin listener failed")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod fdr;
 pub mod http_client;
 pub mod journal;
+pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod node;

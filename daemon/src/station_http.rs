@@ -1,8 +1,7 @@
 //! The station's HTTP listener: the endpoint pagoPA's node POSTs SOAP requests to.
 //!
-//! A hand-built accept loop (rather than `axum::serve`) so that one path serves plain HTTP and
-//! TLS alike, drops connections from addresses outside the allow-list before reading a byte, can
-//! require the node's client certificate (mutual TLS), and drains in-flight requests on shutdown.
+//! Its router answers SOAP and, where no operation can be named, a SOAP Fault; `listener.rs`
+//! takes the connections (allow-list, TLS, the node's client certificate, caps and timeouts).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,17 +14,14 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::App;
 use crate::config::{StationListenerConfig, TlsConfig};
 use crate::journal::Journal;
+use crate::listener::Limits;
 use crate::pagopa::soap::{Fault, FaultCode, Operation, fault_response};
 use crate::station::Station;
 
@@ -130,28 +126,6 @@ async fn soap(
 
 /// Builds the TLS acceptor: the station's certificate, and the node's client certificate
 /// required when `client_ca` is set.
-/// Whether the client certificate of `stream` is one of `pins` (SHA-256 of its DER, hex); any
-/// is when there are none.
-fn pinned<S>(pins: &[String], stream: &tokio_rustls::server::TlsStream<S>) -> bool {
-    use sha2::Digest;
-    if pins.is_empty() {
-        return true;
-    }
-    let Some(cert) = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-    else {
-        return false;
-    };
-    let digest: String = sha2::Sha256::digest(cert.as_ref())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    pins.contains(&digest)
-}
-
 pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     tls_acceptor_for("station.tls", tls)
 }
@@ -197,14 +171,13 @@ pub fn tls_acceptor_for(key_name: &str, tls: &TlsConfig) -> anyhow::Result<TlsAc
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves until `stop` turns true, then lets in-flight requests finish (at most
-/// `drain_secs`). At most `max_connections` connections at once; a client that does not send a
-/// request's headers within `header_timeout_secs` (or stays idle that long) is cut.
+/// Serves the station until `stop` turns true: the SOAP router behind the hardened listener
+/// (`listener.rs`), with the allow-list, TLS and the node's pinned certificates.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     journal: Journal,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let config = app.config.station.clone();
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
@@ -213,109 +186,14 @@ pub async fn serve(
         journal,
         app: Arc::clone(&app),
     });
-    let router = router(shared, &config);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    let header_timeout = Duration::from_secs(config.header_timeout_secs.max(1));
-    let pins: Arc<Vec<String>> = Arc::new(
-        config
-            .node_certificate_sha256
-            .iter()
-            .map(|p| p.to_ascii_lowercase())
-            .collect(),
-    );
-    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("station accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        if !config.allow.is_empty() && !config.allow.iter().any(|net| net.contains(&peer.ip())) {
-            tracing::warn!(%peer, "station: connection refused (not in station.allow)");
-            continue;
-        }
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            // Full: closed at once; said once a minute at most, not once per connection.
-            if refused_logged.elapsed() >= Duration::from_secs(60) {
-                tracing::warn!(
-                    %peer,
-                    max = config.max_connections,
-                    "station: connection refused, station.max_connections reached"
-                );
-                refused_logged = std::time::Instant::now();
-            }
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
-        });
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        match &tls {
-            None => {
-                let conn = http.serve_connection(TokioIo::new(tcp), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "station connection: {e}");
-                    }
-                    drop(slot);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let pins = Arc::clone(&pins);
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let handshake =
-                        tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await;
-                    let stream = match handshake {
-                        Ok(Ok(s)) if !pinned(&pins, &s) => {
-                            tracing::warn!(
-                                %peer,
-                                "station TLS refused: the client certificate is none of \
-                                 station.node_certificate_sha256"
-                            );
-                            return;
-                        }
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::warn!(%peer, "station TLS handshake refused: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::warn!(%peer, "station TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "station connection: {e}");
-                    }
-                });
-            }
-        }
-    }
-    drop(listener);
-    let drain = config.drain_secs;
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("station: in-flight requests finished"),
-        _ = tokio::time::sleep(Duration::from_secs(drain)) => {
-            tracing::warn!("station: in-flight requests still running after {drain} s; stopping");
-        }
-    }
-    Ok(())
+    let limits = Limits {
+        name: "station",
+        allow: config.allow.clone(),
+        tls,
+        pins: config.node_certificate_sha256.clone(),
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_secs(config.header_timeout_secs),
+        drain: Duration::from_secs(config.drain_secs),
+    };
+    crate::listener::serve(listener, router(shared, &config), limits, stop).await
 }

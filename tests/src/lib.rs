@@ -227,6 +227,11 @@ impl Daemon {
     /// `mpayd run --config FILE`, learning where it listens from its ready file (for
     /// configurations that let it pick free ports, such as the demo's `mpayd.toml`).
     pub fn run_config(config: &Path, data_dir: &Path) -> Daemon {
+        Daemon::run_config_under(&[], config, data_dir)
+    }
+
+    /// `run_config` under `wrapper` (a program and its arguments, e.g. prlimit).
+    pub fn run_config_under(wrapper: &[&str], config: &Path, data_dir: &Path) -> Daemon {
         let ready_file = data_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready_file);
         let ready_path = ready_file.to_str().expect("utf-8 path").to_string();
@@ -241,7 +246,7 @@ impl Daemon {
             None,
             Some(ready_file),
             data_dir,
-            &[],
+            wrapper,
         )
     }
 
@@ -474,6 +479,11 @@ impl Daemon {
 
     /// Stops a demo daemon, changes its `mpayd.toml` with `edit`, and runs it again on it.
     pub fn reconfigured(self, edit: impl Fn(&str) -> String) -> Daemon {
+        self.reconfigured_under(&[], edit)
+    }
+
+    /// `reconfigured`, the new daemon run by `wrapper` (e.g. prlimit).
+    pub fn reconfigured_under(self, wrapper: &[&str], edit: impl Fn(&str) -> String) -> Daemon {
         let data = self.data_dir.clone();
         assert!(self.stop().success(), "the daemon stopped cleanly");
         let config = data.join("mpayd.toml");
@@ -481,7 +491,7 @@ impl Daemon {
         let changed = edit(&text);
         assert_ne!(changed, text, "the edit changed nothing");
         std::fs::write(&config, changed).expect("write config");
-        Daemon::run_config(&config, &data).ready()
+        Daemon::run_config_under(wrapper, &config, &data).ready()
     }
 
     /// SIGKILL: no chance to flush or clean up.

@@ -485,19 +485,12 @@ fn idle_and_slow_clients_are_cut_and_connections_are_capped() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::demo(&dir.path().join("demo"), 20).ready();
-    let data = d.data_dir.clone();
-    assert!(d.stop().success());
-    let config = data.join("mpayd.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    assert!(text.contains("header_timeout_secs = 10") && text.contains("max_connections = 1024"));
-    std::fs::write(
-        &config,
-        text.replace("header_timeout_secs = 10", "header_timeout_secs = 1")
-            .replace("max_connections = 1024", "max_connections = 4"),
-    )
-    .expect("config");
-    let d = Daemon::run_config(&config, &data).ready();
+    let d = Daemon::demo(&dir.path().join("demo"), 20)
+        .ready()
+        .reconfigured(|text| {
+            text.replace("header_timeout_secs = 10", "header_timeout_secs = 1")
+                .replace("max_connections = 1024", "max_connections = 4")
+        });
     let connect = || {
         let s = std::net::TcpStream::connect(d.station).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -549,6 +542,58 @@ fn idle_and_slow_clients_are_cut_and_connections_are_capped() {
         d.log_text().contains("station.max_connections reached"),
         "the refusal is logged"
     );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn two_thousand_idle_connections_under_a_low_descriptor_limit_do_not_silence_the_node() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Station and API hold 100 connections each, cut idle ones after a second; the process
+    // may open 512 files in all.
+    let d = Daemon::demo(&dir.path().join("demo"), 20)
+        .ready()
+        .reconfigured_under(&["prlimit", "--nofile=512:512"], |text| {
+            text.replace("header_timeout_secs = 10", "header_timeout_secs = 1")
+                .replace("max_connections = 1024", "max_connections = 100")
+        });
+    let api = d.api.expect("api address");
+    let idle: Vec<std::net::TcpStream> = (0..2000)
+        .filter_map(|i| {
+            let target = if i % 2 == 0 { d.station } else { api };
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)).ok()
+        })
+        .collect();
+    assert!(idle.len() >= 1900, "only {} connections opened", idle.len());
+    // The admin listener, not flooded, answers at once.
+    assert_eq!(d.health()["status"], "ok");
+    let notice = d
+        .notices(false)
+        .into_iter()
+        .find(|n| n["entity"] == ENTITY)
+        .expect("a payable notice");
+    let nav = notice["nav"].as_str().expect("nav").to_string();
+    let verify = requests::verify(&caller(ENTITY, V2_STATION), ENTITY, &nav);
+    // The node gets in once the idle connections are cut: within seconds, not never.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let sent = mpay_tests::http_post(
+            d.station,
+            STATION_PATH,
+            &[("SOAPAction", "\"paVerifyPaymentNotice\"")],
+            verify.as_bytes(),
+        );
+        if let Ok((200, body)) = sent {
+            break read_answer(&String::from_utf8_lossy(&body)).expect("answer");
+        }
+        assert!(Instant::now() < deadline, "the node was never served");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answer.outcome, "OK", "{answer:?}");
+    let log = d.log_text();
+    assert!(log.contains("station.max_connections reached"), "{log}");
+    assert!(log.contains("api.max_connections reached"), "{log}");
+    drop(idle);
     assert!(d.stop().success());
 }
 
