@@ -640,6 +640,12 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A certificate's fingerprint as the configuration names it: the SHA-256 of its DER, hex.
+pub fn certificate_sha256(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(der))
+}
+
 /// A service of pagoPA's service catalogue that this entity offers for spontaneous payments.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1121,8 +1127,7 @@ impl Config {
 
     /// The operator a client certificate (DER) belongs to, if any.
     pub fn operator_of_certificate(&self, der: &[u8]) -> Option<&OperatorConfig> {
-        use sha2::Digest;
-        let fingerprint = hex(&sha2::Sha256::digest(der));
+        let fingerprint = certificate_sha256(der);
         self.operators.iter().find(|o| {
             o.certificate_sha256
                 .as_deref()

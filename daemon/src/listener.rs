@@ -62,8 +62,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let header_timeout = limits.header_timeout.max(Duration::from_secs(1));
-    let pins: Arc<Vec<String>> =
-        Arc::new(limits.pins.iter().map(|p| p.to_ascii_lowercase()).collect());
+    let pins = Arc::new(limits.pins.clone());
     let name = limits.name;
     let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
     loop {
@@ -164,7 +163,6 @@ pub async fn serve(
 /// Whether the client certificate of `stream` is one of `pins` (SHA-256 of its DER, hex); any
 /// is when there are none.
 fn pinned<S>(pins: &[String], stream: &tokio_rustls::server::TlsStream<S>) -> bool {
-    use sha2::Digest;
     if pins.is_empty() {
         return true;
     }
@@ -176,9 +174,6 @@ fn pinned<S>(pins: &[String], stream: &tokio_rustls::server::TlsStream<S>) -> bo
     else {
         return false;
     };
-    let digest: String = sha2::Sha256::digest(cert.as_ref())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    pins.contains(&digest)
+    let fingerprint = crate::config::certificate_sha256(cert.as_ref());
+    pins.iter().any(|p| p.eq_ignore_ascii_case(&fingerprint))
 }

@@ -218,7 +218,7 @@ fn fitted(stem: &str, suffix: &str) -> String {
     }
     use sha2::Digest;
     let digest = sha2::Sha256::digest(stem.as_bytes());
-    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let tag = crate::config::hex(&digest[..8]);
     let mut keep = NAME_MAX - suffix.len() - tag.len() - 1;
     while !stem.is_char_boundary(keep) {
         keep -= 1;
