@@ -23,6 +23,10 @@ pub fn dir(store_dir: &Path) -> PathBuf {
 /// lands on it would read and checksum it again.
 const SEPARATION_THRESHOLD: u32 = 16 << 10;
 
+/// How long a close waits for the memtables to be written out: well within systemd's stop
+/// timeout (60 s in the unit).
+const WRITE_OUT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
         match e {
@@ -120,7 +124,9 @@ impl FjallKv {
     }
 
     /// At close: the memtables are written out as tables, so that the next open has no journal
-    /// to replay (a reopen after a crash still replays it).
+    /// to replay (a reopen after a crash still replays it). The write-out waits for fjall's
+    /// workers, which may be deep in a compaction of a large store: past `WRITE_OUT_WAIT` the
+    /// close goes on without it, since everything is already durable in the journal.
     pub fn flush_for_close(&self) -> Result<(), String> {
         // Durable first: writing the memtables out only spares the next open its replay.
         self.flush()?;
@@ -129,12 +135,25 @@ impl FjallKv {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for table in tables {
-            table
-                .rotate_memtable_and_wait()
-                .map_err(|e| format!("cannot write out the memtables: {e}"))?;
+        let (done, written) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("mpay-close".into())
+            .spawn(move || {
+                let result = tables.iter().try_for_each(Keyspace::rotate_memtable_and_wait);
+                let _ = done.send(result);
+            })
+            .map_err(|e| format!("cannot start writing out the memtables: {e}"))?;
+        match written.recv_timeout(WRITE_OUT_WAIT) {
+            Ok(result) => result.map_err(|e| format!("cannot write out the memtables: {e}")),
+            Err(_) => {
+                tracing::warn!(
+                    "the memtables were not written out within {} s: the next start replays \
+                     the store's journal",
+                    WRITE_OUT_WAIT.as_secs()
+                );
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     pub fn size_on_disk(&self) -> u64 {
