@@ -139,7 +139,9 @@ impl FjallKv {
         std::thread::Builder::new()
             .name("mpay-close".into())
             .spawn(move || {
-                let result = tables.iter().try_for_each(Keyspace::rotate_memtable_and_wait);
+                let result = tables
+                    .iter()
+                    .try_for_each(Keyspace::rotate_memtable_and_wait);
                 let _ = done.send(result);
             })
             .map_err(|e| format!("cannot start writing out the memtables: {e}"))?;
