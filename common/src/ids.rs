@@ -4,12 +4,12 @@
 //! rest of the daemon never re-checks. NAV/IUV layout and the mod-93 check digit follow
 //! PROTOCOL.md §6; fiscal-code algorithms are the official Agenzia delle Entrate ones.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
 use iban::IbanLike;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The one error type for identifiers: which kind, which value, and exactly what is wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -77,6 +77,35 @@ macro_rules! string_id {
         impl AsRef<str> for $t {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        id_serde!($t, $t);
+    };
+}
+
+/// Serde for an identifier, as its text. A text format (an authority's JSON, the console's RPC)
+/// is untrusted and parsed; the store's binary format holds only identifiers that were parsed
+/// when they were admitted, so its text is taken as it is: checking every IBAN, fiscal code and
+/// NAV again was most of the cost of reading a position from the store. `$trusted` builds the
+/// value from its canonical text.
+macro_rules! id_serde {
+    ($t:ident, $trusted:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<$t, D::Error> {
+                let checked = deserializer.is_human_readable();
+                let text = String::deserialize(deserializer)?;
+                if checked {
+                    text.parse().map_err(de::Error::custom)
+                } else {
+                    Ok($trusted(text))
+                }
             }
         }
     };
@@ -163,8 +192,7 @@ fn check_numeric_cf(kind: &'static str, s: &str) -> Result<(), IdError> {
 // Fiscal codes
 
 /// Codice fiscale of a creditor institution (EC): 11 digits with check digit.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntityFiscalCode(String);
 
 impl EntityFiscalCode {
@@ -191,8 +219,7 @@ impl EntityFiscalCode {
 string_id!(EntityFiscalCode);
 
 /// Partita IVA (or a legal person's numeric codice fiscale): 11 digits with check digit.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VatNumber(String);
 
 impl VatNumber {
@@ -207,8 +234,7 @@ impl VatNumber {
 string_id!(VatNumber);
 
 /// Codice fiscale of a natural person, `AAAAAA99A99A999A`, stored upper-case.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PersonalFiscalCode(String);
 
 /// Letters replacing digits 0..9 in omocodic codes.
@@ -346,8 +372,7 @@ impl PersonalFiscalCode {
 string_id!(PersonalFiscalCode);
 
 /// Who owes a debt position: pagoPA `entityUniqueIdentifierValue`. Serialised as the plain code.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DebtorCode {
     Person(PersonalFiscalCode),
     Legal(VatNumber),
@@ -403,6 +428,19 @@ impl TryFrom<String> for DebtorCode {
         s.parse()
     }
 }
+
+impl DebtorCode {
+    /// From the canonical text of a stored code (see `id_serde`).
+    fn trusted(text: String) -> DebtorCode {
+        match text.len() {
+            16 => DebtorCode::Person(PersonalFiscalCode(text)),
+            _ if text == DebtorCode::ANONYMOUS => DebtorCode::Anonymous,
+            _ => DebtorCode::Legal(VatNumber(text)),
+        }
+    }
+}
+
+id_serde!(DebtorCode, DebtorCode::trusted);
 
 impl From<DebtorCode> for String {
     fn from(d: DebtorCode) -> String {
@@ -492,8 +530,7 @@ fn digits_value(b: &[u8]) -> u64 {
 /// Numero avviso: 18 digits, `aux [app|seg] base [check]`.
 ///
 /// Ordering (and the store key) is numeric, so notices from one [`IuvSettings`] sort by sequence.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Nav(String);
 
 impl Nav {
@@ -579,8 +616,7 @@ string_id!(Nav);
 /// Identificativo Univoco di Versamento (creditorReferenceId) of a NAV-based payment:
 /// 15 digits (aux 0) or 17 digits (aux 1, 2, 3). Only the syntax is checked, since the check
 /// digit depends on the aux digit, which the IUV alone does not carry.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Iuv(String);
 
 impl Iuv {
@@ -758,8 +794,7 @@ impl IuvSettings {
 // IUPD
 
 /// The entity's own identifier for a debt position (GPD `iupd`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Iupd(String);
 
 impl Iupd {
@@ -802,9 +837,8 @@ string_id!(Iupd);
 // Accounts
 
 /// A validated IBAN (any country), kept in electronic format (no spaces, upper case).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Iban(iban::Iban);
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Iban(String);
 
 /// ABI code of Poste Italiane.
 const POSTE_ABI: &str = "07601";
@@ -870,7 +904,7 @@ impl Iban {
             )));
         }
         match compact.parse::<iban::Iban>() {
-            Ok(i) => Ok(Iban(i)),
+            Ok(i) => Ok(Iban(i.electronic_str().to_owned())),
             Err(iban::ParseIbanError::UnknownCountry(_)) => {
                 Err(err(format!("unknown country code \"{}\"", &compact[..2])))
             }
@@ -884,30 +918,18 @@ impl Iban {
         }
     }
 
+    /// The electronic format: no spaces, upper case.
     pub fn as_str(&self) -> &str {
-        self.0.electronic_str()
+        &self.0
     }
 
     pub fn country_code(&self) -> &str {
-        self.0.country_code()
+        &self.0[..2]
     }
 
     /// Italian IBAN of Poste Italiane (ABI 07601), i.e. a conto corrente postale.
     pub fn is_postal(&self) -> bool {
         self.country_code() == "IT" && self.as_str().get(5..10) == Some(POSTE_ABI)
-    }
-}
-
-impl PartialOrd for Iban {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Iban {
-    // The library type has no ordering; the electronic form is canonical, so order by it.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -933,9 +955,11 @@ impl TryFrom<String> for Iban {
 
 impl From<Iban> for String {
     fn from(i: Iban) -> String {
-        i.as_str().to_owned()
+        i.0
     }
 }
+
+id_serde!(Iban, Iban);
 
 impl AsRef<str> for Iban {
     fn as_ref(&self) -> &str {
@@ -944,8 +968,7 @@ impl AsRef<str> for Iban {
 }
 
 /// Number of a conto corrente postale: 12 digits, leading zeros kept.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PostalAccount(String);
 
 impl PostalAccount {

@@ -1092,3 +1092,30 @@ fn the_changes_feed_pages_whole_commits() {
         .expect("an entry");
     assert_eq!(e.commit, page[0].3.commit);
 }
+
+/// The store reads identifiers back as their stored text without checking them again
+/// (`ids::id_serde`): every kind must come back as the same value, debtor kinds included.
+#[test]
+fn snapshot_identifiers_read_back_as_written() {
+    let [entity, ..] = fixture::entities();
+    let mut navs = (0..3).map(|s| entity.iuv.notice(s).expect("nav"));
+    let mut builder = Builder::new(&entity, 11);
+    let base = builder.position(1, &mut navs).expect("position");
+    let codes = [
+        "RSSMRA85T10A562S".parse::<DebtorCode>().expect("person"),
+        "00743110157".parse().expect("legal"),
+        DebtorCode::Anonymous,
+    ];
+    for code in codes {
+        let mut data = base.clone();
+        data.debtor.code = code.clone();
+        data.options[0].instalments[0].transfers[0].target =
+            mpay_common::model::TransferTarget::Postal(
+                "IT46X0760103200000000123456".parse().expect("postal IBAN"),
+            );
+        let position = Position::load(entity.fiscal_code.clone(), &loaded(data)).expect("load");
+        let back = decode_snapshot(&encode_snapshot(&position).expect("encode")).expect("decode");
+        assert_eq!(back, position);
+        assert_eq!(back.debtor.code, code);
+    }
+}
