@@ -124,8 +124,8 @@ pub struct StoreConfig {
     /// sled's page cache or fjall's block cache, in MiB.
     #[serde(default = "default_cache")]
     pub cache_mib: u64,
-    /// fjall's write buffer (memtable) of the positions table, in MiB; the other tables get a
-    /// quarter each. sled has none.
+    /// fjall's write buffers (memtables), in MiB: each part of the store (positions, ledger,
+    /// each index) gets a quarter of this. sled has none.
     #[serde(default = "default_write_buffer")]
     pub write_buffer_mib: u64,
     /// Decoded positions kept in memory for the node's repeated reads (0: none).

@@ -128,7 +128,7 @@ pub struct StoreOptions {
     /// sled's page cache or fjall's block cache. It bounds only part of sled's memory (see
     /// ARCHITECTURE.md); fjall's is bounded by it and `write_buffer_bytes`.
     pub cache_bytes: u64,
-    /// fjall's memtable for the `data` table (the others get a quarter each).
+    /// fjall's memtables: each keyspace gets a quarter of this (see `kv/fjall_engine.rs`).
     pub write_buffer_bytes: u64,
     /// Decoded positions kept in memory (0: none).
     pub position_cache: usize,

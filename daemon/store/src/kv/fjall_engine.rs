@@ -1,8 +1,18 @@
-//! The key-value interface on fjall 3: one keyspace a table, in `STORE/fjall/`. fjall writes
-//! every batch to its journal and makes it durable on `persist(SyncData)`, which syncs the
-//! journal file; the journal's folder is synced by fjall when a journal file is created, and
-//! tables (SSTs) are written and synced before the journal that covered them is dropped.
+//! The key-value interface on fjall 3, in `STORE/fjall/`. fjall writes every batch to its
+//! journal and makes it durable on `persist(SyncData)`, which syncs the journal file; the
+//! journal's folder is synced by fjall when a journal file is created, and tables (SSTs) are
+//! written and synced before the journal that covered them is dropped.
+//!
+//! The store's `data` table is split across keyspaces by the first byte of its keys, which is
+//! the store's own table tag (positions, ledger, each index): one LSM tree would mix the
+//! positions, written in id order, with the debtor and name indexes, written in random order,
+//! so that every flushed table overlapped every other and each compaction rewrote the
+//! snapshots with them. Apart, a bulk load's snapshots and ledger entries only append, and
+//! their tables move down the levels without being rewritten. A batch stays atomic across the
+//! keyspaces (fjall's batches are). A store created before the split keeps its one keyspace.
 
+use std::collections::VecDeque;
+use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +33,13 @@ pub fn dir(store_dir: &Path) -> PathBuf {
 /// lands on it would read and checksum it again.
 const SEPARATION_THRESHOLD: u32 = 16 << 10;
 
+/// Keyspaces a split table is cut into: keys whose first byte is `b` live in keyspace
+/// `min(b, SHARDS - 1)`, so that the keyspaces in order hold the keys in order.
+const SHARDS: usize = 16;
+
+/// The tables split by their keys' first byte (see the module's comment).
+const SPLIT: &[&str] = &["data"];
+
 /// How long a close waits for the memtables to be written out: well within systemd's stop
 /// timeout (60 s in the unit).
 const WRITE_OUT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -42,14 +59,16 @@ pub struct FjallKv {
     db: Database,
     /// Every table opened, for the flush at close.
     tables: Arc<Mutex<Vec<Keyspace>>>,
-    /// The memtable size of the `data` table; the others get a quarter.
+    /// The memtable budget: a quarter for each keyspace (all of it for a `data` table made
+    /// before the split).
     write_buffer: u64,
 }
 
 #[derive(Clone)]
 pub struct FjallTable {
     db: Database,
-    keyspace: Keyspace,
+    /// One keyspace, or `SHARDS` of them for a split table.
+    shards: Arc<[Keyspace]>,
 }
 
 impl FjallKv {
@@ -93,7 +112,34 @@ impl FjallKv {
             "data" => self.write_buffer,
             _ => self.write_buffer / 4,
         };
-        let keyspace = self.db.keyspace(name, || {
+        // A table created before the split was one keyspace of the table's name.
+        let names: Vec<String> = if SPLIT.contains(&name) && !self.db.keyspace_exists(name) {
+            (0..SHARDS).map(|n| format!("{name}.{n:02}")).collect()
+        } else {
+            vec![name.to_owned()]
+        };
+        // Split, each keyspace gets a quarter of the buffer: a bulk load writes to about eight
+        // of them at once.
+        let memtable = match names.len() {
+            1 => memtable,
+            _ => (memtable / 4).max(4 << 20),
+        };
+        let shards = names
+            .iter()
+            .map(|name| self.keyspace(name, memtable))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(shards.iter().cloned());
+        Ok(FjallTable {
+            db: self.db.clone(),
+            shards: shards.into(),
+        })
+    }
+
+    fn keyspace(&self, name: &str, memtable: u64) -> Result<Keyspace, StoreError> {
+        Ok(self.db.keyspace(name, || {
             KeyspaceCreateOptions::default()
                 .manual_journal_persist(true)
                 .max_memtable_size(memtable)
@@ -107,15 +153,7 @@ impl FjallKv {
                 .with_kv_separation(Some(
                     KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
                 ))
-        })?;
-        self.tables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(keyspace.clone());
-        Ok(FjallTable {
-            db: self.db.clone(),
-            keyspace,
-        })
+        })?)
     }
 
     pub fn flush(&self) -> Result<(), String> {
@@ -169,39 +207,199 @@ impl FjallKv {
 }
 
 impl FjallTable {
+    /// The keyspace that holds `key`.
+    fn shard(&self, key: &[u8]) -> &Keyspace {
+        let at = key.first().map_or(0, |&b| usize::from(b));
+        &self.shards[at.min(self.shards.len() - 1)]
+    }
+
+    /// The index of the keyspace that holds the keys from `bound` on (or up to it).
+    fn shard_at(&self, bound: Bound<&[u8]>, unbounded: usize) -> usize {
+        match bound {
+            Bound::Included(k) | Bound::Excluded(k) => k
+                .first()
+                .map_or(0, |&b| usize::from(b).min(self.shards.len() - 1)),
+            Bound::Unbounded => unbounded,
+        }
+    }
+
     pub fn get(&self, key: impl AsRef<[u8]>) -> fjall::Result<Option<fjall::Slice>> {
-        self.keyspace.get(key)
+        self.shard(key.as_ref()).get(key)
     }
 
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> fjall::Result<bool> {
-        self.keyspace.contains_key(key)
+        self.shard(key.as_ref()).contains_key(key)
     }
 
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut b = self.db.batch();
         for (k, v) in batch.ops {
+            let keyspace = self.shard(&k);
             match v {
-                Some(v) => b.insert(&self.keyspace, k, v),
-                None => b.remove(&self.keyspace, k),
+                Some(v) => b.insert(keyspace, k, v),
+                None => b.remove(keyspace, k),
             }
         }
         Ok(b.commit()?)
     }
 
-    pub fn range<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(&self, range: R) -> fjall::Iter {
-        self.keyspace.range(range)
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> ShardIter {
+        let owned = |b: Bound<&K>| b.map(|k| k.as_ref().to_vec());
+        let (start, end) = (owned(range.start_bound()), owned(range.end_bound()));
+        let first = self.shard_at(start.as_ref().map(Vec::as_slice), 0);
+        let last = self.shard_at(end.as_ref().map(Vec::as_slice), self.shards.len() - 1);
+        ShardIter(
+            self.shards
+                .get(first..=last)
+                .unwrap_or_default()
+                .iter()
+                .map(|k| k.range((start.clone(), end.clone())))
+                .collect(),
+        )
     }
 
-    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> fjall::Iter {
-        self.keyspace.prefix(prefix)
+    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> ShardIter {
+        match prefix.as_ref() {
+            [] => self.iter(),
+            p => ShardIter(VecDeque::from([self.shard(p).prefix(p)])),
+        }
     }
 
-    pub fn iter(&self) -> fjall::Iter {
-        self.keyspace.iter()
+    pub fn iter(&self) -> ShardIter {
+        ShardIter(self.shards.iter().map(Keyspace::iter).collect())
+    }
+}
+
+/// A scan over one or more keyspaces of a table, one after the other, in key order either way.
+pub struct ShardIter(VecDeque<fjall::Iter>);
+
+impl Iterator for ShardIter {
+    type Item = fjall::Guard;
+
+    fn next(&mut self) -> Option<fjall::Guard> {
+        loop {
+            match self.0.front_mut()?.next() {
+                Some(guard) => return Some(guard),
+                None => drop(self.0.pop_front()),
+            }
+        }
+    }
+}
+
+impl DoubleEndedIterator for ShardIter {
+    fn next_back(&mut self) -> Option<fjall::Guard> {
+        loop {
+            match self.0.back_mut()?.next_back() {
+                Some(guard) => return Some(guard),
+                None => drop(self.0.pop_back()),
+            }
+        }
     }
 }
 
 pub fn entry(guard: fjall::Guard) -> Result<Entry, StoreError> {
     let (k, v) = guard.into_inner()?;
     Ok((Value::Fjall(k), Value::Fjall(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> FjallKv {
+        let tuning = Tuning {
+            cache_bytes: 8 << 20,
+            write_buffer_bytes: 8 << 20,
+        };
+        FjallKv::open(dir, tuning).expect("open")
+    }
+
+    fn keys(iter: impl Iterator<Item = fjall::Guard>) -> Vec<Vec<u8>> {
+        iter.map(|g| entry(g).expect("entry").0.to_vec()).collect()
+    }
+
+    /// Keys with first bytes in several keyspaces, and past the last one.
+    fn sample() -> Vec<Vec<u8>> {
+        [0u8, 1, 1, 7, 8, 15, 16, 200]
+            .iter()
+            .enumerate()
+            .map(|(n, &b)| vec![b, n as u8])
+            .collect()
+    }
+
+    #[test]
+    fn a_split_table_scans_in_key_order_across_its_keyspaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = open(dir.path());
+        let table = kv.table("data").expect("table");
+        assert_eq!(table.shards.len(), SHARDS);
+        let mut batch = Batch::default();
+        for k in sample() {
+            batch.insert(k.clone(), k);
+        }
+        table.apply(batch).expect("apply");
+
+        let all = sample();
+        assert_eq!(keys(table.iter()), all);
+        assert_eq!(
+            keys(table.iter().rev()),
+            all.iter().rev().cloned().collect::<Vec<_>>()
+        );
+        // A range across keyspaces, both ways, and one inside a keyspace.
+        let (from, to) = (vec![1u8, 2], vec![16u8, 6]);
+        let inside: Vec<_> = all
+            .iter()
+            .filter(|k| **k >= from && **k <= to)
+            .cloned()
+            .collect();
+        assert_eq!(keys(table.range(from.clone()..=to.clone())), inside);
+        assert_eq!(
+            keys(table.range(from..=to).rev()),
+            inside.iter().rev().cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(keys(table.range(vec![8u8]..vec![9u8])), vec![vec![8u8, 4]]);
+        assert_eq!(
+            keys(table.range(vec![9u8]..vec![8u8])),
+            Vec::<Vec<u8>>::new()
+        );
+        assert_eq!(keys(table.prefix([1u8])), vec![vec![1u8, 1], vec![1, 2]]);
+        assert_eq!(keys(table.prefix([])).len(), all.len());
+        // Both ends at once meet in the middle without repeating a key.
+        let mut both = table.iter();
+        let (mut front, mut back) = (Vec::new(), Vec::new());
+        while let Some(g) = both.next() {
+            front.push(entry(g).expect("entry").0.to_vec());
+            if let Some(g) = both.next_back() {
+                back.push(entry(g).expect("entry").0.to_vec());
+            }
+        }
+        back.reverse();
+        front.extend(back);
+        assert_eq!(front, all);
+        assert!(table.get([200u8, 7]).expect("get").is_some());
+        assert!(!table.contains_key([3u8]).expect("contains"));
+    }
+
+    #[test]
+    fn a_table_made_before_the_split_stays_one_keyspace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let kv = open(dir.path());
+            let old = kv.keyspace("data", 4 << 20).expect("keyspace");
+            old.insert([1u8, 1], [9u8]).expect("insert");
+            kv.flush().expect("flush");
+        }
+        let kv = open(dir.path());
+        let table = kv.table("data").expect("table");
+        assert_eq!(table.shards.len(), 1);
+        assert_eq!(
+            table.get([1u8, 1]).expect("get").as_deref(),
+            Some(&[9u8][..])
+        );
+        let mut batch = Batch::default();
+        batch.insert(vec![12u8], vec![1u8]);
+        table.apply(batch).expect("apply");
+        assert_eq!(keys(table.iter()), vec![vec![1u8, 1], vec![12]]);
+        assert!(!kv.db.keyspace_exists("data.12"));
+    }
 }

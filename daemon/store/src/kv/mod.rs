@@ -214,7 +214,7 @@ pub enum Table {
 /// An ordered scan: forwards, or backwards with `rev`.
 pub enum Iter {
     Sled(Box<::sled::Iter>),
-    Fjall(::fjall::Iter),
+    Fjall(fjall_engine::ShardIter),
 }
 
 pub type Entry = (Value, Value);
