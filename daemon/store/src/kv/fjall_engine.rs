@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::config::PartitioningPolicy;
@@ -59,8 +60,8 @@ pub struct FjallKv {
     db: Database,
     /// Every table opened, for the flush at close.
     tables: Arc<Mutex<Vec<Keyspace>>>,
-    /// The memtable budget: a quarter for each keyspace (all of it for a `data` table made
-    /// before the split).
+    /// The write buffer budget (`Tuning::write_buffer_bytes`): each keyspace's memtable is
+    /// written out at a quarter of it (see `FjallTable::apply`).
     write_buffer: u64,
 }
 
@@ -69,7 +70,16 @@ pub struct FjallTable {
     db: Database,
     /// One keyspace, or `SHARDS` of them for a split table.
     shards: Arc<[Keyspace]>,
+    /// Bytes written to each keyspace's memtable since mpay last rotated it, counted as fjall
+    /// counts them.
+    written: Arc<[AtomicU64]>,
+    /// The size at which mpay rotates a memtable.
+    rotate_at: u64,
 }
+
+/// What fjall counts for one entry of a memtable beyond its key and value (its
+/// `InternalValue`), rounded up so that mpay's count is never below fjall's.
+const ENTRY_OVERHEAD: u64 = 80;
 
 impl FjallKv {
     pub fn open(store_dir: &Path, tuning: Tuning) -> Result<FjallKv, StoreError> {
@@ -108,33 +118,32 @@ impl FjallKv {
     }
 
     pub fn table(&self, name: &str) -> Result<FjallTable, StoreError> {
-        let memtable = match name {
-            "data" => self.write_buffer,
-            _ => self.write_buffer / 4,
-        };
         // A table created before the split was one keyspace of the table's name.
         let names: Vec<String> = if SPLIT.contains(&name) && !self.db.keyspace_exists(name) {
             (0..SHARDS).map(|n| format!("{name}.{n:02}")).collect()
         } else {
             vec![name.to_owned()]
         };
-        // Split, each keyspace gets a quarter of the buffer: a bulk load writes to about eight
-        // of them at once.
-        let memtable = match names.len() {
-            1 => memtable,
-            _ => (memtable / 4).max(4 << 20),
-        };
+        let rotate_at = (self.write_buffer / 4).max(4 << 20);
+        // fjall's own limit, a safety net only: mpay rotates at a quarter of it (see `apply`).
         let shards = names
             .iter()
-            .map(|name| self.keyspace(name, memtable))
+            .map(|name| self.keyspace(name, rotate_at * 4))
             .collect::<Result<Vec<_>, _>>()?;
+        // What a start replayed from the journal is written out now, not left in memory
+        // until the keyspace is written to again.
+        for keyspace in &shards {
+            keyspace.rotate_memtable()?;
+        }
         self.tables
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(shards.iter().cloned());
         Ok(FjallTable {
             db: self.db.clone(),
+            written: shards.iter().map(|_| AtomicU64::new(0)).collect(),
             shards: shards.into(),
+            rotate_at,
         })
     }
 
@@ -207,10 +216,15 @@ impl FjallKv {
 }
 
 impl FjallTable {
+    /// The index of the keyspace that holds `key`.
+    fn shard_index(&self, key: &[u8]) -> usize {
+        key.first()
+            .map_or(0, |&b| usize::from(b).min(self.shards.len() - 1))
+    }
+
     /// The keyspace that holds `key`.
     fn shard(&self, key: &[u8]) -> &Keyspace {
-        let at = key.first().map_or(0, |&b| usize::from(b));
-        &self.shards[at.min(self.shards.len() - 1)]
+        &self.shards[self.shard_index(key)]
     }
 
     /// The index of the keyspace that holds the keys from `bound` on (or up to it).
@@ -231,16 +245,36 @@ impl FjallTable {
         self.shard(key.as_ref()).contains_key(key)
     }
 
+    /// Applies a batch atomically, then writes out the memtables it filled.
+    ///
+    /// mpay rotates memtables itself, before fjall's own limit is reached. fjall asks its
+    /// workers for a rotation after every write while a memtable is over its limit; under a
+    /// steady stream of commits those requests fill the workers' bounded queue, and a worker
+    /// that rotates then blocks for good sending the flush on that same full queue (seen with
+    /// one worker, the daemon on one CPU: nothing was flushed again and the write buffers grew
+    /// by everything written, 1.5 GB within a minute of receipts). A rotation from here sends
+    /// its flush from the committing thread, which the workers unblock.
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut b = self.db.batch();
+        let mut sizes = vec![0u64; self.shards.len()];
         for (k, v) in batch.ops {
-            let keyspace = self.shard(&k);
+            let at = self.shard_index(&k);
+            let keyspace = &self.shards[at];
+            sizes[at] += (k.len() + v.as_ref().map_or(0, Vec::len)) as u64 + ENTRY_OVERHEAD;
             match v {
                 Some(v) => b.insert(keyspace, k, v),
                 None => b.remove(keyspace, k),
             }
         }
-        Ok(b.commit()?)
+        b.commit()?;
+        for (at, size) in sizes.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            let written = self.written[at].fetch_add(size, Ordering::Relaxed) + size;
+            if written >= self.rotate_at {
+                self.written[at].store(0, Ordering::Relaxed);
+                self.shards[at].rotate_memtable()?;
+            }
+        }
+        Ok(())
     }
 
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> ShardIter {
@@ -378,6 +412,62 @@ mod tests {
         assert_eq!(front, all);
         assert!(table.get([200u8, 7]).expect("get").is_some());
         assert!(!table.contains_key([3u8]).expect("contains"));
+    }
+
+    /// The daemon on one CPU gets one fjall worker; under a steady stream of commits its write
+    /// buffers must still be written out, not grow with everything written.
+    #[test]
+    // Pinning the test's thread to one CPU needs `sched_setaffinity`.
+    #[allow(unsafe_code)]
+    fn the_write_buffers_stay_bounded_with_one_worker() {
+        // fjall sizes its worker pool from the CPUs the opening thread may run on.
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
+        unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut one);
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one),
+                0
+            );
+        }
+        assert_eq!(
+            std::thread::available_parallelism().map(usize::from).ok(),
+            Some(1)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = open(dir.path());
+        let table = kv.table("data").expect("table");
+        let mut rng = fastrand::Rng::with_seed(7);
+        let value = vec![7u8; 1_000];
+        // 160 MiB in commits of 40 entries over five keyspaces, in random key order.
+        for n in 0..4_000u32 {
+            let mut batch = Batch::default();
+            for _ in 0..40 {
+                let mut key = vec![rng.u8(1..6)];
+                key.extend_from_slice(&rng.u64(..).to_be_bytes());
+                batch.insert(key, value.clone());
+            }
+            table.apply(batch).expect("apply");
+            if n % 8 == 0 {
+                kv.flush().expect("flush");
+            }
+        }
+        let (_, write_buffers) = kv.memory();
+        assert!(
+            write_buffers < 128 << 20,
+            "write buffers of {write_buffers} bytes after 160 MiB written"
+        );
+        // Once the writes stop, the worker writes everything out.
+        let mut waited = 0;
+        while kv.memory().1 > 16 << 20 && waited < 600 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        }
+        let (_, write_buffers) = kv.memory();
+        assert!(
+            write_buffers <= 16 << 20,
+            "write buffers of {write_buffers} bytes a minute after the writes"
+        );
     }
 
     #[test]
