@@ -271,7 +271,12 @@ impl FjallTable {
             let written = self.written[at].fetch_add(size, Ordering::Relaxed) + size;
             if written >= self.rotate_at {
                 self.written[at].store(0, Ordering::Relaxed);
-                self.shards[at].rotate_memtable()?;
+                // The batch is applied: a failed rotation is retried at the next write, and
+                // must not report the batch as failed.
+                if let Err(e) = self.shards[at].rotate_memtable() {
+                    self.written[at].store(self.rotate_at, Ordering::Relaxed);
+                    tracing::warn!("cannot write out a memtable of the store: {e}");
+                }
             }
         }
         Ok(())
