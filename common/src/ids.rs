@@ -398,6 +398,15 @@ impl DebtorCode {
             DebtorCode::Anonymous => Self::ANONYMOUS,
         }
     }
+
+    /// From the canonical text of a stored code (see `id_serde`).
+    fn trusted(text: String) -> DebtorCode {
+        match text.len() {
+            16 => DebtorCode::Person(PersonalFiscalCode(text)),
+            _ if text == DebtorCode::ANONYMOUS => DebtorCode::Anonymous,
+            _ => DebtorCode::Legal(VatNumber(text)),
+        }
+    }
 }
 
 impl FromStr for DebtorCode {
@@ -426,17 +435,6 @@ impl TryFrom<String> for DebtorCode {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {
         s.parse()
-    }
-}
-
-impl DebtorCode {
-    /// From the canonical text of a stored code (see `id_serde`).
-    fn trusted(text: String) -> DebtorCode {
-        match text.len() {
-            16 => DebtorCode::Person(PersonalFiscalCode(text)),
-            _ if text == DebtorCode::ANONYMOUS => DebtorCode::Anonymous,
-            _ => DebtorCode::Legal(VatNumber(text)),
-        }
     }
 }
 

@@ -60,9 +60,9 @@ pub struct FjallKv {
     db: Database,
     /// Every table opened, for the flush at close.
     tables: Arc<Mutex<Vec<Keyspace>>>,
-    /// The write buffer budget (`Tuning::write_buffer_bytes`): each keyspace's memtable is
-    /// written out at a quarter of it (see `FjallTable::apply`).
-    write_buffer: u64,
+    /// The size at which mpay rotates a keyspace's memtable: a quarter of
+    /// `Tuning::write_buffer_bytes` (see `FjallTable::apply`).
+    rotate_at: u64,
 }
 
 #[derive(Clone)]
@@ -113,7 +113,7 @@ impl FjallKv {
         Ok(FjallKv {
             db,
             tables: Arc::default(),
-            write_buffer: tuning.write_buffer_bytes.max(4 << 20),
+            rotate_at: (tuning.write_buffer_bytes / 4).max(4 << 20),
         })
     }
 
@@ -124,11 +124,10 @@ impl FjallKv {
         } else {
             vec![name.to_owned()]
         };
-        let rotate_at = (self.write_buffer / 4).max(4 << 20);
         // fjall's own limit, a safety net only: mpay rotates at a quarter of it (see `apply`).
         let shards = names
             .iter()
-            .map(|name| self.keyspace(name, rotate_at * 4))
+            .map(|name| self.keyspace(name, self.rotate_at * 4))
             .collect::<Result<Vec<_>, _>>()?;
         // What a start replayed from the journal is written out now, not left in memory
         // until the keyspace is written to again.
@@ -143,7 +142,7 @@ impl FjallKv {
             db: self.db.clone(),
             written: shards.iter().map(|_| AtomicU64::new(0)).collect(),
             shards: shards.into(),
-            rotate_at,
+            rotate_at: self.rotate_at,
         })
     }
 
@@ -230,9 +229,7 @@ impl FjallTable {
     /// The index of the keyspace that holds the keys from `bound` on (or up to it).
     fn shard_at(&self, bound: Bound<&[u8]>, unbounded: usize) -> usize {
         match bound {
-            Bound::Included(k) | Bound::Excluded(k) => k
-                .first()
-                .map_or(0, |&b| usize::from(b).min(self.shards.len() - 1)),
+            Bound::Included(k) | Bound::Excluded(k) => self.shard_index(k),
             Bound::Unbounded => unbounded,
         }
     }
