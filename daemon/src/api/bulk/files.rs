@@ -37,21 +37,6 @@ const POSITION_COLUMNS: [&str; 14] = [
 ];
 const INSTALMENT_COLUMNS: [&str; 5] = ["option", "nav", "due", "amount", "instalment_description"];
 const TRANSFER_COLUMNS: [&str; 5] = ["beneficiary", "iban", "amount", "remittance", "category"];
-
-/// The column of field `field` of transfer `k` (1 to 5), `t{k}_{field}`, without formatting a
-/// name for every row.
-fn transfer_column(k: usize, field: &str) -> &'static str {
-    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        (1..=5)
-            .flat_map(|k| TRANSFER_COLUMNS.iter().map(move |f| format!("t{k}_{f}")))
-            .collect()
-    });
-    let f = TRANSFER_COLUMNS
-        .iter()
-        .position(|c| *c == field)
-        .expect("a transfer field");
-    &NAMES[(k - 1) * TRANSFER_COLUMNS.len() + f]
-}
 const REQUIRED: [&str; 8] = [
     "iupd",
     "kind",
@@ -573,7 +558,7 @@ pub(super) fn body_of(group: &Group) -> Result<(String, Value), (u64, String, St
         let amount = get(row, "amount");
         // Transfer 1 takes what the others leave of the instalment's amount.
         let others = (2..=5)
-            .filter_map(|k| get(row, transfer_column(k, "amount")))
+            .filter_map(|k| get(row, &format!("t{k}_amount")))
             .map(|a| Cents::parse_api(&a).ok())
             .collect::<Option<Vec<Cents>>>()
             .and_then(Cents::sum);
@@ -587,7 +572,7 @@ pub(super) fn body_of(group: &Group) -> Result<(String, Value), (u64, String, St
         };
         let mut transfers = Vec::new();
         for k in 1..=5 {
-            let t = |f: &str| get(row, transfer_column(k, f));
+            let t = |f: &str| get(row, &format!("t{k}_{f}"));
             if k > 1 && t("amount").is_none() {
                 // A transfer given without its amount would leave its money to transfer 1.
                 if let Some(f) = TRANSFER_COLUMNS.iter().find(|f| t(f).is_some()) {
