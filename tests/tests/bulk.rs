@@ -392,16 +392,43 @@ fn a_json_file_loads_each_position_through_the_same_path() {
 }
 
 /// Positions of one instalment each; every 500th row has an amount with three decimals.
+/// Rows `K-1`…: every 500th refused (an amount in tenths of a cent); every 1000th from the
+/// first owed by `OTHER_DEBTOR`, everything else by Mario Rossi.
 fn big_file(rows: u64) -> String {
     let mut f =
         String::from("iupd;kind;debtor_code;debtor_name;description;due;amount;t1_category\n");
     for n in 1..=rows {
         let amount = if n % 500 == 0 { "1.001" } else { "25.00" };
+        let debtor = match n % 1000 {
+            1 => format!("{OTHER_DEBTOR};Luigi Verdi"),
+            _ => "RSSMRA80A01H501U;Mario Rossi".into(),
+        };
         f.push_str(&format!(
-            "K-{n};MENSA;RSSMRA80A01H501U;Mario Rossi;Mensa {n};2031-01-31;{amount};9/0201102SE/\n"
+            "K-{n};MENSA;{debtor};Mensa {n};2031-01-31;{amount};9/0201102SE/\n"
         ));
     }
     f
+}
+
+/// A debtor of `big_file` and of nothing in the demo data.
+const OTHER_DEBTOR: &str = "VRDLGU70A01F205R";
+
+/// The iupds of the entity's positions owed by `debtor`, through the debtor index, every page.
+fn owed_by(d: &Daemon, debtor: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = format!("/api/v1/entities/{ENTITY}/positions?debtor={debtor}&limit=1000{after}");
+        let (status, page) = d.api_call("GET", &path, Some(KEY), None);
+        assert_eq!(status, 200, "{page}");
+        for p in page["positions"].as_array().expect("positions") {
+            seen.push(p["iupd"].as_str().expect("iupd").to_owned());
+        }
+        match page["next"].as_u64() {
+            Some(n) => after = format!("&after={n}"),
+            None => return seen,
+        }
+    }
 }
 
 fn stored_positions(d: &Daemon) -> u64 {
@@ -458,6 +485,14 @@ fn a_load_killed_half_way_resumes_under_its_job_id_without_duplicates() {
     );
     // It carried on after the last batch it had recorded: at most one batch is seen twice.
     assert!(job["unchanged"].as_u64() <= Some(500), "{job}");
+    // Found by their debtor, those loaded before the kill too (their search entries, left
+    // unwritten by the kill, were made again when the job carried on).
+    let mut verdi = owed_by(&d, OTHER_DEBTOR);
+    verdi.sort();
+    assert_eq!(
+        verdi,
+        ["K-1", "K-1001", "K-2001", "K-3001", "K-4001", "K-5001"]
+    );
     let report = rejects(&d, &job);
     assert_eq!(
         report.len() as u64,

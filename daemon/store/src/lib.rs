@@ -30,6 +30,7 @@ mod movements;
 mod receipts;
 mod resolutions;
 mod runs;
+mod search_runs;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ pub use keys::PositionId;
 pub use kv::{ENGINE_VAR, Engine};
 pub use movements::MovementRecord;
 pub use receipts::{Disposition, ReceiptRecord, Recorded};
+pub use search_runs::SearchRun;
 
 /// A position snapshot in the store's encoding, and back: what a read costs when the position is
 /// not cached (the snapshot benchmark measures it). The key layout stays private.
@@ -216,6 +218,76 @@ pub struct Store {
     cache_limit: u64,
     /// Per entity (by its sequence key), the next notice sequence number not handed out.
     sequences: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+}
+
+/// The notice index entries (IUPD, IUV) that change from `before` to `after`; returns the NAVs
+/// new to this position (the caller checks that nobody else holds them).
+fn index_notices(
+    batch: &mut kv::Batch,
+    id: PositionId,
+    before: Option<&Position>,
+    after: &Position,
+) -> Vec<Nav> {
+    let value = keys::id_value(id);
+    let entity = &after.entity;
+    let old_navs: BTreeSet<&Nav> = before
+        .map(|b| b.instalments().map(|i| &i.terms.nav).collect())
+        .unwrap_or_default();
+    let new_navs: BTreeSet<&Nav> = after.instalments().map(|i| &i.terms.nav).collect();
+    // Indexes are derived data: entries for notices a replacement dropped go away; the
+    // ledger keeps the history.
+    if let Some(b) = before {
+        for inst in b.instalments().filter(|i| !new_navs.contains(&i.terms.nav)) {
+            batch.remove(keys::by_iuv(entity, &inst.terms.iuv));
+        }
+    }
+    let mut added = Vec::new();
+    for inst in after
+        .instalments()
+        .filter(|i| !old_navs.contains(&i.terms.nav))
+    {
+        batch.insert(keys::by_iuv(entity, &inst.terms.iuv), value);
+        added.push(inst.terms.nav.clone());
+    }
+    if before.is_none() {
+        batch.insert(keys::by_iupd(entity, &after.iupd), value);
+    }
+    added
+}
+
+/// The search index entries (debtor's code, words of the debtor's name) that change from
+/// `before` to `after`.
+fn index_search(
+    batch: &mut kv::Batch,
+    id: PositionId,
+    before: Option<&Position>,
+    after: &Position,
+) {
+    let old_name = before.map(|b| b.debtor.name.as_str());
+    if old_name != Some(after.debtor.name.as_str()) {
+        for key in old_name.map(|n| keys::by_name(n, id)).unwrap_or_default() {
+            batch.remove(key);
+        }
+        for key in keys::by_name(&after.debtor.name, id) {
+            batch.insert(key, []);
+        }
+    }
+    let old_debtor = before.map(|b| &b.debtor.code);
+    if old_debtor != Some(&after.debtor.code) {
+        if let Some(key) = old_debtor.and_then(|c| keys::by_debtor(c, id)) {
+            batch.remove(key);
+        }
+        if let Some(key) = keys::by_debtor(&after.debtor.code, id) {
+            batch.insert(key, []);
+        }
+    }
+}
+
+/// A position's search index entries, all of them.
+fn search_keys(position: &Position, id: PositionId) -> impl Iterator<Item = Vec<u8>> {
+    keys::by_name(&position.debtor.name, id)
+        .into_iter()
+        .chain(keys::by_debtor(&position.debtor.code, id))
 }
 
 fn u64_meta(tree: &kv::Table, key: &[u8]) -> Result<u64, StoreError> {
@@ -507,7 +579,7 @@ impl Store {
             .iter()
             .map(|event| Store::prepare_load(entity, event))
             .collect();
-        self.commit_loads(entity, end, loads)
+        self.commit_loads(entity, end, loads, None)
     }
 
     /// Folds, checks and encodes a new position, without the writer lock: a bulk load prepares
@@ -532,18 +604,27 @@ impl Store {
         numbers_end: u64,
         loads: Vec<PreparedLoad>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
-        self.commit_loads(entity, numbers_end, loads.into_iter().map(Ok).collect())
+        self.commit_loads(
+            entity,
+            numbers_end,
+            loads.into_iter().map(Ok).collect(),
+            None,
+        )
     }
 
+    /// Commits new positions; with a `run`, their search index entries go to the run instead
+    /// of this commit (see `search_runs`).
     fn commit_loads(
         &self,
         entity: &EntityFiscalCode,
         numbers_end: u64,
         loads: Vec<Result<PreparedLoad, WriteError>>,
+        mut run: Option<&mut SearchRun>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
         let applying = self.group.begin();
         let w = self.writer();
         let mut batch = kv::Batch::default();
+        let mut deferred = Vec::new();
         if numbers_end > 0 {
             self.store_numbers(&mut batch, entity, numbers_end)?;
         }
@@ -589,7 +670,11 @@ impl Store {
                 batch.insert(keys::META_POSITIONS, positions.to_be_bytes());
                 taken.insert(iupd_key);
                 taken.extend(iuvs);
-                self.index_position(&mut batch, id, None, &position);
+                index_notices(&mut batch, id, None, &position);
+                match run {
+                    Some(_) => deferred.extend(search_keys(&position, id)),
+                    None => index_search(&mut batch, id, None, &position),
+                }
                 batch.insert(keys::position(id), snapshot);
                 batch.insert(keys::ledger(id, 0), codec::with_commit(commit, &event)?);
                 batch.insert(keys::change(commit, id), 0u32.to_be_bytes());
@@ -599,10 +684,16 @@ impl Store {
         }
         // New positions do not go to the cache: a bulk load would only flush it.
         if results.iter().any(Result::is_ok) {
+            if let Some(run) = run.as_deref_mut() {
+                self.pending_in(&mut batch, run, w.next_position, next_position)?;
+            }
             self.commit(applying, w, batch, Vec::new(), |w| {
                 w.next_position = next_position;
                 w.positions = positions;
             })?;
+            if let Some(run) = run {
+                run.add(deferred);
+            }
         }
         Ok(results)
     }
@@ -668,48 +759,8 @@ impl Store {
         before: Option<&Position>,
         after: &Position,
     ) -> Vec<Nav> {
-        let value = keys::id_value(id);
-        let entity = &after.entity;
-        let old_navs: BTreeSet<&Nav> = before
-            .map(|b| b.instalments().map(|i| &i.terms.nav).collect())
-            .unwrap_or_default();
-        let new_navs: BTreeSet<&Nav> = after.instalments().map(|i| &i.terms.nav).collect();
-        // Indexes are derived data: entries for notices a replacement dropped go away; the
-        // ledger keeps the history.
-        if let Some(b) = before {
-            for inst in b.instalments().filter(|i| !new_navs.contains(&i.terms.nav)) {
-                batch.remove(keys::by_iuv(entity, &inst.terms.iuv));
-            }
-        }
-        let mut added = Vec::new();
-        for inst in after
-            .instalments()
-            .filter(|i| !old_navs.contains(&i.terms.nav))
-        {
-            batch.insert(keys::by_iuv(entity, &inst.terms.iuv), value);
-            added.push(inst.terms.nav.clone());
-        }
-        if before.is_none() {
-            batch.insert(keys::by_iupd(entity, &after.iupd), value);
-        }
-        let old_name = before.map(|b| b.debtor.name.as_str());
-        if old_name != Some(after.debtor.name.as_str()) {
-            for key in old_name.map(|n| keys::by_name(n, id)).unwrap_or_default() {
-                batch.remove(key);
-            }
-            for key in keys::by_name(&after.debtor.name, id) {
-                batch.insert(key, []);
-            }
-        }
-        let old_debtor = before.map(|b| &b.debtor.code);
-        if old_debtor != Some(&after.debtor.code) {
-            if let Some(key) = old_debtor.and_then(|c| keys::by_debtor(c, id)) {
-                batch.remove(key);
-            }
-            if let Some(key) = keys::by_debtor(&after.debtor.code, id) {
-                batch.insert(key, []);
-            }
-        }
+        let added = index_notices(batch, id, before, after);
+        index_search(batch, id, before, after);
         added
     }
 
@@ -784,7 +835,9 @@ impl Store {
             let (k, _) = entry?;
             let id = keys::decode_id(&k[prefix.len()..])
                 .ok_or_else(|| StoreError::Corrupt("debtor index key".into()))?;
+            // An entry a bulk load's search run wrote late may be stale (see `search_runs`).
             if let Some(p) = self.position(id)?
+                && &p.debtor.code == code
                 && entity.is_none_or(|e| e == &p.entity)
             {
                 out.push((id, p));
@@ -815,6 +868,9 @@ impl Store {
             if !out.iter().any(|(seen, _)| *seen == id)
                 && let Some(p) = self.position(id)?
                 && entity.is_none_or(|e| e == &p.entity)
+                && keys::by_name(&p.debtor.name, id)
+                    .iter()
+                    .any(|key| key[..] == k[..])
             {
                 out.push((id, p));
             }
@@ -865,7 +921,9 @@ impl Store {
             let (k, _) = entry?;
             let id = keys::decode_id(&k[prefix.len()..])
                 .ok_or_else(|| StoreError::Corrupt("debtor index key".into()))?;
-            if let Some(p) = self.position(id)? {
+            if let Some(p) = self.position(id)?
+                && &p.debtor.code == code
+            {
                 out.push((id, p));
             }
         }

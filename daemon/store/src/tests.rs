@@ -1119,3 +1119,120 @@ fn snapshot_identifiers_read_back_as_written() {
         assert_eq!(back.debtor.code, code);
     }
 }
+
+#[test]
+fn a_bulk_loads_search_entries_go_in_as_a_run_and_a_crash_leaves_them_to_rebuild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entities = fixture::entities();
+    let entity = &entities[0];
+    let cf = &entity.fiscal_code;
+    let debtor: DebtorCode = "RSSMRA80A01H501U".parse().expect("code");
+    let moved: DebtorCode = "VRDLGU75B02F205A".parse().expect("code");
+    let prepared = |store: &Store, count, prefix: &str| -> Vec<PreparedLoad> {
+        positions(store, entity, count)
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut d)| {
+                d.iupd = format!("{prefix}-{n}").parse().expect("iupd");
+                d.debtor.code = debtor.clone();
+                d.debtor.name = format!("Maria {prefix} Rossi");
+                Store::prepare_load(cf, &loaded(d)).expect("prepare")
+            })
+            .collect()
+    };
+    let ids = |found: Vec<(PositionId, Position)>| -> Vec<PositionId> {
+        found.into_iter().map(|(id, _)| id).collect()
+    };
+    let (first, second) = {
+        let store = open(dir.path());
+        let mut run = SearchRun::new(7);
+        let first: Vec<PositionId> = store
+            .load_prepared_deferred(cf, 0, prepared(&store, 3, "A"), &mut run)
+            .expect("load")
+            .into_iter()
+            .map(|r| r.expect("loaded"))
+            .collect();
+        // Committed and found by their notices, not yet by debtor or name.
+        assert!(
+            store
+                .by_iupd(cf, &"A-0".parse().expect("iupd"))
+                .expect("iupd")
+                .is_some()
+        );
+        assert!(
+            store
+                .by_debtor(&debtor, None, 10)
+                .expect("debtor")
+                .is_empty()
+        );
+        assert_eq!(store.pending_search_jobs().expect("pending"), vec![7]);
+        // The first position changes debtor before the run is written: the run's entry for
+        // the old debtor is stale and must not be served.
+        let mut changed = store
+            .position(first[0])
+            .expect("read")
+            .expect("there")
+            .debtor;
+        changed.code = moved.clone();
+        changed.name = "Giulia Verdi".into();
+        let event = Event::new(
+            Timestamp::now(),
+            Actor::System,
+            Change::DebtorUpdated(changed),
+        );
+        store.append(first[0], event).expect("debtor changed");
+        assert!(!run.is_empty());
+        store.write_search_run(&mut run).expect("run written");
+        assert!(run.is_empty());
+        assert!(store.pending_search_jobs().expect("pending").is_empty());
+        assert_eq!(
+            ids(store.by_debtor(&debtor, None, 10).expect("debtor")),
+            vec![first[2], first[1]]
+        );
+        assert_eq!(
+            ids(store.by_debtor(&moved, None, 10).expect("debtor")),
+            vec![first[0]]
+        );
+        assert_eq!(
+            ids(store.by_name_prefix("rossi", None, 10).expect("name")),
+            vec![first[1], first[2]]
+        );
+        assert_eq!(
+            ids(store.by_name_prefix("verdi", None, 10).expect("name")),
+            vec![first[0]]
+        );
+        // A second batch, and a crash before its run is written.
+        let second: Vec<PositionId> = store
+            .load_prepared_deferred(cf, 0, prepared(&store, 2, "B"), &mut run)
+            .expect("load")
+            .into_iter()
+            .map(|r| r.expect("loaded"))
+            .collect();
+        (first, second)
+    };
+    let store = open(dir.path());
+    assert_eq!(store.pending_search_jobs().expect("pending"), vec![7]);
+    assert_eq!(
+        store.by_name_prefix("maria b", None, 10).expect("name"),
+        Vec::new()
+    );
+    assert_eq!(store.rebuild_pending(7).expect("rebuilt"), 2);
+    assert!(store.pending_search_jobs().expect("pending").is_empty());
+    assert_eq!(
+        ids(store.by_name_prefix("maria b", None, 10).expect("name")),
+        second
+    );
+    let mut all = vec![second[1], second[0], first[2], first[1]];
+    assert_eq!(
+        ids(store.by_debtor(&debtor, None, 10).expect("debtor")),
+        all
+    );
+    // Everything again after a reopen: the run's tables are durable.
+    drop(store);
+    let store = open(dir.path());
+    all.sort_unstable();
+    let mut found = ids(store.by_debtor(&debtor, None, 10).expect("debtor"));
+    found.sort_unstable();
+    assert_eq!(found, all);
+    assert_eq!(store.rebuild_pending(7).expect("nothing left"), 0);
+}

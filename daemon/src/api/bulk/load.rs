@@ -15,7 +15,7 @@ use crate::App;
 use crate::config::EntityConfig;
 use crate::service::positions::{self, Upserted, prepare_new, upsert};
 use crate::service::{ErrorKind, ServiceError};
-use crate::store::{JobStatus, PreparedLoad, Store, WriteError};
+use crate::store::{JobStatus, PreparedLoad, SearchRun, Store, WriteError};
 
 /// What a row group did.
 enum Done {
@@ -253,10 +253,19 @@ pub(super) fn commit(
     }
     let line = |k: usize| groups[k].rows[0].0;
     if !loads.is_empty() {
-        match app
-            .store
-            .load_prepared(&entity.fiscal_code, numbers_end, loads)
-        {
+        let mut search = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
+        let loaded =
+            app.store
+                .load_prepared_deferred(&entity.fiscal_code, numbers_end, loads, &mut search);
+        // A run is written before it outgrows its budget: sorted runs of a bounded size.
+        let loaded = match loaded {
+            Ok(results) if search.bytes() >= SEARCH_RUN_BYTES => {
+                app.store.write_search_run(&mut search).map(|()| results)
+            }
+            other => other,
+        };
+        lock(job).search = search;
+        match loaded {
             Ok(results) => {
                 for (k, r) in loading.into_iter().zip(results) {
                     outcomes[k] = Some(match r {
@@ -304,6 +313,9 @@ pub(super) fn commit(
 
 /// Positions per batch of new positions.
 pub(super) const BATCH: usize = 500;
+
+/// Memory a job's search run may hold before it is written (about 100,000 positions).
+const SEARCH_RUN_BYTES: usize = 32 << 20;
 
 /// The body of a group that creates a position the entity does not have yet; `None` for
 /// everything else (replacements, cancellations, rows in error), which `load_group` handles.

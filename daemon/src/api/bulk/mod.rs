@@ -55,7 +55,7 @@ use super::{Api, ApiError, Authorized};
 use crate::App;
 use crate::config::EntityConfig;
 use crate::store::fsync::{self, sync_dir};
-use crate::store::{BulkJob, JobStatus};
+use crate::store::{BulkJob, JobStatus, SearchRun};
 
 /// One refused row, as the reject report lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -71,10 +71,12 @@ pub struct Reject {
     pub original: String,
 }
 
-/// A running job: its record, and its reject report as it is written.
+/// A running job: its record, its reject report as it is written, and the search index
+/// entries of the positions it created, written as sorted runs (`store::SearchRun`).
 pub struct Job {
     pub record: BulkJob,
     report: RejectReport,
+    search: SearchRun,
 }
 
 impl Job {
@@ -445,6 +447,7 @@ fn start_file(
             path: report.clone(),
             writer: None,
         },
+        search: SearchRun::new(record.id),
     }));
     api.jobs
         .running
@@ -461,7 +464,16 @@ fn start_file(
     let api = Arc::clone(api);
     tokio::task::spawn_blocking(move || {
         let id = record.id;
-        let loaded = files::run(&api.app, &entity, &actor, &path, &job);
+        // What an earlier run of this job created and a crash left out of the search indexes
+        // goes in first: the entries of this run go in at its end.
+        let loaded = match api.app.store.rebuild_pending(id) {
+            Ok(_) => files::run(&api.app, &entity, &actor, &path, &job),
+            Err(e) => {
+                tracing::warn!(job = id, "bulk job interrupted: {e}");
+                lock(&job).record.status = JobStatus::Interrupted;
+                false
+            }
+        };
         log_end(&lock(&job).record, loaded);
         if loaded && !finish(&api, &path, &report, &job) {
             // The file could not leave the inbox: it stays claimed, or it would be loaded
@@ -485,6 +497,17 @@ fn start_file(
 /// report leave the inbox. Until the file has left, the job still answers "running". False if
 /// the file could not be moved.
 fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
+    // The job is done only once its positions can be found by debtor and name.
+    let mut search = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
+    if let Err(e) = api.app.store.write_search_run(&mut search) {
+        let mut j = lock(job);
+        tracing::error!(
+            job = j.record.id,
+            "cannot write the search index entries: {e}"
+        );
+        j.record.status = JobStatus::Interrupted;
+        return true;
+    }
     let mut record = {
         let mut j = lock(job);
         if let Err(e) = j.report.flush(true) {
@@ -584,6 +607,33 @@ fn abandon_orphans(api: &Api) {
         job.finished = Some(api.app.clock.now());
         if let Err(e) = api.app.store.save_job(&job, true) {
             tracing::warn!(job = job.id, "cannot record an abandoned bulk job: {e}");
+        }
+    }
+    rebuild_left_searches(api);
+}
+
+/// The search index entries that a crash left unwritten, of jobs that will not run again (a
+/// job that carries on makes its own first).
+fn rebuild_left_searches(api: &Api) {
+    let store = &api.app.store;
+    let jobs = match store.pending_search_jobs() {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::warn!("cannot list the unwritten search index entries: {e}");
+            return;
+        }
+    };
+    for id in jobs {
+        if matches!(store.job(id), Ok(Some(job)) if job.status == JobStatus::Running) {
+            continue;
+        }
+        match store.rebuild_pending(id) {
+            Ok(read) => tracing::info!(
+                job = id,
+                positions = read,
+                "search index entries made again"
+            ),
+            Err(e) => tracing::warn!(job = id, "cannot make the search index entries again: {e}"),
         }
     }
 }

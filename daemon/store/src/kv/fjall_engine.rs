@@ -279,6 +279,29 @@ impl FjallTable {
         Ok(())
     }
 
+    /// Sorted keys straight into new tables, one ingestion per keyspace they fall in (the
+    /// keyspaces in order hold the keys in order). fjall writes out the keyspace's memtable
+    /// first, and syncs the tables and its version file before `finish` returns.
+    pub fn ingest(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut rest = keys;
+        while let Some(first) = rest.first() {
+            let at = self.shard_index(first);
+            let n = rest
+                .iter()
+                .position(|k| self.shard_index(k) != at)
+                .unwrap_or(rest.len());
+            let mut ingestion = self.shards[at].start_ingestion()?;
+            for k in &rest[..n] {
+                ingestion.write(k.as_slice(), &[][..])?;
+            }
+            ingestion.finish()?;
+            // The ingestion wrote the memtable out.
+            self.written[at].store(0, Ordering::Relaxed);
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> ShardIter {
         let owned = |b: Bound<&K>| b.map(|k| k.as_ref().to_vec());
         let (start, end) = (owned(range.start_bound()), owned(range.end_bound()));

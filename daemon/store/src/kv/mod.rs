@@ -308,6 +308,21 @@ impl Table {
         }
     }
 
+    /// Writes keys with empty values, given in ascending order without repeats, the way the
+    /// engine takes bulk data best: fjall writes them straight into new tables, synced when
+    /// this returns; sled takes them in key order, durable at the next `Kv::flush`. Not
+    /// atomic: the caller keeps a durable record of what may be missing until it returns.
+    pub fn ingest(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        debug_assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "ingested keys out of order"
+        );
+        match self {
+            Table::Sled(t) => sled_engine::ingest(t, keys),
+            Table::Fjall(t) => t.ingest(keys),
+        }
+    }
+
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         match self {
             Table::Sled(t) => Iter::Sled(Box::new(t.range(range))),

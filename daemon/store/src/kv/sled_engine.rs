@@ -90,6 +90,19 @@ pub fn apply(tree: &sled::Tree, batch: Batch) -> Result<(), StoreError> {
     Ok(tree.apply_batch(b)?)
 }
 
+/// Keys in ascending order, a batch of them at a time: sled's tree stays compact only when it
+/// is written in key order.
+pub fn ingest(tree: &sled::Tree, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+    for chunk in keys.chunks(10_000) {
+        let mut b = sled::Batch::default();
+        for k in chunk {
+            b.insert(k.as_slice(), &[]);
+        }
+        tree.apply_batch(b)?;
+    }
+    Ok(())
+}
+
 pub fn entry(item: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Entry, StoreError> {
     let (k, v) = item?;
     Ok((Value::Sled(k), Value::Sled(v)))
