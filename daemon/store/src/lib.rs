@@ -612,15 +612,16 @@ impl Store {
         )
     }
 
-    /// Commits new positions; with a `run`, their search index entries go to the run instead
-    /// of this commit (see `search_runs`).
+    /// Commits new positions; with a `run`, and an engine that takes runs, their search index
+    /// entries go to the run instead of this commit (see `search_runs`).
     fn commit_loads(
         &self,
         entity: &EntityFiscalCode,
         numbers_end: u64,
         loads: Vec<Result<PreparedLoad, WriteError>>,
-        mut run: Option<&mut SearchRun>,
+        run: Option<&mut SearchRun>,
     ) -> Result<Vec<Result<PositionId, WriteError>>, StoreError> {
+        let mut run = run.filter(|_| self.data.takes_runs());
         let applying = self.group.begin();
         let w = self.writer();
         let mut batch = kv::Batch::default();

@@ -1,8 +1,9 @@
 //! Bulk loads write the search indexes (debtor's code, words of the debtor's name) apart from
 //! the positions. A file's new positions commit without those entries; the entries gather in a
 //! `SearchRun`, which is sorted and written in one go when it grows large and when the file
-//! ends: fjall takes the run as new tables, sled in key order. Written with each commit, the
-//! entries arrived in random order, and every table the LSM tree flushed overlapped every other.
+//! ends, and which fjall takes as new tables. Written with each commit, the entries arrived in
+//! random order, and every table the LSM tree flushed overlapped every other. sled takes runs
+//! badly (`kv::Table::takes_runs`): there the entries still go with each commit.
 //!
 //! Until its run is written, a job keeps a durable record, `META "index/pending/" job` → (first
 //! position id, end position id), committed with the positions it covers: those positions may

@@ -308,6 +308,13 @@ impl Table {
         }
     }
 
+    /// Whether sorted runs (`ingest`) cost the engine less than the same keys written with
+    /// each commit: fjall writes them straight into tables; sled's memory jumps by gigabytes
+    /// under a run of a million positions (see `sled_engine::ingest`).
+    pub fn takes_runs(&self) -> bool {
+        matches!(self, Table::Fjall(_))
+    }
+
     /// Writes keys with empty values, given in ascending order without repeats, the way the
     /// engine takes bulk data best: fjall writes them straight into new tables, synced when
     /// this returns; sled takes them in key order, durable at the next `Kv::flush`. Not
