@@ -485,8 +485,10 @@ impl Store {
         counters(&mut w);
         self.positions.store(w.positions, Ordering::Relaxed);
         self.cache.written(updated);
+        // Published under the lock, after the batch: a reader that sees this number sees the
+        // batch (`record_receipt` relies on it).
+        self.commits.store(commit, Ordering::Release);
         drop(w);
-        self.commits.fetch_add(1, Ordering::Relaxed);
         applying.wait_durable()
     }
 

@@ -87,18 +87,28 @@ impl Store {
         payment: Option<Event>,
     ) -> Result<Recorded, StoreError> {
         let key = keys::receipt(&record.entity, &record.receipt_id);
-        // Warm the cache outside the writer lock (see `append`).
-        self.data.get(&key)?;
-        if let Some(event) = &payment
-            && let Some(id) = self.paid_position(&record, event)?
-        {
-            self.position(id)?;
-        }
+        // Read outside the writer lock, so that no disk read or decoding happens while other
+        // committers wait; read again under it only if a commit came in between.
+        let seen = self.commits.load(std::sync::atomic::Ordering::Acquire);
+        let mut existing = self.data.get(&key)?;
+        let mut found = match &payment {
+            Some(event) => self.paid_position(&record, event)?,
+            None => None,
+        };
+        let mut before = found.map(|id| self.position(id)).transpose()?.flatten();
         let applying = self.group.begin();
         let w = self.writer();
+        if w.commit != seen {
+            existing = self.data.get(&key)?;
+            found = match &payment {
+                Some(event) => self.paid_position(&record, event)?,
+                None => None,
+            };
+            before = found.map(|id| self.position(id)).transpose()?.flatten();
+        }
         let mut key = key;
         let mut reused = false;
-        if let Some(existing) = self.data.get(&key)? {
+        if let Some(existing) = existing {
             let first: ReceiptRecord = codec::decode(&existing, "a receipt")?;
             // The same receiptId for another notice is another payment, not a replay.
             let replay = if first.nav == record.nav {
@@ -123,11 +133,7 @@ impl Store {
         let mut batch = super::kv::Batch::default();
         let mut updated = Vec::new();
         if let Some(event) = payment {
-            let found = match self.paid_position(&record, &event)? {
-                Some(id) => self.position(id)?.map(|p| (id, p)),
-                None => None,
-            };
-            match found {
+            match found.zip(before) {
                 Some((id, before)) => {
                     let mut after = before.clone();
                     match after.apply(&event) {
@@ -141,7 +147,7 @@ impl Store {
                             };
                             record.position = Some(id);
                             self.write_position(&mut batch, id, Some(&before), &after)?;
-                            updated.push((id, after.clone()));
+                            updated.push((id, after));
                             let stored = StoredEvent { commit, event };
                             batch.insert(keys::ledger(id, before.events), codec::encode(&stored)?);
                             batch.insert(keys::change(commit, id), before.events.to_be_bytes());
