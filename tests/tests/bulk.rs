@@ -438,20 +438,11 @@ fn stored_positions(d: &Daemon) -> u64 {
     health["store"]["positions"].as_u64().expect("positions")
 }
 
-#[test]
-fn a_load_killed_half_way_resumes_under_its_job_id_without_duplicates() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("demo");
-    let d = Daemon::demo(&data, 10).ready();
-    let before = stored_positions(&d);
-    let rows = 6_000;
-    let job = upload(&d, big_file(rows).as_bytes());
-    let id = job["id"].clone();
-    // Killed once some positions are in and others are not.
-    let path = format!("/api/v1/entities/{ENTITY}/bulk/{id}");
+/// Kills the daemon once the job at `path` has done some of its `rows` and not all.
+fn kill_half_way(d: Daemon, path: &str, rows: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, j) = d.api_call("GET", &path, Some(KEY), None);
+        let (_, j) = d.api_call("GET", path, Some(KEY), None);
         let done = j["rows_done"].as_u64().unwrap_or(0);
         assert!(done < rows, "the load finished before the kill: {j}");
         if done >= 1_500 {
@@ -461,6 +452,50 @@ fn a_load_killed_half_way_resumes_under_its_job_id_without_duplicates() {
         std::thread::sleep(Duration::from_millis(20));
     }
     d.kill9();
+}
+
+#[test]
+fn a_load_killed_whose_file_left_the_inbox_still_has_its_positions_found_by_debtor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let d = Daemon::demo(&data, 10).ready();
+    let rows = 6_000;
+    let job = upload(&d, big_file(rows).as_bytes());
+    let path = format!("/api/v1/entities/{}/bulk/{}", ENTITY, job["id"]);
+    let file = d
+        .data_dir
+        .join("inbox")
+        .join(ENTITY)
+        .join(job["file"].as_str().expect("file"));
+    kill_half_way(d, &path, rows);
+    std::fs::remove_file(&file).expect("file taken out of the inbox");
+    let d = Daemon::demo(&data, 10).ready();
+    // The job will not carry on: it is abandoned, and what it loaded before the kill is put
+    // in the search indexes at start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, j) = d.api_call("GET", &path, Some(KEY), None);
+        let verdi = owed_by(&d, OTHER_DEBTOR);
+        if j["status"] == "abandoned" && verdi.iter().any(|iupd| iupd == "K-1001") {
+            assert!(verdi.contains(&"K-1".to_string()), "{verdi:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{j} {verdi:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_load_killed_half_way_resumes_under_its_job_id_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("demo");
+    let d = Daemon::demo(&data, 10).ready();
+    let before = stored_positions(&d);
+    let rows = 6_000;
+    let job = upload(&d, big_file(rows).as_bytes());
+    let id = job["id"].clone();
+    let path = format!("/api/v1/entities/{ENTITY}/bulk/{id}");
+    kill_half_way(d, &path, rows);
     let d = Daemon::demo(&data, 10).ready();
     let partly = stored_positions(&d) - before;
     assert!(
