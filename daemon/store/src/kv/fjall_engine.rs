@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fjall::config::PartitioningPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::config::{CompressionPolicy, PartitioningPolicy};
+use fjall::{
+    CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+};
 
 use super::{Batch, Entry, Tuning, Value};
 use crate::StoreError;
@@ -157,6 +159,11 @@ impl FjallKv {
                 // positions spent 95 % of its time there. (fjall keeps these options from a
                 // keyspace's creation: older stores change only through backup and restore.)
                 .index_block_partitioning_policy(PartitioningPolicy::all(true))
+                // fjall compresses only from level 2 on, and the split keyspaces' snapshots and
+                // ledger entries, written in order, reach their level without being rewritten:
+                // uncompressed they took twice the disk (1,052 against 493 bytes a position at
+                // 1M), for lookups 1–4 µs faster.
+                .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
                 .filter_block_partitioning_policy(PartitioningPolicy::all(true))
                 .with_kv_separation(Some(
                     KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD),
