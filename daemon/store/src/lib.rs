@@ -905,7 +905,9 @@ impl Store {
     }
 
     /// The debtor's positions (of every entity) from position `from` on, in id order: at most
-    /// `limit` index entries are read, so a caller can page through them.
+    /// `limit` index entries are read, one position each, so a caller can page through them
+    /// (fewer only past the last entry). An entry a search run wrote late may be stale: the
+    /// caller checks the position's debtor.
     pub fn by_debtor_from(
         &self,
         code: &DebtorCode,
@@ -924,9 +926,7 @@ impl Store {
             let (k, _) = entry?;
             let id = keys::decode_id(&k[prefix.len()..])
                 .ok_or_else(|| StoreError::Corrupt("debtor index key".into()))?;
-            if let Some(p) = self.position(id)?
-                && &p.debtor.code == code
-            {
+            if let Some(p) = self.position(id)? {
                 out.push((id, p));
             }
         }

@@ -257,13 +257,6 @@ pub(super) fn commit(
         let loaded =
             app.store
                 .load_prepared_deferred(&entity.fiscal_code, numbers_end, loads, &mut search);
-        // A run is written before it outgrows its budget: sorted runs of a bounded size.
-        let loaded = match loaded {
-            Ok(results) if search.bytes() >= SEARCH_RUN_BYTES => {
-                app.store.write_search_run(&mut search).map(|()| results)
-            }
-            other => other,
-        };
         lock(job).search = search;
         match loaded {
             Ok(results) => {
@@ -307,6 +300,21 @@ pub(super) fn commit(
     };
     if let Err(e) = app.store.save_job(&record, upto > 0) {
         tracing::warn!(job = record.id, "cannot record the job's progress: {e}");
+    }
+    // A run is written before it outgrows its budget: sorted runs of a bounded size. Its
+    // positions are counted above; if it fails, the job stops and carries on later, making
+    // the entries again from the positions first.
+    let mut search = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
+    let written = match search.bytes() >= SEARCH_RUN_BYTES {
+        true => app.store.write_search_run(&mut search),
+        false => Ok(()),
+    };
+    let mut j = lock(job);
+    j.search = search;
+    if let Err(e) = written {
+        tracing::warn!(job = j.record.id, file = %j.record.file, "bulk job interrupted: {e}");
+        j.record.status = JobStatus::Interrupted;
+        return false;
     }
     true
 }

@@ -612,8 +612,9 @@ fn abandon_orphans(api: &Api) {
     rebuild_left_searches(api);
 }
 
-/// The search index entries that a crash left unwritten, of jobs that will not run again (a
-/// job that carries on makes its own first).
+/// The search index entries that a crash left unwritten, at start, before any inbox file is
+/// loaded (a job that carries on would make its own first; one whose entity left the
+/// configuration never would).
 fn rebuild_left_searches(api: &Api) {
     let store = &api.app.store;
     let jobs = match store.pending_search_jobs() {
@@ -624,7 +625,14 @@ fn rebuild_left_searches(api: &Api) {
         }
     };
     for id in jobs {
-        if matches!(store.job(id), Ok(Some(job)) if job.status == JobStatus::Running) {
+        // An upload's job started meanwhile makes its own record and writes its own runs.
+        let live = api
+            .jobs
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id);
+        if live {
             continue;
         }
         match store.rebuild_pending(id) {

@@ -297,6 +297,9 @@ impl FjallTable {
                 .iter()
                 .position(|k| self.shard_index(k) != at)
                 .unwrap_or(rest.len());
+            // Written out by fjall's worker first: an ingestion writes out the memtable
+            // itself, and fjall's count of the write buffers would never come down.
+            self.shards[at].rotate_memtable_and_wait()?;
             let mut ingestion = self.shards[at].start_ingestion()?;
             for k in &rest[..n] {
                 ingestion.write(k.as_slice(), &[][..])?;
