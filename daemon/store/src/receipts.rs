@@ -79,33 +79,35 @@ impl Store {
 
     /// Stores a receipt and, if `payment` (a `PaidViaPagoPa` event) names a notice of one of the
     /// entity's positions, appends it to that position's ledger in the same commit. The notice is
-    /// looked up under the writer lock, so a concurrent variation cannot turn a payment into an
-    /// orphan. Returns only once durable.
+    /// looked up as of that commit (read again under the writer lock if anything committed since
+    /// the first reading), so a concurrent variation cannot turn a payment into an orphan.
+    /// Returns only once durable.
     pub fn record_receipt(
         &self,
         mut record: ReceiptRecord,
         payment: Option<Event>,
     ) -> Result<Recorded, StoreError> {
         let key = keys::receipt(&record.entity, &record.receipt_id);
-        // Read outside the writer lock, so that no disk read or decoding happens while other
-        // committers wait; read again under it only if a commit came in between.
-        let seen = self.commits.load(std::sync::atomic::Ordering::Acquire);
-        let mut existing = self.data.get(&key)?;
-        let mut found = match &payment {
-            Some(event) => self.paid_position(&record, event)?,
-            None => None,
-        };
-        let mut before = found.map(|id| self.position(id)).transpose()?.flatten();
-        let applying = self.group.begin();
-        let w = self.writer();
-        if w.commit != seen {
-            existing = self.data.get(&key)?;
-            found = match &payment {
+        // The stored receipt, the paid notice's position id and that position.
+        let read = || -> Result<_, StoreError> {
+            let existing = self.data.get(&key)?;
+            let found = match &payment {
                 Some(event) => self.paid_position(&record, event)?,
                 None => None,
             };
-            before = found.map(|id| self.position(id)).transpose()?.flatten();
+            let before = found.map(|id| self.position(id)).transpose()?.flatten();
+            Ok((existing, found, before))
+        };
+        // Read outside the writer lock, so that no disk read or decoding happens while other
+        // committers wait; read again under it only if a commit came in between.
+        let seen = self.commits.load(std::sync::atomic::Ordering::Acquire);
+        let mut reads = read()?;
+        let applying = self.group.begin();
+        let w = self.writer();
+        if w.commit != seen {
+            reads = read()?;
         }
+        let (existing, found, before) = reads;
         let mut key = key;
         let mut reused = false;
         if let Some(existing) = existing {

@@ -113,16 +113,31 @@ impl Store {
     /// when it returns. Called by the thread that commits the job's positions, so that no
     /// commit widens the record in between.
     pub fn write_search_run(&self, run: &mut SearchRun) -> Result<(), StoreError> {
-        let mut keys = std::mem::take(&mut run.keys);
         run.bytes = 0;
+        self.ingest_run(std::mem::take(&mut run.keys))?;
+        self.set_pending(run.job, None)
+    }
+
+    /// Keys of the search indexes, in any order and with repeats, written as one sorted run.
+    fn ingest_run(&self, mut keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
         keys.sort_unstable();
         keys.dedup();
-        self.data.ingest(&keys)?;
-        drop(keys);
+        self.data.ingest(&keys)
+    }
+
+    /// Durably moves job `job`'s pending record to cover `range` (from, end), or drops it.
+    fn set_pending(
+        &self,
+        job: u64,
+        range: Option<(PositionId, PositionId)>,
+    ) -> Result<(), StoreError> {
         let applying = self.group.begin();
         self.group.accepting()?;
         let mut batch = kv::Batch::default();
-        batch.remove(pending_key(run.job));
+        match range {
+            Some((from, end)) => batch.insert(pending_key(job), encode_range(from, end)),
+            None => batch.remove(pending_key(job)),
+        }
         self.data.apply(batch)?;
         applying.wait_durable()
     }
@@ -153,28 +168,18 @@ impl Store {
                 .into_iter()
                 .filter(|(id, _)| *id < end)
                 .collect();
-            let mut keys: Vec<Vec<u8>> = chunk
-                .iter()
-                .flat_map(|(id, p)| search_keys(p, *id))
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            self.data.ingest(&keys)?;
+            self.ingest_run(
+                chunk
+                    .iter()
+                    .flat_map(|(id, p)| search_keys(p, *id))
+                    .collect(),
+            )?;
             read += chunk.len() as u64;
             let next = match chunk.last() {
                 Some((last, _)) if chunk.len() == REBUILD_CHUNK => last + 1,
                 _ => end,
             };
-            let applying = self.group.begin();
-            self.group.accepting()?;
-            let mut batch = kv::Batch::default();
-            if next < end {
-                batch.insert(key.clone(), encode_range(next, end));
-            } else {
-                batch.remove(key.clone());
-            }
-            self.data.apply(batch)?;
-            applying.wait_durable()?;
+            self.set_pending(job, (next < end).then_some((next, end)))?;
         }
         Ok(read)
     }

@@ -10,12 +10,12 @@ use mpay_common::ledger::{Actor, Change, Event};
 use mpay_common::requests::PositionIn;
 
 use super::files::{Group, body_of, json_body};
-use super::{Job, Reject, lock};
+use super::{Job, Reject, lock, with_search_run};
 use crate::App;
 use crate::config::EntityConfig;
 use crate::service::positions::{self, Upserted, prepare_new, upsert};
 use crate::service::{ErrorKind, ServiceError};
-use crate::store::{JobStatus, PreparedLoad, SearchRun, Store, WriteError};
+use crate::store::{JobStatus, PreparedLoad, Store, WriteError};
 
 /// What a row group did.
 enum Done {
@@ -253,11 +253,10 @@ pub(super) fn commit(
     }
     let line = |k: usize| groups[k].rows[0].0;
     if !loads.is_empty() {
-        let mut search = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
-        let loaded =
+        let loaded = with_search_run(job, |run| {
             app.store
-                .load_prepared_deferred(&entity.fiscal_code, numbers_end, loads, &mut search);
-        lock(job).search = search;
+                .load_prepared_deferred(&entity.fiscal_code, numbers_end, loads, run)
+        });
         match loaded {
             Ok(results) => {
                 for (k, r) in loading.into_iter().zip(results) {
@@ -304,14 +303,12 @@ pub(super) fn commit(
     // A run is written before it outgrows its budget: sorted runs of a bounded size. Its
     // positions are counted above; if it fails, the job stops and carries on later, making
     // the entries again from the positions first.
-    let mut search = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
-    let written = match search.bytes() >= SEARCH_RUN_BYTES {
-        true => app.store.write_search_run(&mut search),
+    let written = with_search_run(job, |run| match run.bytes() >= SEARCH_RUN_BYTES {
+        true => app.store.write_search_run(run),
         false => Ok(()),
-    };
-    let mut j = lock(job);
-    j.search = search;
+    });
     if let Err(e) = written {
+        let mut j = lock(job);
         tracing::warn!(job = j.record.id, file = %j.record.file, "bulk job interrupted: {e}");
         j.record.status = JobStatus::Interrupted;
         return false;

@@ -79,6 +79,15 @@ pub struct Job {
     search: SearchRun,
 }
 
+/// Runs `f` on the job's search run outside the job's lock: the store's writes take a while,
+/// and readers of the job's progress must not wait for them.
+fn with_search_run<T>(job: &Mutex<Job>, f: impl FnOnce(&mut SearchRun) -> T) -> T {
+    let mut run = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
+    let out = f(&mut run);
+    lock(job).search = run;
+    out
+}
+
 impl Job {
     fn reject(&mut self, reject: Reject) {
         if let Err(e) = self.report.push(&reject) {
@@ -498,8 +507,7 @@ fn start_file(
 /// the file could not be moved.
 fn finish(api: &Api, path: &Path, report: &Path, job: &Mutex<Job>) -> bool {
     // The job is done only once its positions can be found by debtor and name.
-    let mut search = std::mem::replace(&mut lock(job).search, SearchRun::new(0));
-    if let Err(e) = api.app.store.write_search_run(&mut search) {
+    if let Err(e) = with_search_run(job, |run| api.app.store.write_search_run(run)) {
         let mut j = lock(job);
         tracing::error!(
             job = j.record.id,

@@ -93,7 +93,8 @@ pub fn apply(tree: &sled::Tree, batch: Batch) -> Result<(), StoreError> {
 /// Keys in ascending order, a small batch at a time, each flushed. sled takes a run badly: one
 /// that touches pages across a whole index grew the daemon by 0.5 GiB (1,000-key batches) to
 /// 2.1 GiB (10,000) for a few seconds, so bulk loads on sled write their entries with each
-/// commit instead (`Table::takes_runs`); this serves only what a crash left.
+/// commit instead (`Table::takes_runs`); this serves only a pending search record that came
+/// with the backup of a fjall store.
 pub fn ingest(tree: &sled::Tree, keys: &[Vec<u8>]) -> Result<(), StoreError> {
     for chunk in keys.chunks(1_000) {
         let mut b = sled::Batch::default();
